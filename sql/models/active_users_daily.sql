@@ -1,0 +1,40 @@
+/* Active users per day: DAU, WAU (7 days ending on the date), MAU (30 days ending on it) and stickiness. Grain: one row per activity_date. */
+with
+
+calendar as (
+    select cast(day as date) as activity_date
+    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+),
+
+active_days as (
+    select distinct
+        event_date as activity_date,
+        user_id
+    from models.stg_events
+    where is_activity
+        and event_date between cast(:start_date as date) - 29 and cast(:end_date as date)
+),
+
+windows as (
+    select
+        calendar.activity_date,
+        count(distinct case when active_days.activity_date = calendar.activity_date then active_days.user_id end) as dau,
+        count(distinct case when active_days.activity_date > calendar.activity_date - 7 then active_days.user_id end) as wau,
+        count(distinct active_days.user_id) as mau
+    from calendar
+    left join active_days
+        on active_days.activity_date between calendar.activity_date - 29 and calendar.activity_date
+    group by calendar.activity_date
+),
+
+final as (
+    select
+        activity_date,
+        dau,
+        wau,
+        mau,
+        case when mau = 0 then 0.0 else cast(dau as double) / mau end as stickiness
+    from windows
+)
+
+select * from final

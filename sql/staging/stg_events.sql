@@ -1,0 +1,35 @@
+/* Staged events: every loaded event with its resolved user_id (links applied retroactively). Grain: one row per event_id. */
+with
+
+events as (
+    select * from raw.events
+),
+
+identities as (
+    select * from models.stg_identities
+),
+
+final as (
+    select
+        events.event_id,
+        events.event_name,
+        events.distinct_id,
+        coalesce(identities.login_id, events.distinct_id) as user_id,
+        events.event_time,
+        events.event_date,
+        events.received_at,
+        events.source_format,
+        events.app_id,
+        events.platform,
+        events.app_version,
+        events.channel,
+        events.session_id,
+        events.properties,
+        events.is_activity,
+        events.load_date
+    from events
+    left join identities
+        on events.distinct_id = identities.anonymous_id
+)
+
+select * from final

@@ -1,0 +1,96 @@
+"""Publish: make the rebuilt partitions visible in ``reports`` at once, then snapshot.
+
+All published tables are updated in a single transaction (delete the rebuilt
+date range, insert it from ``models``), so a reader sees either the previous
+complete state or the new one. Before that, cheap invariants of the model
+outputs are checked; a violation stops the publish. After the commit each
+published table is written as a dated Parquet snapshot.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from cohortflow.config import Config
+from cohortflow.models import built_range, published_models
+from cohortflow.warehouse import Warehouse
+
+
+class PublishError(Exception):
+    """Publishing was refused: nothing changed in ``reports``."""
+
+
+# Invariants that hold for any correct build (source dialect; each query returns violating rows).
+CHECKS = {
+    "active_users_daily": (
+        "select count(*) from models.active_users_daily "
+        "where activity_date between :start_date and :end_date "
+        "and not (dau <= wau and wau <= mau and dau >= 0)"
+    ),
+    "event_metrics_daily": (
+        "select count(*) from models.event_metrics_daily "
+        "where event_date between :start_date and :end_date "
+        "and not (count_users <= count_events and count_users >= 1)"
+    ),
+}
+
+
+def publish(
+    wh: Warehouse,
+    cfg: Config,
+    business_date: dt.date,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    rng = built_range(wh, business_date)
+    if rng is None:
+        raise PublishError(f"no model build recorded for {business_date}: run the 'models' task first")
+    start, end = rng
+    params = {"start_date": start, "end_date": end}
+    models = published_models()
+    with wh.begin() as conn:
+        for model in models:
+            check = CHECKS.get(model.name)
+            if check and (bad := wh.scalar(conn, check, params)):
+                raise PublishError(f"model {model.name}: {bad} rows break its invariants; nothing published")
+    counts: dict[str, int] = {}
+    with wh.begin() as conn:
+        for model in models:
+            cols = ", ".join(c.name for c in model.columns)
+            wh.execute(conn, model.create_sql("reports"))
+            wh.execute(conn, f"delete from reports.{model.name} where {model.partition_by} between :start_date and :end_date", params)
+            wh.execute(
+                conn,
+                f"insert into reports.{model.name} ({cols}) select {cols} from models.{model.name} "
+                f"where {model.partition_by} between :start_date and :end_date",
+                params,
+            )
+            counts[model.name] = wh.scalar(
+                conn,
+                f"select count(*) from reports.{model.name} where {model.partition_by} between :start_date and :end_date",
+                params,
+            )
+    snapshot_dir = cfg.target_path / "snapshots" / business_date.isoformat()
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    with wh.begin() as conn:
+        for model in models:
+            cols = ", ".join(c.name for c in model.columns)
+            table = wh.query_arrow(
+                conn, f"select {cols} from reports.{model.name} order by {cols}"
+            )
+            path = snapshot_dir / f"{model.name}.parquet"
+            tmp = path.with_suffix(".parquet.tmp")
+            pq.write_table(table, tmp)
+            tmp.replace(path)
+    if progress:
+        for name, n in counts.items():
+            progress(f"  published reports.{name}: {n:,} rows for {start}..{end}")
+        progress(f"  snapshots in {snapshot_dir}")
+    return counts
+
+
+def snapshot_path(cfg: Config, business_date: dt.date, table: str) -> Path:
+    return cfg.target_path / "snapshots" / business_date.isoformat() / f"{table}.parquet"

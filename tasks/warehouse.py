@@ -1,0 +1,257 @@
+"""Warehouse access: one SQLAlchemy engine, one SQL dialect path, one binding path.
+
+All SQL in the project is written in one source dialect (DuckDB) and goes
+through :func:`render`, which transpiles it with sqlglot for the warehouse's
+engine and keeps every parameter as a SQLAlchemy ``:name`` bind parameter.
+Values are always bound by the driver, never formatted into SQL text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import io
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+import sqlglot
+from sqlglot import exp
+
+from cohortflow.config import Config
+
+SOURCE_DIALECT = "duckdb"
+SCHEMAS = ("raw", "models", "reports", "meta")
+
+
+class WarehouseError(Exception):
+    """A warehouse problem, with a one-line message safe to print (no secrets)."""
+
+
+@functools.lru_cache(maxsize=512)
+def render(sql: str, dialect: str, pretty: bool = True) -> str:
+    """Transpile source-dialect SQL to ``dialect``, keeping ``:name`` bind parameters.
+
+    sqlglot would rewrite placeholders per dialect (``$name``, ``%(name)s``),
+    which SQLAlchemy's ``text()`` cannot bind; they are re-emitted as ``:name``
+    so the driver binds them on every engine.
+    """
+    target = "postgres" if dialect.startswith("postgres") else dialect
+    statements = []
+    for tree in sqlglot.parse(sql, read=SOURCE_DIALECT):
+        if tree is None:
+            continue
+        tree = tree.transform(
+            lambda node: exp.Var(this=":" + node.name) if isinstance(node, exp.Placeholder) and node.name else node
+        )
+        statements.append(tree.sql(dialect=target, pretty=pretty))
+    return ";\n".join(statements)
+
+
+def _safe_url_text(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+class Warehouse:
+    """The project's warehouse: DuckDB file by default, PostgreSQL in production."""
+
+    def __init__(self, cfg: Config, *, url: str | None = None) -> None:
+        self.cfg = cfg
+        sa_url = sa.make_url(url or cfg.warehouse_url)
+        if sa_url.drivername.startswith("postgresql"):
+            if sa_url.drivername == "postgresql":
+                sa_url = sa_url.set(drivername="postgresql+psycopg")
+            if cfg.warehouse.password is not None:
+                sa_url = sa_url.set(password=cfg.warehouse.password)
+            self.dialect = "postgres"
+            self.engine = sa.create_engine(sa_url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+        elif sa_url.drivername == "duckdb":
+            self.dialect = "duckdb"
+            if sa_url.database and sa_url.database != ":memory:":
+                Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+            # One connection: DuckDB allows a single writer process.
+            self.engine = sa.create_engine(sa_url, poolclass=sa.pool.SingletonThreadPool)
+        else:
+            raise WarehouseError(f"unsupported warehouse URL scheme {sa_url.drivername!r}")
+        self.url_text = _safe_url_text(sa_url)
+        self.host = sa_url.host or sa_url.database or "?"
+
+    # -- connections -------------------------------------------------------
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A transaction; errors become one-line WarehouseErrors without secrets."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise WarehouseError(self._describe(exc)) from None
+        except sa.exc.DBAPIError as exc:
+            raise WarehouseError(self._describe(exc)) from exc
+
+    def _describe(self, exc: sa.exc.DBAPIError) -> str:
+        text = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        if self.cfg.warehouse.password:
+            text = text.replace(self.cfg.warehouse.password, "***")
+        return f"warehouse {self.host}: {text}"
+
+    def render(self, sql: str) -> str:
+        return render(sql, self.dialect)
+
+    def execute(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
+        """Run source-dialect SQL with bound parameters."""
+        return conn.execute(sa.text(self.render(sql)), dict(params or {}))
+
+    def scalar(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self.execute(conn, sql, params).scalar()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- schema ------------------------------------------------------------
+    def bootstrap(self) -> None:
+        """Create the schemas and the project's own tables when they are missing."""
+        with self.begin() as conn:
+            for schema in SCHEMAS:
+                conn.execute(sa.text(f"create schema if not exists {schema}"))
+            for ddl in BASE_TABLES:
+                self.execute(conn, ddl)
+
+    def table_exists(self, conn: sa.Connection, schema: str, table: str) -> bool:
+        return sa.inspect(conn).has_table(table, schema=schema)
+
+    # -- bulk load ---------------------------------------------------------
+    def load_arrow(self, conn: sa.Connection, table: str, data: pa.Table) -> int:
+        """Append an Arrow table to ``schema.table`` (columns by name) inside ``conn``'s transaction."""
+        if data.num_rows == 0:
+            return 0
+        columns = ", ".join(data.column_names)
+        if self.dialect == "duckdb":
+            raw = conn.connection.driver_connection
+            view = "_cohortflow_load"
+            raw.register(view, data)
+            try:
+                raw.execute(f"insert into {table} ({columns}) select {columns} from {view}")
+            finally:
+                raw.unregister(view)
+        else:
+            raw = conn.connection.driver_connection
+            buf = io.BytesIO()
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(data, buf, write_options=pacsv.WriteOptions(include_header=False, quoting_style="needed"))
+            with raw.cursor() as cur:
+                with cur.copy(f"copy {table} ({columns}) from stdin with (format csv)") as copy:
+                    copy.write(buf.getvalue())
+        return data.num_rows
+
+    def query_arrow(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
+        result = self.execute(conn, sql, params)
+        cols = list(result.keys())
+        rows = result.fetchall()
+        return pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)})
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+_IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def check_identifier(name: str) -> str:
+    """Allow-list check for identifiers the project builds from its own names."""
+    if not _IDENT_RE.match(name):
+        raise ValueError(f"not a safe identifier: {name!r}")
+    return name
+
+
+# The project's own tables. Source dialect; transpiled like every model.
+BASE_TABLES = [
+    """
+    create table if not exists raw.events (
+        event_id varchar not null,
+        event_name varchar not null,
+        distinct_id varchar not null,
+        event_time timestamp not null,
+        event_date date not null,
+        received_at timestamp not null,
+        source_format varchar not null,
+        app_id varchar,
+        platform varchar,
+        app_version varchar,
+        channel varchar,
+        session_id varchar,
+        properties varchar,
+        is_activity boolean not null,
+        link_anonymous_id varchar,
+        link_login_id varchar,
+        load_date date not null,
+        ingest_file varchar not null,
+        ingest_line bigint not null
+    )
+    """,
+    """
+    create table if not exists raw.quarantine (
+        load_date date not null,
+        ingest_file varchar not null,
+        ingest_line bigint not null,
+        source_format varchar not null,
+        reason varchar not null,
+        detail varchar,
+        raw_line varchar
+    )
+    """,
+    """
+    create table if not exists meta.ingest_ledger (
+        load_date date not null,
+        run_id varchar not null,
+        source_name varchar not null,
+        ingest_file varchar not null,
+        lines_read bigint not null,
+        events_loaded bigint not null,
+        duplicates_removed bigint not null,
+        lines_quarantined bigint not null,
+        loaded_at timestamp not null
+    )
+    """,
+    """
+    create table if not exists meta.run_log (
+        run_id varchar not null,
+        workflow varchar not null,
+        task varchar not null,
+        business_date date not null,
+        status varchar not null,
+        runner varchar not null,
+        started_at timestamp not null,
+        ended_at timestamp,
+        rows_in bigint,
+        rows_out bigint,
+        error varchar
+    )
+    """,
+    """
+    create table if not exists meta.validation_results (
+        run_id varchar not null,
+        business_date date not null,
+        suite varchar not null,
+        expectation varchar not null,
+        column_name varchar,
+        severity varchar not null,
+        success boolean not null,
+        observed varchar,
+        validated_at timestamp not null
+    )
+    """,
+    """
+    create table if not exists meta.model_builds (
+        business_date date not null,
+        start_date date not null,
+        end_date date not null,
+        built_at timestamp not null
+    )
+    """,
+]

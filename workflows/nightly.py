@@ -1,0 +1,47 @@
+"""The nightly workflow: one business date from raw logs to published tables.
+
+    ingest ──► validate ──┐
+       │                  ├──► publish
+       └────► models ─────┘
+
+- ingest:   read the date's landing files, map, dedupe, quarantine, load raw.events
+- validate: Great Expectations suites on the loaded rows; critical failures stop here
+- models:   rebuild the model tables for the dates the new data can change
+- publish:  swap the new partitions into ``reports`` at once, write Parquet snapshots
+
+Each task runs ``cohortflow task <name> --date <business date>``; on
+DolphinScheduler the date is the built-in ``${system.biz.date}``.
+"""
+
+from cohortflow.dag import Task, Workflow
+
+WORKFLOW = Workflow(
+    name="cohortflow_nightly",
+    description="Nightly cohortflow run: ingest raw SDK logs, validate, build models, publish reports.",
+    schedule="0 30 2 * * ? *",
+    tasks=(
+        Task(
+            name="ingest",
+            description="Load the business date's raw SDK logs into raw.events; quarantine bad lines; print the ledger.",
+            timeout_minutes=60,
+        ),
+        Task(
+            name="validate",
+            description="Run the Great Expectations suites on the loaded rows; stop on critical failures.",
+            upstream=("ingest",),
+            timeout_minutes=30,
+        ),
+        Task(
+            name="models",
+            description="Rebuild model tables for every date the new data can change (bounded by the lookback).",
+            upstream=("ingest",),
+            timeout_minutes=120,
+        ),
+        Task(
+            name="publish",
+            description="Atomically publish the rebuilt partitions to the reports schema and write Parquet snapshots.",
+            upstream=("validate", "models"),
+            timeout_minutes=30,
+        ),
+    ),
+)
