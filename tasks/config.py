@@ -211,10 +211,11 @@ class Config(_Strict):
 def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     """Overlay ``COHORTFLOW_A__B=value`` onto ``data['a']['b']`` (YAML-parsed value)."""
     for key, raw in sorted(environ.items()):
-        if not key.startswith(ENV_PREFIX) or key in (CONFIG_ENV,) or key.startswith("COHORTFLOW_TEST_"):
+        if not key.startswith(ENV_PREFIX):
             continue
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
-        if not path:
+        # Only keys of the config file; other COHORTFLOW_* variables (RUN_ID, DEBUG ...) are the CLI's.
+        if not path or path[0] not in Config.model_fields or path[0] == "base_dir":
             continue
         node = data
         for part in path[:-1]:
