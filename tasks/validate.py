@@ -1,0 +1,466 @@
+"""The ``validate`` stage: run the Great Expectations suites on the day's staged events.
+
+The batch is the rows the ingest loaded for the business date D
+(``raw.events where load_date = D``). Suites are committed JSON in
+``expectations/`` (GX 1.x suite form, one per validated table); each
+expectation carries a GX severity (``critical``, ``warning``, ``info``).
+Run-time values reach the suite as GX suite parameters (``$PARAMETER``):
+
+* ``min_event_date`` / ``max_event_date``: D - ``ingest.late_arrival_days`` .. D + 1;
+* ``known_event_names``: the tracking plan's events (an expectation that needs
+  them is reported as not applicable when the plan is empty);
+* ``min_row_count`` / ``max_row_count``: the median row count of the previous
+  ``validation.volume_trailing_days`` load dates times ``volume_min_ratio`` /
+  ``volume_max_ratio`` (0 and no upper bound without history).
+
+Whether the day fails or only warns is decided by the highest severity among
+the failed expectations, never by GX's overall ``success`` flag.
+
+Engines: on DuckDB the day's rows are read into pandas and validated with a
+pandas data source, because GX's SQL data source does not work on DuckDB
+(great_expectations issues #10738, #11579). On PostgreSQL the validation is
+pushed down to the server through GX's SQL data source.
+
+Every expectation's outcome is stored in ``meta.validation_results`` (the
+rows of the date and suite are replaced in one transaction) and the full GX
+result is written to ``<target>/validation/<suite>-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.resources
+import json
+import logging
+import math
+import os
+import statistics
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from cohortflow.config import Config
+from cohortflow.events import RAW_EVENT_SCHEMA
+from cohortflow.warehouse import Warehouse
+
+if TYPE_CHECKING:
+    import great_expectations as gx
+
+SEVERITIES = ("critical", "warning", "info")  # highest first
+EVENTS_SUITE = "raw_events"
+
+# The batch of the events suite: the rows the ingest loaded for the date.
+DAY_EVENTS_SQL = "select * from raw.events where load_date = :d"
+VOLUME_HISTORY_SQL = """
+select load_date, count(*) as row_count
+from raw.events
+where load_date < :d
+group by load_date
+order by load_date desc
+limit :n
+"""
+DELETE_RESULTS_SQL = "delete from meta.validation_results where business_date = :d and suite = :suite"
+
+# Not-null, in-set and between expectations report counts; keep a few examples.
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
+
+RESULTS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("business_date", pa.date32()),
+        ("suite", pa.string()),
+        ("expectation", pa.string()),
+        ("column_name", pa.string()),
+        ("severity", pa.string()),
+        ("success", pa.bool_()),
+        ("observed", pa.string()),
+        ("validated_at", pa.timestamp("us")),
+    ]
+)
+
+log = logging.getLogger(__name__)
+
+
+class SuiteError(Exception):
+    """An expectation suite file that cannot be used as committed."""
+
+
+class ValidationFailed(Exception):
+    """Critical expectations failed: nothing downstream may run for the date."""
+
+    def __init__(self, outcome: ValidationOutcome) -> None:
+        super().__init__(outcome.summary())
+        self.outcome = outcome
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome:
+    expectation: str  # GX expectation type, e.g. expect_column_values_to_not_be_null
+    column: str | None
+    severity: str  # 'critical' | 'warning' | 'info'
+    success: bool
+    observed: str  # short text: what was seen
+    skipped: bool = False  # not applicable today (e.g. empty tracking plan); counts as success
+
+    @property
+    def label(self) -> str:
+        return f"{self.expectation}({self.column})" if self.column else self.expectation
+
+
+@dataclass
+class ValidationOutcome:
+    suite: str
+    run_id: str
+    business_date: dt.date
+    results: list[ExpectationOutcome]
+    row_count: int = 0
+    parameters: dict[str, Any] = field(default_factory=dict)
+    result_path: Path | None = None
+
+    @property
+    def failed_critical(self) -> list[ExpectationOutcome]:
+        return [r for r in self.results if not r.success and r.severity == "critical"]
+
+    @property
+    def failed_warnings(self) -> list[ExpectationOutcome]:
+        return [r for r in self.results if not r.success and r.severity == "warning"]
+
+    @property
+    def failed_info(self) -> list[ExpectationOutcome]:
+        return [r for r in self.results if not r.success and r.severity == "info"]
+
+    @property
+    def highest_failed_severity(self) -> str | None:
+        failed = {r.severity for r in self.results if not r.success}
+        return next((s for s in SEVERITIES if s in failed), None)
+
+    @property
+    def status(self) -> str:
+        """'failed' (a critical expectation failed), 'warned' (a warning did) or 'passed'."""
+        return {"critical": "failed", "warning": "warned"}.get(self.highest_failed_severity or "", "passed")
+
+    def raise_for_status(self) -> None:
+        if self.status == "failed":
+            raise ValidationFailed(self)
+
+    def summary(self) -> str:
+        head = {
+            "failed": f"FAILED: {len(self.failed_critical)} critical expectation(s) failed",
+            "warned": f"passed with {len(self.failed_warnings)} warning(s)",
+            "passed": "passed",
+        }[self.status]
+        lines = [
+            f"validation of suite {self.suite} for {self.business_date.isoformat()} "
+            f"(run {self.run_id}, {self.row_count} rows, {len(self.results)} expectations): {head}"
+        ]
+        for title, items in (
+            ("critical failures (the DAG stops before publishing):", self.failed_critical),
+            ("warnings:", self.failed_warnings),
+            ("info:", self.failed_info),
+            ("not applicable:", [r for r in self.results if r.skipped]),
+        ):
+            if items:
+                lines.append(f"  {title}")
+                lines.extend(f"    - {r.label}: {r.observed}" for r in items)
+        if self.result_path is not None:
+            lines.append(f"  full result: {self.result_path}")
+        return "\n".join(lines)
+
+
+# -- suites --------------------------------------------------------------------
+def suites_dir() -> Path:
+    """The committed suites (the ``expectations/`` folder, shipped as package data)."""
+    return Path(str(importlib.resources.files("cohortflow.expectations")))
+
+
+def suite_paths() -> list[Path]:
+    return sorted(suites_dir().glob("*.json"))
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def load_suite(source: str | Path) -> gx.ExpectationSuite:
+    """Load a committed suite (by name or path); raise SuiteError unless every expectation loads.
+
+    GX logs and drops an expectation it cannot build (unknown type, bad
+    kwargs) instead of raising; a suite that silently lost a check must not run.
+    """
+    gx = _gx()
+    path = Path(source) if isinstance(source, Path) or str(source).endswith(".json") else suites_dir() / f"{source}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SuiteError(f"expectation suite {path}: cannot read: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("expectations"), list):
+        raise SuiteError(f"expectation suite {path}: expected an object with a list of 'expectations'")
+    gx_suite_logger = logging.getLogger("great_expectations.core.expectation_suite")
+    handler = _ListHandler()
+    gx_suite_logger.addHandler(handler)
+    propagate, gx_suite_logger.propagate = gx_suite_logger.propagate, False
+    try:
+        suite = gx.ExpectationSuite(**data)
+    except (TypeError, ValueError) as exc:
+        raise SuiteError(f"expectation suite {path}: {exc}") from None
+    finally:
+        gx_suite_logger.removeHandler(handler)
+        gx_suite_logger.propagate = propagate
+    expected, loaded = len(data["expectations"]), len(suite.expectations)
+    if loaded != expected:
+        reasons = "; ".join(handler.messages) or "no reason logged"
+        raise SuiteError(
+            f"expectation suite {path}: only {loaded} of {expected} expectations are valid "
+            f"(Great Expectations drops invalid ones): {reasons}"
+        )
+    return suite
+
+
+# -- run-time parameters -------------------------------------------------------
+def suite_parameters(wh: Warehouse, conn: Any, cfg: Config, business_date: dt.date) -> dict[str, Any]:
+    """Values of the ``$PARAMETER`` references in the events suite for ``business_date``."""
+    history = wh.execute(
+        conn, VOLUME_HISTORY_SQL, {"d": business_date, "n": cfg.validation.volume_trailing_days}
+    ).fetchall()
+    if history:
+        median = statistics.median(int(r.row_count) for r in history)
+        min_rows: int = math.floor(median * cfg.validation.volume_min_ratio)
+        max_rows: int | None = math.ceil(median * cfg.validation.volume_max_ratio)
+    else:
+        min_rows, max_rows = 0, None
+    return {
+        "min_event_date": business_date - dt.timedelta(days=cfg.ingest.late_arrival_days),
+        "max_event_date": business_date + dt.timedelta(days=1),
+        "known_event_names": cfg.tracking_plan.event_names,
+        "min_row_count": min_rows,
+        "max_row_count": max_rows,
+    }
+
+
+def _parameter_refs(value: Any) -> set[str]:
+    if isinstance(value, Mapping):
+        if "$PARAMETER" in value:
+            return {str(value["$PARAMETER"])}
+        return set().union(*(_parameter_refs(v) for v in value.values())) if value else set()
+    if isinstance(value, list | tuple):
+        return set().union(*(_parameter_refs(v) for v in value)) if value else set()
+    return set()
+
+
+# -- GX plumbing ---------------------------------------------------------------
+def _gx() -> Any:
+    """Import GX lazily (it takes seconds) with its telemetry off."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # GX logs its registries at import and every data-source and store
+    # operation at DEBUG/INFO; keep its errors only. Some of its modules pin
+    # their own logger to INFO at import, so those are reset to inherit.
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations
+
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("great_expectations.") and isinstance(logger, logging.Logger) and logger.level:
+            logger.setLevel(logging.NOTSET)
+    return great_expectations
+
+
+def _context() -> Any:
+    gx = _gx()
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # The tqdm "Calculating Metrics" bars are on unless the context says otherwise.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+@contextlib.contextmanager
+def _day_batch(wh: Warehouse, conn: Any, business_date: dt.date) -> Iterator[tuple[Any, int]]:
+    """The GX batch of the day's events, and its row count."""
+    context = _context()
+    if wh.dialect == "postgres":
+        # Pushed down: GX queries the server; the daily partitioner builds the
+        # load_date filter with SQLAlchemy, so no date is formatted into SQL here.
+        source = context.data_sources.add_postgres(
+            name="warehouse", connection_string=wh.engine.url.render_as_string(hide_password=False)
+        )
+        try:
+            asset = source.add_table_asset(name="raw_events", schema_name="raw", table_name="events")
+            day = asset.add_batch_definition_daily(name="load_date", column="load_date")
+            batch = day.get_batch(
+                batch_parameters={"year": business_date.year, "month": business_date.month, "day": business_date.day}
+            )
+            rows = int(wh.scalar(conn, "select count(*) from raw.events where load_date = :d", {"d": business_date}))
+            yield batch, rows
+        finally:
+            source.get_engine().dispose()
+        return
+    table = wh.query_arrow(conn, DAY_EVENTS_SQL, {"d": business_date})
+    table = pa.table(
+        {
+            name: table.column(name).cast(RAW_EVENT_SCHEMA.field(name).type)
+            if RAW_EVENT_SCHEMA.get_field_index(name) >= 0
+            else table.column(name)
+            for name in table.column_names
+        }
+    )
+    frame = table.to_pandas()
+    source = context.data_sources.add_pandas(name="warehouse")
+    day = source.add_dataframe_asset(name="raw_events").add_batch_definition_whole_dataframe(name="day")
+    yield day.get_batch(batch_parameters={"dataframe": frame}), table.num_rows
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    value = value.item() if hasattr(value, "item") else value
+    text = repr(value) if isinstance(value, str) else "null" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _exception_text(info: Any) -> str | None:
+    """GX reports an expectation that raised in ``exception_info`` (flat or per metric)."""
+    if not info:
+        return None
+    infos = [info] if "raised_exception" in info else list(info.values())
+    for item in infos:
+        item = item.to_json_dict() if hasattr(item, "to_json_dict") else item
+        if isinstance(item, Mapping) and item.get("raised_exception"):
+            return str(item.get("exception_message") or "raised an exception").strip().splitlines()[0][:200]
+    return None
+
+
+def _observed(result: Any) -> str:
+    error = _exception_text(result.exception_info)
+    if error:
+        return f"error: {error}"
+    res = result.result or {}
+    if "unexpected_count" in res and "element_count" in res:
+        unexpected, total = res["unexpected_count"] or 0, res["element_count"] or 0
+        text = f"{unexpected} of {total} rows unexpected"
+        if unexpected and total:
+            text += f" ({100.0 * unexpected / total:.3g}%)"
+        # The partial list is a sample of the first unexpected rows; show a few distinct values.
+        examples = list(dict.fromkeys(_short(v) for v in res.get("partial_unexpected_list") or []))
+        if unexpected and examples:
+            text += f", e.g. {', '.join(examples[:3])}"
+        return text
+    if "observed_value" in res:
+        text = f"observed {_short(res['observed_value'])}"
+        kwargs = result.expectation_config.kwargs
+        if "min_value" in kwargs or "max_value" in kwargs:
+            text += f" (expected {_short(kwargs.get('min_value'))} .. {_short(kwargs.get('max_value'))})"
+        return text
+    return "ok" if result.success else "failed"
+
+
+def _severity(config: Any) -> str:
+    severity = getattr(config, "severity", None)
+    value = getattr(severity, "value", severity) or "critical"
+    return str(value).lower()
+
+
+# -- the stage -----------------------------------------------------------------
+def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str) -> ValidationOutcome:
+    """Validate the events loaded for ``business_date``; store and return every expectation's outcome."""
+    suite = load_suite(EVENTS_SUITE)
+    with wh.begin() as conn:
+        params = suite_parameters(wh, conn, cfg, business_date)
+        not_applicable = {"known_event_names"} if not params["known_event_names"] else set()
+
+        skipped: list[ExpectationOutcome] = []
+        kept = []
+        for expectation in suite.expectations:
+            config = expectation.configuration
+            if _parameter_refs(config.kwargs) & not_applicable:
+                skipped.append(
+                    ExpectationOutcome(
+                        expectation=config.type,
+                        column=config.kwargs.get("column"),
+                        severity=_severity(config),
+                        success=True,
+                        observed="not applicable: the tracking plan lists no events",
+                        skipped=True,
+                    )
+                )
+            else:
+                kept.append(expectation)
+        gx = _gx()
+        run_suite = gx.ExpectationSuite(name=suite.name, expectations=kept, meta=suite.meta)
+
+        with _day_batch(wh, conn, business_date) as (batch, row_count):
+            result = batch.validate(run_suite, result_format=RESULT_FORMAT, expectation_parameters=params)
+
+    outcomes = [
+        ExpectationOutcome(
+            expectation=r.expectation_config.type,
+            column=r.expectation_config.kwargs.get("column"),
+            severity=_severity(r.expectation_config),
+            success=bool(r.success),
+            observed=_observed(r),
+        )
+        for r in result.results
+    ] + skipped
+    outcome = ValidationOutcome(
+        suite=suite.name,
+        run_id=run_id,
+        business_date=business_date,
+        results=outcomes,
+        row_count=row_count,
+        parameters=params,
+    )
+    outcome.result_path = _write_result_json(wh, cfg, outcome, result)
+    store_outcome(wh, outcome)
+    log.info("validation %s %s: %s", suite.name, business_date, outcome.status)
+    return outcome
+
+
+def store_outcome(wh: Warehouse, outcome: ValidationOutcome) -> int:
+    """Replace the stored results of the outcome's date and suite; return the rows written."""
+    validated_at = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [
+        {
+            "run_id": outcome.run_id,
+            "business_date": outcome.business_date,
+            "suite": outcome.suite,
+            "expectation": r.expectation,
+            "column_name": r.column,
+            "severity": r.severity,
+            "success": r.success,
+            "observed": r.observed,
+            "validated_at": validated_at,
+        }
+        for r in outcome.results
+    ]
+    with wh.begin() as conn:
+        wh.execute(conn, DELETE_RESULTS_SQL, {"d": outcome.business_date, "suite": outcome.suite})
+        return wh.load_arrow(conn, "meta.validation_results", pa.Table.from_pylist(rows, schema=RESULTS_SCHEMA))
+
+
+def _write_result_json(wh: Warehouse, cfg: Config, outcome: ValidationOutcome, result: Any) -> Path:
+    doc = result.to_json_dict()
+    doc.setdefault("meta", {}).update(
+        {
+            "run_id": outcome.run_id,
+            "business_date": outcome.business_date.isoformat(),
+            "row_count": outcome.row_count,
+            "status": outcome.status,
+            "not_applicable": [r.label for r in outcome.results if r.skipped],
+        }
+    )
+    text = json.dumps(doc, indent=2, sort_keys=True, default=str)
+    password = wh.engine.url.password
+    if password:
+        text = text.replace(str(password), "***")
+    path = cfg.target_path / "validation" / f"{outcome.suite}-{outcome.business_date.isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

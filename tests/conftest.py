@@ -1,0 +1,116 @@
+"""Shared fixtures: a project config per test, and the warehouse engines to run on.
+
+Tests that take the ``engine`` fixture run once on DuckDB and once on
+PostgreSQL. The PostgreSQL server is the throwaway cluster that
+``scripts/test.sh`` starts (``scripts/pgcluster.sh``); its URL and password come
+from ``COHORTFLOW_TEST_PG_URL`` / ``COHORTFLOW_TEST_PG_PASSWORD``. Without them
+the PostgreSQL variants are skipped locally, and fail under CI (``CI=true``),
+where skipping would hide a missing server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from cohortflow.config import Config, load_config
+from cohortflow.warehouse import Warehouse
+
+ENGINES = ["duckdb", "postgres"]
+
+
+def pg_settings() -> tuple[str, str] | None:
+    url = os.environ.get("COHORTFLOW_TEST_PG_URL")
+    password = os.environ.get("COHORTFLOW_TEST_PG_PASSWORD")
+    if not url or not password:
+        if os.environ.get("CI"):
+            pytest.fail("CI=true but COHORTFLOW_TEST_PG_URL is not set: PostgreSQL tests cannot be skipped in CI")
+        pytest.skip("no PostgreSQL test server (run the suite with scripts/test.sh)")
+    return url, password
+
+
+def _fresh_pg_database(url: str, password: str) -> str:
+    """A new empty database on the test server; returns its URL."""
+    name = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(sa.make_url(url).set(password=password), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'create database "{name}"'))
+    admin.dispose()
+    return str(sa.make_url(url).set(database=name).render_as_string(hide_password=True))
+
+
+def drop_pg_database(db_url: str, password: str) -> None:
+    u = sa.make_url(db_url)
+    admin = sa.create_engine(u.set(database="cohortflow", password=password), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'drop database if exists "{u.database}" with (force)'))
+    admin.dispose()
+
+
+def write_config(project_dir: Path, **overrides) -> Path:
+    """A minimal valid project config in ``project_dir`` (landing/ark, target/)."""
+    data = {
+        "project": "test",
+        "timezone": "UTC",
+        "sources": [{"name": "app", "format": "ark", "path": "ark"}],
+        "warehouse": {"url": "duckdb:///target/warehouse.duckdb"},
+    }
+    for key, value in overrides.items():
+        data[key] = value
+    project_dir.mkdir(parents=True, exist_ok=True)
+    path = project_dir / "cohortflow.yml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request) -> str:
+    """The warehouse engine a test runs on."""
+    if request.param == "postgres":
+        pg_settings()
+    return request.param
+
+
+class Project:
+    """A test project: config file, landing folder and an isolated warehouse on one engine."""
+
+    def __init__(self, root: Path, engine_name: str, **overrides) -> None:
+        self.root = root
+        self.engine_name = engine_name
+        self.environ: dict[str, str] = {}
+        if engine_name == "postgres":
+            url, password = pg_settings()
+            self.db_url = _fresh_pg_database(url, password)
+            self.password = password
+            self.environ = {"COHORTFLOW_WAREHOUSE__URL": self.db_url, "COHORTFLOW_WAREHOUSE__PASSWORD": password}
+        self.config_path = write_config(root, **overrides)
+        self.landing = root / "landing" / "ark"
+
+    def config(self) -> Config:
+        return load_config(self.config_path, environ=self.environ)
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.config())
+
+    def cleanup(self) -> None:
+        if self.engine_name == "postgres":
+            drop_pg_database(self.db_url, self.password)
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    made: list[Project] = []
+
+    def factory(engine_name: str = "duckdb", name: str = "proj", **overrides) -> Project:
+        p = Project(tmp_path / name, engine_name, **overrides)
+        made.append(p)
+        return p
+
+    yield factory
+    for p in made:
+        p.cleanup()
