@@ -191,6 +191,29 @@ def render(config_path, model, business_date, start, dialect):
         sys.exit(EXIT_USAGE)
 
 
+@main.command("grant-reader")
+@config_option
+@click.option("--role", default="cohortflow_reader", show_default=True, help="Role to create or update.")
+@click.option("--password-env", default="COHORTFLOW_READER_PASSWORD", show_default=True, help="Environment variable holding the role's password (unset: a NOLOGIN role to grant to users).")
+def grant_reader_cmd(config_path, role, password_env):
+    """Create a read-only role for BI tools with access to the reports schema only (PostgreSQL)."""
+    import os
+
+    from cohortflow.access import grant_reader
+    from cohortflow.warehouse import WarehouseError
+
+    cfg = _load(config_path)
+    wh = _warehouse(cfg)
+    try:
+        for statement in grant_reader(wh, role, os.environ.get(password_env) or None):
+            click.echo(statement)
+    except (WarehouseError, ValueError) as exc:
+        _fail(str(exc))
+    finally:
+        wh.dispose()
+    click.echo(f"role {role} can read reports.* (and nothing else of the warehouse)")
+
+
 @main.command("check-config")
 @config_option
 def check_config(config_path):

@@ -324,6 +324,8 @@ def load_day(
     }
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with wh.begin() as conn:
+        # Two loads of one date wait for each other; loads of different dates run in parallel.
+        wh.lock(conn, f"cohortflow:ingest:{business_date}")
         for table in ("raw.events", "raw.quarantine", "meta.ingest_ledger"):
             wh.execute(conn, f"delete from {table} where load_date = :d", params)
         # Incoming rows first go to a temporary table, then only those not loaded

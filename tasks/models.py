@@ -150,6 +150,8 @@ def build_models(
     written: dict[str, int] = {}
     for model in load_models().values():
         with wh.begin() as conn:
+            # Builds of one model wait for each other (two dates in parallel on PostgreSQL).
+            wh.lock(conn, f"cohortflow:model:{model.name}")
             for stmt in model_statements(model):
                 wh.execute(conn, stmt, params if ":" in stmt else None)
             if model.materialized == "partition":

@@ -58,9 +58,13 @@ def publish(
                 raise PublishError(f"model {model.name}: {bad} rows break its invariants; nothing published")
     counts: dict[str, int] = {}
     with wh.begin() as conn:
+        wh.lock(conn, "cohortflow:publish")
         for model in models:
             cols = ", ".join(c.name for c in model.columns)
             wh.execute(conn, model.create_sql("reports"))
+            wh.comment(conn, "table", f"reports.{model.name}", model.description)
+            for c in model.columns:
+                wh.comment(conn, "column", f"reports.{model.name}.{c.name}", c.description)
             wh.execute(conn, f"delete from reports.{model.name} where {model.partition_by} between :start_date and :end_date", params)
             wh.execute(
                 conn,

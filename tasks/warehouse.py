@@ -98,6 +98,30 @@ class Warehouse:
             text = text.replace(self.cfg.warehouse.password, "***")
         return f"warehouse {self.host}: {text}"
 
+    def lock(self, conn: sa.Connection, name: str) -> None:
+        """Serialise writers of one resource until ``conn``'s transaction ends.
+
+        PostgreSQL: a transaction-level advisory lock (other writers of the same
+        resource wait). DuckDB needs none: it admits one writing process.
+        """
+        if self.dialect == "postgres":
+            conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+
+    def try_lock(self, conn: sa.Connection, name: str) -> bool:
+        """Like :meth:`lock` but never waits: False when another session holds it."""
+        if self.dialect != "postgres":
+            return True
+        return bool(conn.execute(sa.text("select pg_try_advisory_xact_lock(hashtext(:name))"), {"name": name}).scalar())
+
+    def comment(self, conn: sa.Connection, kind: str, target: str, text: str) -> None:
+        """``comment on table|column target is '<text>'``; the text is quoted as a literal by sqlglot."""
+        if kind not in ("table", "column"):
+            raise ValueError(kind)
+        for part in target.split("."):
+            check_identifier(part)
+        literal = exp.Literal.string(text).sql(dialect="postgres" if self.dialect == "postgres" else "duckdb")
+        conn.execute(sa.text(f"comment on {kind} {target} is {literal}".replace(":", r"\:")))
+
     def render(self, sql: str) -> str:
         return render(sql, self.dialect)
 
@@ -115,6 +139,7 @@ class Warehouse:
     def bootstrap(self) -> None:
         """Create the schemas and the project's own tables when they are missing."""
         with self.begin() as conn:
+            self.lock(conn, "cohortflow:bootstrap")
             for schema in SCHEMAS:
                 conn.execute(sa.text(f"create schema if not exists {schema}"))
             for ddl in BASE_TABLES:
