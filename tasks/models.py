@@ -9,7 +9,8 @@ says how it is materialised. The runner decides the materialisation:
 
 The date range of a nightly build is the earliest date the business date's
 load touched (its events' dates, and every date of the ids it newly linked),
-clipped to the lookback, through the business date.
+or the day after the last build if nights were skipped, clipped to the
+lookback, through the business date.
 """
 
 from __future__ import annotations
@@ -132,9 +133,16 @@ def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[
     """
     with wh.begin() as conn:
         first = wh.scalar(conn, sql, {"d": business_date})
+        # A night that never ran leaves a gap: fill it from the day after the last build.
+        last_end = wh.scalar(
+            conn, "select max(end_date) from meta.model_builds where business_date < :d", {"d": business_date}
+        )
     if isinstance(first, dt.datetime):
         first = first.date()
-    start = max(first or business_date, floor)
+    first = first or business_date
+    if last_end is not None and last_end + dt.timedelta(days=1) < first:
+        first = last_end + dt.timedelta(days=1)
+    start = max(first, floor)
     return min(start, business_date), business_date
 
 
