@@ -56,7 +56,7 @@ start() {
         -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE_DIR -c max_connections=50 -c fsync=off -c shared_buffers=256MB" >/dev/null
     PGPASSWORD="$pw" "$bin/psql" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
         -v pw="$pw" <<'SQL'
-select format('create role cohortflow login createrole password %L', :'pw') \gexec
+select format('create role cohortflow login createrole createdb password %L', :'pw') \gexec
 create database cohortflow owner cohortflow;
 SQL
     echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') running on 127.0.0.1:$PORT (data in $DATA)" >&2

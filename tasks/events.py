@@ -121,14 +121,14 @@ def parse_epoch_ms(value: Any, field_name: str) -> int:
     """An epoch in milliseconds (int or digit string) inside the accepted range."""
     if isinstance(value, bool):
         raise LineError(INVALID_TIMESTAMP, f"{field_name} is a boolean")
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value.strip())
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int):
         raise LineError(INVALID_TIMESTAMP, f"{field_name} is not an epoch in milliseconds: {value!r:.80}")
     if not MIN_EPOCH_MS <= value < MAX_EPOCH_MS:
-        raise LineError(INVALID_TIMESTAMP, f"{field_name} out of range: {value}")
+        raise LineError(INVALID_TIMESTAMP, f"{field_name} out of range: {str(value)[:40]}")
     return value
 
 
