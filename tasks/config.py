@@ -122,13 +122,165 @@ class ActiveUsers(_Strict):
     mau_days: Literal[30] = 30
 
 
+class PropertyFilter(_Strict):
+    """A condition on an event property (or a preset column) of the event."""
+
+    property: str = Field(description="property key in the event's properties, or one of platform/app_version/channel")
+    op: Literal["eq", "neq", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "is_set", "is_not_set"] = "eq"
+    value: str | int | float | bool | list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _value_shape(self) -> PropertyFilter:
+        if self.op in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"op {self.op!r} needs a list value")
+        if self.op in ("is_set", "is_not_set") and self.value is not None:
+            raise ValueError(f"op {self.op!r} takes no value")
+        if self.op not in ("in", "not_in", "is_set", "is_not_set") and (self.value is None or isinstance(self.value, list)):
+            raise ValueError(f"op {self.op!r} needs a single value")
+        return self
+
+
+class FunnelStep(_Strict):
+    event: str
+    where: list[PropertyFilter] = Field(default_factory=list, description="all must hold (AND)")
+    label: str | None = None
+
+
+class Funnel(_Strict):
+    name: str
+    steps: list[FunnelStep] = Field(min_length=2, max_length=32)
+    window_seconds: int = Field(default=7 * 86400, ge=1, description="conversion window from the first step")
+    mode: Literal["ordered", "strictly_increasing"] = "ordered"
+    breakdown: str | None = Field(default=None, description="property of the user's earliest step-1 event on the entry date")
+    segment: str | None = Field(default=None, description="only members of this segment on the entry date")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be a simple name (letters, digits, underscore)")
+        return v
+
+
+class EventRef(_Strict):
+    """An event (with optional filters), or any activity when ``event`` is omitted."""
+
+    event: str | None = Field(default=None, description="event name; omitted = any activity event")
+    where: list[PropertyFilter] = Field(default_factory=list)
+
+
+class Retention(_Strict):
+    name: str
+    start: EventRef = Field(default_factory=EventRef)
+    returning: EventRef = Field(default_factory=EventRef, alias="return")
+    period: Literal["day", "week", "month"] = "day"
+    horizon: int = Field(default=30, ge=1, le=400, description="number of periods after the cohort period")
+    cohort_type: Literal["first_time", "recurring"] = "first_time"
+    mode: Literal["on", "on_or_after"] = "on"
+    breakdown: str | None = None
+    segment: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be a simple name (letters, digits, underscore)")
+        return v
+
+
+class FrequencyRetention(_Strict):
+    """The "magic number": retention by how often users did an event in their first days."""
+
+    name: str
+    event: str
+    first_days: int = Field(default=7, ge=1, le=90, description="count events in [d0, d0 + first_days)")
+    target_from_day: int = Field(default=7, ge=1, description="retained = active on a day in [d0 + from, d0 + to]")
+    target_to_day: int = Field(default=13, ge=1)
+    cap: int = Field(default=20, ge=1, le=1000, description="counts above cap share one 'cap+' bucket")
+
+    @model_validator(mode="after")
+    def _window(self) -> FrequencyRetention:
+        if self.target_to_day < self.target_from_day:
+            raise ValueError("target_to_day must be >= target_from_day")
+        return self
+
+
+class SegmentRule(_Strict):
+    """One rule, or a combination of rules with and / or / not."""
+
+    # Leaves
+    did_event: str | None = Field(default=None, description="did this event at least `min_count` times in the last `days` days")
+    min_count: int = Field(default=1, ge=1)
+    days: int = Field(default=30, ge=1, le=400)
+    first_seen_within_days: int | None = Field(default=None, ge=1, le=400, description="first active within the last N days")
+    latest_property: PropertyFilter | None = Field(default=None, description="the property on the user's latest event")
+    # Combinations
+    and_: list[SegmentRule] | None = Field(default=None, alias="and")
+    or_: list[SegmentRule] | None = Field(default=None, alias="or")
+    not_: SegmentRule | None = Field(default=None, alias="not")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SegmentRule:
+        kinds = [
+            self.did_event is not None,
+            self.first_seen_within_days is not None,
+            self.latest_property is not None,
+            self.and_ is not None,
+            self.or_ is not None,
+            self.not_ is not None,
+        ]
+        if sum(kinds) != 1:
+            raise ValueError("a rule has exactly one of: did_event, first_seen_within_days, latest_property, and, or, not")
+        return self
+
+
+class Segment(_Strict):
+    name: str
+    rule: SegmentRule
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("must be a simple name (letters, digits, underscore)")
+        return v
+
+
+class Paths(_Strict):
+    start_event: str | None = Field(default=None, description="paths are counted from this event (default: session start)")
+    max_steps: int = Field(default=5, ge=1, le=20)
+    top_n: int = Field(default=20, ge=1, le=1000)
+
+
 class Analyses(_Strict):
     active_users: ActiveUsers = Field(default_factory=ActiveUsers)
     sessions: Sessions = Field(default_factory=Sessions)
-    # Funnels, retention and segments are declared here; their models read them.
-    funnels: list[dict[str, Any]] = Field(default_factory=list)
-    retention: list[dict[str, Any]] = Field(default_factory=list)
-    segments: list[dict[str, Any]] = Field(default_factory=list)
+    funnels: list[Funnel] = Field(default_factory=list)
+    retention: list[Retention] = Field(default_factory=list)
+    frequency_retention: list[FrequencyRetention] = Field(default_factory=list)
+    segments: list[Segment] = Field(default_factory=list)
+    paths: Paths = Field(default_factory=Paths)
+    breakdowns: list[Literal["platform", "app_version", "channel"]] = Field(
+        default_factory=lambda: ["platform", "app_version", "channel"],
+        description="breakdowns of the event metrics",
+    )
+
+    @model_validator(mode="after")
+    def _names_and_refs(self) -> Analyses:
+        for kind in ("funnels", "retention", "frequency_retention", "segments"):
+            names = [d.name for d in getattr(self, kind)]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: names must be unique; repeated: {dupes}")
+        segments = {s.name for s in self.segments}
+        for d in [*self.funnels, *self.retention]:
+            if d.segment is not None and d.segment not in segments:
+                raise ValueError(f"{d.name}: segment {d.segment!r} is not defined under analyses.segments")
+        return self
 
 
 class Schedule(_Strict):

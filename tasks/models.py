@@ -46,6 +46,9 @@ class Model:
     partition_by: str | None = None
     publish: bool = False
     columns: tuple[Column, ...] = field(default_factory=tuple)
+    # Name of a reach function in cohortflow.analyses: how many days before the
+    # changed dates this model's partitions can change (funnel window, horizon ...).
+    reach: str | None = None
 
     @property
     def table(self) -> str:
@@ -60,18 +63,28 @@ def _sql_root():
     return importlib.resources.files("cohortflow.sql")
 
 
+def _walk(node, prefix=""):
+    for child in sorted(node.iterdir(), key=lambda c: c.name):
+        if child.is_dir() and not child.name.startswith(("_", ".")):
+            yield from _walk(child, f"{prefix}{child.name}/")
+        elif child.name.endswith(".yml"):
+            yield prefix, child
+
+
 @cache
 def load_models() -> dict[str, Model]:
-    """Every model of ``sql/schema.yml`` with its SQL, in declaration (dependency) order."""
-    root = _sql_root()
-    spec = yaml.safe_load(root.joinpath("schema.yml").read_text(encoding="utf-8"))["models"]
-    models: dict[str, Model] = {}
-    for name, m in spec.items():
+    """Every model of ``sql/<layer>/<name>.yml`` + ``.sql``, in dependency order."""
+    found: dict[str, Model] = {}
+    deps: dict[str, list[str]] = {}
+    for layer_path, yml in _walk(_sql_root()):
+        layer = layer_path.rstrip("/")
+        name = yml.name[: -len(".yml")]
         check_identifier(name)
-        sql_file = root.joinpath(m["layer"], f"{name}.sql")
+        m = yaml.safe_load(yml.read_text(encoding="utf-8"))
+        sql_file = yml.parent.joinpath(f"{name}.sql")
         sql = sql_file.read_text(encoding="utf-8")
         if not sql.lstrip().startswith("/*"):
-            raise ValueError(f"sql/{m['layer']}/{name}.sql must open with a /* purpose and grain */ comment")
+            raise ValueError(f"sql/{layer}/{name}.sql must open with a /* purpose and grain */ comment")
         columns = []
         for col, c in (m.get("columns") or {}).items():
             check_identifier(col)
@@ -80,18 +93,36 @@ def load_models() -> dict[str, Model]:
             columns.append(Column(col, c["type"], c.get("description", "")))
         model = Model(
             name=name,
-            layer=m["layer"],
+            layer=layer,
             materialized=m["materialized"],
             description=m.get("description", ""),
             sql=sql,
             partition_by=m.get("partition_by"),
             publish=bool(m.get("publish", False)),
             columns=tuple(columns),
+            reach=m.get("reach"),
         )
+        if model.materialized not in ("view", "partition", "table"):
+            raise ValueError(f"model {name}: materialized must be view, partition or table")
         if model.materialized == "partition" and (not model.partition_by or not model.columns):
             raise ValueError(f"model {name}: a partition model needs partition_by and columns")
-        models[name] = model
-    return models
+        if model.materialized == "table" and not model.columns:
+            raise ValueError(f"model {name}: a table model needs columns")
+        if name in found:
+            raise ValueError(f"model {name} is defined twice")
+        found[name] = model
+        deps[name] = list(m.get("depends_on") or [])
+    ordered: dict[str, Model] = {}
+    pending = sorted(found)
+    while pending:
+        ready = [n for n in pending if all(d in ordered for d in deps[n])]
+        if not ready:
+            missing = {d for n in pending for d in deps[n] if d not in found}
+            raise ValueError(f"models cannot be ordered: {'unknown dependencies ' + str(sorted(missing)) if missing else 'a cycle among ' + str(pending)}")
+        for n in ready:
+            ordered[n] = found[n]
+            pending.remove(n)
+    return ordered
 
 
 def published_models() -> list[Model]:
@@ -104,6 +135,12 @@ def model_statements(model: Model) -> list[str]:
     if model.materialized == "view":
         return [f"create or replace view {model.table} as\n{body}"]
     cols = ", ".join(c.name for c in model.columns)
+    if model.materialized == "table":
+        return [
+            model.create_sql("models"),
+            f"delete from {model.table}",
+            f"insert into {model.table} ({cols})\nselect {cols} from (\n{body}\n) as model_rows",
+        ]
     return [
         model.create_sql("models"),
         f"delete from {model.table} where {model.partition_by} between :start_date and :end_date",
@@ -135,7 +172,7 @@ def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[
         first = wh.scalar(conn, sql, {"d": business_date})
         # A night that never ran leaves a gap: fill it from the day after the last build.
         last_end = wh.scalar(
-            conn, "select max(end_date) from meta.model_builds where business_date < :d", {"d": business_date}
+            conn, "select max(business_date) from meta.model_builds where business_date < :d", {"d": business_date}
         )
     if isinstance(first, dt.datetime):
         first = first.date()
@@ -146,51 +183,79 @@ def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[
     return min(start, business_date), business_date
 
 
+def model_range(model: Model, cfg: Config, start_date: dt.date, end_date: dt.date) -> tuple[dt.date, dt.date]:
+    """The partitions of ``model`` that changes in ``[start_date, end_date]`` can reach."""
+    from cohortflow.analyses import reach_days
+
+    return start_date - dt.timedelta(days=reach_days(model.reach, cfg)), end_date
+
+
 def build_models(
     wh: Warehouse,
     cfg: Config,
     start_date: dt.date,
     end_date: dt.date,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, int]:
-    """Build every model for ``[start_date, end_date]``; return rows written per partition model."""
-    params = {"start_date": start_date, "end_date": end_date}
-    written: dict[str, int] = {}
+    *,
+    exact_range: bool = False,
+) -> dict[str, tuple[dt.date, dt.date, int]]:
+    """Build every model for the dates changes in ``[start_date, end_date]`` can reach.
+
+    Returns, per partition or table model, the range built and its rows. With
+    ``exact_range`` (a full rebuild), every model is built for exactly the range.
+    """
+    from cohortflow.analyses import load_definitions, model_params
+
+    extra = model_params(cfg)
+    with wh.begin() as conn:
+        wh.lock(conn, "cohortflow:definitions")
+        load_definitions(wh, conn, cfg)
+    written: dict[str, tuple[dt.date, dt.date, int]] = {}
     for model in load_models().values():
+        lo, hi = (start_date, end_date) if exact_range else model_range(model, cfg, start_date, end_date)
+        params = {**extra, "start_date": lo, "end_date": hi}
         with wh.begin() as conn:
             # Builds of one model wait for each other (two dates in parallel on PostgreSQL).
             wh.lock(conn, f"cohortflow:model:{model.name}")
             for stmt in model_statements(model):
                 wh.execute(conn, stmt, params if ":" in stmt else None)
             if model.materialized == "partition":
-                written[model.name] = wh.scalar(
+                n = wh.scalar(
                     conn,
                     f"select count(*) from {model.table} where {model.partition_by} between :start_date and :end_date",
                     params,
                 )
+                written[model.name] = (lo, hi, n)
+            elif model.materialized == "table":
+                written[model.name] = (lo, hi, wh.scalar(conn, f"select count(*) from {model.table}"))
         if progress:
-            extra = f": {written[model.name]:,} rows" if model.name in written else ""
-            progress(f"  built {model.table} ({model.materialized}){extra}")
+            info = f": {written[model.name][2]:,} rows for {lo}..{hi}" if model.name in written else ""
+            progress(f"  built {model.table} ({model.materialized}){info}")
     return written
 
 
-def record_build(wh: Warehouse, business_date: dt.date, start: dt.date, end: dt.date) -> None:
-    """Remember the range built for a business date; publish reads it."""
+def record_build(wh: Warehouse, business_date: dt.date, built: dict[str, tuple[dt.date, dt.date, int]]) -> None:
+    """Remember the ranges built for a business date; publish reads them."""
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with wh.begin() as conn:
         wh.execute(conn, "delete from meta.model_builds where business_date = :d", {"d": business_date})
-        wh.execute(
-            conn,
-            "insert into meta.model_builds values (:d, :s, :e, :t)",
-            {"d": business_date, "s": start, "e": end, "t": dt.datetime.now(dt.UTC).replace(tzinfo=None)},
-        )
+        for name, (lo, hi, _) in built.items():
+            wh.execute(
+                conn,
+                "insert into meta.model_builds (business_date, model_name, start_date, end_date, built_at) "
+                "values (:d, :m, :s, :e, :t)",
+                {"d": business_date, "m": name, "s": lo, "e": hi, "t": now},
+            )
 
 
-def built_range(wh: Warehouse, business_date: dt.date) -> tuple[dt.date, dt.date] | None:
+def built_ranges(wh: Warehouse, business_date: dt.date) -> dict[str, tuple[dt.date, dt.date]]:
     with wh.begin() as conn:
-        row = wh.execute(
-            conn, "select start_date, end_date from meta.model_builds where business_date = :d", {"d": business_date}
-        ).first()
-    return (row[0], row[1]) if row else None
+        rows = wh.execute(
+            conn,
+            "select model_name, start_date, end_date from meta.model_builds where business_date = :d",
+            {"d": business_date},
+        ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def render_model(name: str, dialect: str, start_date: dt.date, end_date: dt.date) -> str:
@@ -200,6 +265,6 @@ def render_model(name: str, dialect: str, start_date: dt.date, end_date: dt.date
     models = load_models()
     if name not in models:
         raise KeyError(f"unknown model {name!r}; models: {', '.join(models)}")
-    stmts = [render(s, dialect) for s in model_statements(models[name])]
+    stmts = [render(st, dialect) for st in model_statements(models[name])]
     header = f"-- model {name} on {dialect}; bound parameters: start_date={start_date}, end_date={end_date}\n"
     return header + ";\n\n".join(stmts) + ";\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cohortflow.config import Config
-from cohortflow.models import built_range, published_models
+from cohortflow.models import Model, built_ranges, published_models
 from cohortflow.warehouse import Warehouse
 
 
@@ -45,15 +45,15 @@ def publish(
     business_date: dt.date,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    rng = built_range(wh, business_date)
-    if rng is None:
-        raise PublishError(f"no model build recorded for {business_date}: run the 'models' task first")
-    start, end = rng
-    params = {"start_date": start, "end_date": end}
+    ranges = built_ranges(wh, business_date)
     models = published_models()
+    missing = [m.name for m in models if m.name not in ranges]
+    if missing:
+        raise PublishError(f"no model build recorded for {business_date} ({', '.join(missing)}): run the 'models' task first")
     with wh.begin() as conn:
         for model in models:
             check = CHECKS.get(model.name)
+            params = _params(model, ranges)
             if check and (bad := wh.scalar(conn, check, params)):
                 raise PublishError(f"model {model.name}: {bad} rows break its invariants; nothing published")
     counts: dict[str, int] = {}
@@ -61,22 +61,15 @@ def publish(
         wh.lock(conn, "cohortflow:publish")
         for model in models:
             cols = ", ".join(c.name for c in model.columns)
+            params = _params(model, ranges)
+            where = f" where {model.partition_by} between :start_date and :end_date" if model.partition_by else ""
             wh.execute(conn, model.create_sql("reports"))
             wh.comment(conn, "table", f"reports.{model.name}", model.description)
             for c in model.columns:
                 wh.comment(conn, "column", f"reports.{model.name}.{c.name}", c.description)
-            wh.execute(conn, f"delete from reports.{model.name} where {model.partition_by} between :start_date and :end_date", params)
-            wh.execute(
-                conn,
-                f"insert into reports.{model.name} ({cols}) select {cols} from models.{model.name} "
-                f"where {model.partition_by} between :start_date and :end_date",
-                params,
-            )
-            counts[model.name] = wh.scalar(
-                conn,
-                f"select count(*) from reports.{model.name} where {model.partition_by} between :start_date and :end_date",
-                params,
-            )
+            wh.execute(conn, f"delete from reports.{model.name}{where}", params)
+            wh.execute(conn, f"insert into reports.{model.name} ({cols}) select {cols} from models.{model.name}{where}", params)
+            counts[model.name] = wh.scalar(conn, f"select count(*) from reports.{model.name}{where}", params)
     snapshot_dir = cfg.target_path / "snapshots" / business_date.isoformat()
     snapshot_dir.mkdir(parents=True, exist_ok=True)
     with wh.begin() as conn:
@@ -91,9 +84,15 @@ def publish(
             tmp.replace(path)
     if progress:
         for name, n in counts.items():
-            progress(f"  published reports.{name}: {n:,} rows for {start}..{end}")
+            lo, hi = ranges[name]
+            progress(f"  published reports.{name}: {n:,} rows for {lo}..{hi}")
         progress(f"  snapshots in {snapshot_dir}")
     return counts
+
+
+def _params(model: Model, ranges: dict[str, tuple[dt.date, dt.date]]) -> dict[str, dt.date]:
+    lo, hi = ranges[model.name]
+    return {"start_date": lo, "end_date": hi}
 
 
 def snapshot_path(cfg: Config, business_date: dt.date, table: str) -> Path:

@@ -71,10 +71,10 @@ def _models(ctx: TaskContext) -> TaskOutcome:
     from cohortflow.models import affected_range, build_models, record_build
 
     start, end = affected_range(ctx.wh, ctx.cfg, ctx.business_date)
-    ctx.echo(f"  rebuilding {start}..{end}")
-    written = build_models(ctx.wh, ctx.cfg, start, end, progress=ctx.echo)
-    record_build(ctx.wh, ctx.business_date, start, end)
-    return TaskOutcome(None, sum(written.values()), f"models built for {start}..{end}")
+    ctx.echo(f"  new data changes {start}..{end}")
+    built = build_models(ctx.wh, ctx.cfg, start, end, progress=ctx.echo)
+    record_build(ctx.wh, ctx.business_date, built)
+    return TaskOutcome(None, sum(n for _, _, n in built.values()), f"{len(built)} models built")
 
 
 def _publish(ctx: TaskContext) -> TaskOutcome:

@@ -274,6 +274,7 @@ BASE_TABLES = [
     """
     create table if not exists meta.model_builds (
         business_date date not null,
+        model_name varchar not null,
         start_date date not null,
         end_date date not null,
         built_at timestamp not null

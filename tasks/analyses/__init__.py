@@ -1,0 +1,70 @@
+"""Analysis definitions from config, as data the SQL models join.
+
+Names, property keys and values from the config never become SQL text: each
+analysis module turns its definitions into rows of ``meta.def_*`` tables,
+which the models read like any other table. A module of this package may
+define:
+
+* ``TABLES``: ``{"meta.def_x": "col type, ..."}`` (source dialect);
+* ``rows(cfg) -> {"meta.def_x": [ {col: value}, ... ]}``;
+* ``REACH``: ``{"reach_name": fn(cfg) -> days}``: how far before a changed
+  date a model's partitions can change (a model's yml names it as ``reach``);
+* ``params(cfg) -> {name: value}``: scalar parameters bound to every model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+
+from cohortflow.config import Config
+
+
+@cache
+def modules() -> tuple[ModuleType, ...]:
+    return tuple(
+        importlib.import_module(f"{__name__}.{info.name}")
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+        if not info.name.startswith("_")
+    )
+
+
+def reach_days(name: str | None, cfg: Config) -> int:
+    if not name:
+        return 0
+    for module in modules():
+        fn = getattr(module, "REACH", {}).get(name)
+        if fn is not None:
+            return int(fn(cfg))
+    raise KeyError(f"unknown reach {name!r} (declared by no module of cohortflow.analyses)")
+
+
+def model_params(cfg: Config) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for module in modules():
+        if hasattr(module, "params"):
+            params.update(module.params(cfg))
+    return params
+
+
+def load_definitions(wh, conn, cfg: Config) -> dict[str, int]:
+    """Replace every ``meta.def_*`` table with the rows of the current config."""
+    counts: dict[str, int] = {}
+    for module in modules():
+        tables: dict[str, str] = getattr(module, "TABLES", {})
+        if not tables:
+            continue
+        data = module.rows(cfg)
+        for table, columns in tables.items():
+            wh.execute(conn, f"create table if not exists {table} ({columns})")
+            wh.execute(conn, f"delete from {table}")
+            rows = data.get(table, [])
+            if rows:
+                wh.load_arrow(conn, table, pa.Table.from_pylist(rows))
+            counts[table] = len(rows)
+    return counts
