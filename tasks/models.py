@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
+import sqlalchemy as sa
 import yaml
 
 from cohortflow.config import Config
@@ -49,6 +50,12 @@ class Model:
     # Name of a reach function in cohortflow.analyses: how many days before the
     # changed dates this model's partitions can change (funnel window, horizon ...).
     reach: str | None = None
+    # Per-engine SQL used instead of transpiling (engine, sql); each explains its reason.
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def sql_for(self, dialect: str) -> str | None:
+        """The engine's override SQL (already in its dialect), if any."""
+        return dict(self.overrides).get(dialect)
 
     @property
     def table(self) -> str:
@@ -85,6 +92,14 @@ def load_models() -> dict[str, Model]:
         sql = sql_file.read_text(encoding="utf-8")
         if not sql.lstrip().startswith("/*"):
             raise ValueError(f"sql/{layer}/{name}.sql must open with a /* purpose and grain */ comment")
+        overrides = {}
+        for engine in ("postgres", "duckdb"):
+            variant = yml.parent.joinpath(f"{name}.{engine}.sql")
+            if variant.is_file():
+                text = variant.read_text(encoding="utf-8")
+                if not text.lstrip().startswith("/*") or "reason" not in text.lower()[:600]:
+                    raise ValueError(f"sql/{layer}/{name}.{engine}.sql must open with a comment giving the reason for the override")
+                overrides[engine] = text
         columns = []
         for col, c in (m.get("columns") or {}).items():
             check_identifier(col)
@@ -101,6 +116,7 @@ def load_models() -> dict[str, Model]:
             publish=bool(m.get("publish", False)),
             columns=tuple(columns),
             reach=m.get("reach"),
+            overrides=tuple(sorted(overrides.items())),
         )
         if model.materialized not in ("view", "partition", "table"):
             raise ValueError(f"model {name}: materialized must be view, partition or table")
@@ -129,23 +145,30 @@ def published_models() -> list[Model]:
     return [m for m in load_models().values() if m.publish]
 
 
-def model_statements(model: Model) -> list[str]:
-    """The statements (source dialect, ``:start_date``/``:end_date`` bound) that build a model."""
-    body = model.sql.strip().rstrip(";")
+def model_statements(model: Model, dialect: str) -> list[str]:
+    """The statements, in ``dialect``, that build a model (``:start_date``/``:end_date`` bound).
+
+    The model's SELECT is transpiled from the source dialect unless the model
+    has an override file for the engine, which is used as written.
+    """
+    from cohortflow.warehouse import render
+
+    override = model.sql_for(dialect)
+    body = (override or model.sql).strip().rstrip(";")
+
+    def select_sql(prefix: str) -> str:
+        if override is not None:
+            return render(prefix, dialect) + "\n" + body if prefix else body
+        return render(f"{prefix}\n{body}" if prefix else body, dialect)
+
     if model.materialized == "view":
-        return [f"create or replace view {model.table} as\n{body}"]
+        return [f"create or replace view {model.table} as\n" + select_sql("")]
     cols = ", ".join(c.name for c in model.columns)
-    if model.materialized == "table":
-        return [
-            model.create_sql("models"),
-            f"delete from {model.table}",
-            f"insert into {model.table} ({cols})\nselect {cols} from (\n{body}\n) as model_rows",
-        ]
-    return [
-        model.create_sql("models"),
-        f"delete from {model.table} where {model.partition_by} between :start_date and :end_date",
-        f"insert into {model.table} ({cols})\nselect {cols} from (\n{body}\n) as model_rows",
-    ]
+    insert = f"insert into {model.table} ({cols})\nselect {cols} from (\n" + select_sql("") + "\n) as model_rows"
+    clear = f"delete from {model.table}"
+    if model.materialized == "partition":
+        clear += f" where {model.partition_by} between :start_date and :end_date"
+    return [render(model.create_sql("models"), dialect), render(clear, dialect), insert]
 
 
 def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[dt.date, dt.date]:
@@ -217,8 +240,8 @@ def build_models(
         with wh.begin() as conn:
             # Builds of one model wait for each other (two dates in parallel on PostgreSQL).
             wh.lock(conn, f"cohortflow:model:{model.name}")
-            for stmt in model_statements(model):
-                wh.execute(conn, stmt, params if ":" in stmt else None)
+            for stmt in model_statements(model, wh.dialect):
+                conn.execute(sa.text(stmt), params if ":" in stmt else {})
             if model.materialized == "partition":
                 n = wh.scalar(
                     conn,
@@ -260,11 +283,9 @@ def built_ranges(wh: Warehouse, business_date: dt.date) -> dict[str, tuple[dt.da
 
 def render_model(name: str, dialect: str, start_date: dt.date, end_date: dt.date) -> str:
     """The exact SQL a model runs on an engine, with the bound parameters listed."""
-    from cohortflow.warehouse import render
-
     models = load_models()
     if name not in models:
         raise KeyError(f"unknown model {name!r}; models: {', '.join(models)}")
-    stmts = [render(st, dialect) for st in model_statements(models[name])]
+    stmts = model_statements(models[name], dialect)
     header = f"-- model {name} on {dialect}; bound parameters: start_date={start_date}, end_date={end_date}\n"
     return header + ";\n\n".join(stmts) + ";\n"

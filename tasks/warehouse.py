@@ -41,15 +41,36 @@ def render(sql: str, dialect: str, pretty: bool = True) -> str:
     so the driver binds them on every engine.
     """
     target = "postgres" if dialect.startswith("postgres") else dialect
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Placeholder) and node.name:
+            return exp.Var(this=":" + node.name)
+        if isinstance(node, exp.Anonymous) and str(node.this).lower() == "prop":
+            return _prop(node, target)
+        return node
+
     statements = []
     for tree in sqlglot.parse(sql, read=SOURCE_DIALECT):
         if tree is None:
             continue
-        tree = tree.transform(
-            lambda node: exp.Var(this=":" + node.name) if isinstance(node, exp.Placeholder) and node.name else node
-        )
-        statements.append(tree.sql(dialect=target, pretty=pretty))
+        statements.append(tree.transform(rewrite).sql(dialect=target, pretty=pretty))
     return ";\n".join(statements)
+
+
+def _prop(node: exp.Anonymous, target: str) -> exp.Expression:
+    """``prop(json_text, key)``: the text of a top-level property whose key is a value (a column or a bound parameter).
+
+    Property keys come from config as data, so they cannot be part of a literal
+    JSON path; each engine gets its own key lookup.
+    """
+    if len(node.expressions) != 2:
+        raise ValueError("prop() takes (json_text, key)")
+    doc, key = node.expressions
+    if target == "postgres":
+        return exp.Anonymous(this="jsonb_extract_path_text", expressions=[exp.cast(doc, "jsonb"), key])
+    # DuckDB: a JSONPath whose member name is the key quoted as a JSON string ($."a.b").
+    path = exp.DPipe(this=exp.Literal.string("$."), expression=exp.cast(exp.func("to_json", key), "varchar"))
+    return exp.Anonymous(this="json_extract_string", expressions=[doc, path])
 
 
 def _safe_url_text(url: sa.URL) -> str:
