@@ -31,6 +31,7 @@ from cohortflow.events import (
     ENCODING,
     EVENT_IN_FUTURE,
     EVENT_TOO_LATE,
+    INVALID_FIELD,
     QUARANTINE_SCHEMA,
     RAW_EVENT_SCHEMA,
     VALUE_TOO_LONG,
@@ -165,6 +166,10 @@ class _Context:
         for key in (ev.distinct_id, ev.link_anonymous_id, ev.link_login_id):
             if key is not None and len(key) > self.max_name:
                 raise LineError(VALUE_TOO_LONG, f"id of {len(key)} chars > {self.max_name}")
+        for text in (ev.event_name, ev.distinct_id, ev.link_anonymous_id, ev.link_login_id, ev.app_id,
+                     ev.platform, ev.app_version, ev.channel, ev.session_id):
+            if text is not None and "\x00" in text:
+                raise LineError(INVALID_FIELD, "a name or id contains a NUL character")
         _check_values(ev.properties, self.max_value)
         received = ev.received_at_ms if ev.received_at_ms is not None else self.default_received_ms
         if ev.event_time_ms > received + DAY_MS:
@@ -190,7 +195,8 @@ def _check_values(value: object, limit: int, depth: int = 0) -> None:
 
 
 def _raw_text(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="backslashreplace")
+    """The raw line as stored: invalid UTF-8 and NUL bytes (which no text column holds) escaped as ``\\xNN``."""
+    text = raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
     if len(text) > MAX_STORED_RAW_CHARS:
         text = text[:MAX_STORED_RAW_CHARS] + f"...[cut, {len(raw)} bytes in all]"
     return text

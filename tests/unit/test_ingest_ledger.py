@@ -187,3 +187,21 @@ def test_first_copy_received_wins(tmp_path):
         row = wh.execute(conn, "select ingest_file, event_time from raw.events").first()
     assert row[0] == "seg/2026-11-01/b.jsonl"
     assert row[1] == dt.datetime(2026, 11, 1, 8, 0, 1)  # skew-corrected: received - (sent - original)
+
+
+def test_nul_bytes_and_invalid_utf8_are_quarantined_and_stored_on_every_engine(make_project, engine):
+    project = make_project(engine)
+    cfg, wh = project.config(), project.warehouse()
+    wh.bootstrap()
+    nul_id = json.dumps({"appid": "a", "xwho": "u\u0000x", "xwhat": "x", "xwhen": T0, "xcontext": {}})
+    raw = b"garbage\x00\xff\xfe line\n" + nul_id.encode() + b"\n" + ark("u", "app_start", T0).encode() + b"\n"
+    folder = project.landing / D1.isoformat()
+    folder.mkdir(parents=True)
+    (folder / "a.jsonl").write_bytes(raw)
+    ledger = load_day(wh, cfg, D1, "r")
+    with wh.begin() as conn:
+        rows = wh.execute(conn, "select ingest_line, reason, raw_line from raw.quarantine order by ingest_line").fetchall()
+    wh.dispose()
+    assert (ledger.events_loaded, ledger.lines_quarantined) == (1, 2)
+    assert rows[0][1] == "invalid_encoding" and rows[0][2] == "garbage\\x00\\xff\\xfe line"
+    assert rows[1][1] == "invalid_field"
