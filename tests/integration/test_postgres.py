@@ -1,0 +1,205 @@
+"""PostgreSQL as a shared production warehouse: concurrency, atomic publish, errors, access."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+import sqlalchemy as sa
+
+from cohortflow.config import load_config
+from cohortflow.demo import DemoSpec, generate
+from cohortflow.warehouse import Warehouse, WarehouseError
+from tests.conftest import Project, pg_settings
+
+START = dt.date(2026, 11, 1)
+DAYS = 5
+
+
+@pytest.fixture
+def pg_project(tmp_path):
+    pg_settings()
+    project = Project(tmp_path / "p", "postgres", timezone="Asia/Shanghai")
+    generate(DemoSpec(users=200, days=DAYS, start_date=START, timezone="Asia/Shanghai", seed=3), project.landing)
+    yield project
+    project.cleanup()
+
+
+def _cli(project: Project, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **project.environ, "COHORTFLOW_CONFIG": str(project.config_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "cohortflow.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _state(project: Project) -> dict[str, list]:
+    wh = project.warehouse()
+    try:
+        with wh.begin() as conn:
+            return {
+                "au": wh.execute(conn, "select * from reports.active_users_daily order by 1").fetchall(),
+                "em": wh.execute(conn, "select * from reports.event_metrics_daily order by 1, 2").fetchall(),
+                "raw": wh.execute(conn, "select load_date, count(*) from raw.events group by 1 order by 1").fetchall(),
+            }
+    finally:
+        wh.dispose()
+
+
+def test_parallel_runs_of_two_dates_both_succeed(pg_project):
+    assert _cli(pg_project, "run", "--date", str(START)).returncode == 0
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cohortflow.cli", "run", "--date", str(START + dt.timedelta(days=i))],
+            env={**os.environ, **pg_project.environ, "COHORTFLOW_CONFIG": str(pg_project.config_path)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in (1, 2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    state = _state(pg_project)
+    dates = [r[0] for r in state["au"]]
+    assert len(dates) == len(set(dates)), "a date partition was written twice"
+    keys = [(r[0], r[1]) for r in state["em"]]
+    assert len(keys) == len(set(keys))
+    assert [r[0] for r in state["raw"]] == [START + dt.timedelta(days=i) for i in range(3)]
+
+
+def test_two_runs_of_the_same_date_do_not_corrupt_anything(pg_project):
+    assert _cli(pg_project, "run", "--date", str(START)).returncode == 0
+    reference = _state(pg_project)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cohortflow.cli", "run", "--restart", "--date", str(START)],
+            env={**os.environ, **pg_project.environ, "COHORTFLOW_CONFIG": str(pg_project.config_path)},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    # Each either succeeds (it waited for the other) or fails with a clear message; never corrupts.
+    for p, out in zip(procs, outputs, strict=True):
+        assert p.returncode == 0 or "error:" in out, out
+    assert _state(pg_project) == reference
+
+
+def test_a_reader_never_sees_a_half_published_state(pg_project):
+    """A BI query loops in another connection while dates are published; each answer is a complete state."""
+    assert _cli(pg_project, "run", "--date", str(START)).returncode == 0
+    url, password = pg_project.db_url, pg_project.password
+    reader = sa.create_engine(sa.make_url(url).set(password=password))
+    # One statement sees one snapshot: the published tables must agree with each other in it.
+    probe = sa.text(
+        """
+        select
+            (select count(*) from reports.active_users_daily),
+            (select coalesce(sum(dau), 0) from reports.active_users_daily),
+            (select coalesce(sum(count_users), 0) from reports.event_metrics_daily where is_activity
+                and event_name = 'app_start'),
+            (select count(distinct event_date) from reports.event_metrics_daily)
+        """
+    )
+    seen: list[tuple] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        with reader.connect() as conn:
+            while not stop.is_set():
+                seen.append(tuple(conn.execute(probe).one()))
+                conn.commit()
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        for i in range(1, DAYS):
+            assert _cli(pg_project, "run", "--date", str(START + dt.timedelta(days=i))).returncode == 0
+    finally:
+        stop.set()
+        t.join()
+        reader.dispose()
+    # Consistent states: the active-user table and the event-metric table cover the same dates.
+    for rows, _, _, metric_dates in seen:
+        assert rows == metric_dates, f"mixed state: {rows} active-user dates vs {metric_dates} event-metric dates"
+    assert len({s[0] for s in seen}) >= 2, "the reader should have observed more than one published state"
+
+
+def test_wrong_password_gives_one_line_without_the_password(tmp_path):
+    url, _ = pg_settings()
+    project = Project(tmp_path, "duckdb")
+    env = {"COHORTFLOW_WAREHOUSE__URL": url, "COHORTFLOW_WAREHOUSE__PASSWORD": "n0t-the-Secret-9"}
+    cfg = load_config(project.config_path, environ=env)
+    with pytest.raises(WarehouseError) as err:
+        Warehouse(cfg).bootstrap()
+    msg = str(err.value)
+    assert "\n" not in msg and "n0t-the-Secret-9" not in msg
+    assert "127.0.0.1" in msg and "password authentication failed" in msg
+    proc = subprocess.run(
+        [sys.executable, "-m", "cohortflow.cli", "run", "--date", "2026-11-01", "--config", str(project.config_path)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "n0t-the-Secret-9" not in proc.stdout + proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "127.0.0.1" in proc.stderr
+
+
+def test_unreachable_server_gives_one_line_naming_the_host(tmp_path):
+    project = Project(tmp_path, "duckdb")
+    env = {"COHORTFLOW_WAREHOUSE__URL": "postgresql+psycopg://cohortflow@127.0.0.1:9/x", "COHORTFLOW_WAREHOUSE__PASSWORD": "pw-Unseen-1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cohortflow.cli", "run", "--date", "2026-11-01", "--config", str(project.config_path)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0 and "127.0.0.1" in err and "pw-Unseen-1" not in err, err
+
+
+def test_password_never_reaches_the_run_log_or_output(pg_project):
+    proc = _cli(pg_project, "run", "--date", str(START))
+    assert proc.returncode == 0
+    pw = pg_project.password
+    assert pw not in proc.stdout + proc.stderr
+    check = _cli(pg_project, "check-config")
+    assert pw not in check.stdout and "***" in check.stdout
+    wh = pg_project.warehouse()
+    with wh.begin() as conn:
+        logged = wh.execute(conn, "select coalesce(string_agg(coalesce(error, ''), ' '), '') from meta.run_log").scalar()
+    wh.dispose()
+    assert pw not in logged
+
+
+def test_the_reader_role_sees_reports_only(pg_project):
+    assert _cli(pg_project, "run", "--date", str(START)).returncode == 0
+    role = "bi_" + pg_project.db_url.rsplit("/", 1)[1][-8:]
+    env_pw = "reader-pw-1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cohortflow.cli", "grant-reader", "--role", role],
+        env={**os.environ, **pg_project.environ, "COHORTFLOW_CONFIG": str(pg_project.config_path), "COHORTFLOW_READER_PASSWORD": env_pw},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert env_pw not in proc.stdout
+    url = sa.make_url(pg_project.db_url).set(username=role, password=env_pw)
+    bi = sa.create_engine(url)
+    try:
+        with bi.connect() as conn:
+            assert conn.execute(sa.text("select count(*) from reports.active_users_daily")).scalar() >= 1
+            comment = conn.execute(sa.text("select obj_description('reports.active_users_daily'::regclass)")).scalar()
+            assert comment and "active" in comment.lower()
+        for table in ("raw.events", "meta.run_log", "models.active_users_daily"):
+            with bi.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                conn.execute(sa.text(f"select 1 from {table} limit 1"))
+        with bi.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+            conn.execute(sa.text("create table reports.x (a int)"))
+    finally:
+        bi.dispose()
+        # The role's grants live in the test database: drop it first, then the (cluster-wide) role.
+        pg_project.cleanup()
+        admin = sa.create_engine(sa.make_url(pg_project.db_url).set(database="cohortflow", password=pg_project.password))
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'drop role if exists "{role}"'))
+        admin.dispose()
