@@ -160,7 +160,8 @@ class _Context:
         """The project-time-zone date of an epoch in milliseconds (the one place it is computed)."""
         return dt.datetime.fromtimestamp(ms / 1000, self.tz).date()
 
-    def check(self, ev: CanonicalEvent) -> tuple[int, dt.date]:
+    def check(self, ev: CanonicalEvent) -> tuple[int, dt.date, bytes]:
+        """Checks that need the run's context; returns (receipt ms, local date, properties JSON)."""
         if len(ev.event_name) > self.max_name:
             raise LineError(VALUE_TOO_LONG, f"event name of {len(ev.event_name)} chars > {self.max_name}")
         for key in (ev.distinct_id, ev.link_anonymous_id, ev.link_login_id):
@@ -170,14 +171,17 @@ class _Context:
                      ev.platform, ev.app_version, ev.channel, ev.session_id):
             if text is not None and "\x00" in text:
                 raise LineError(INVALID_FIELD, "a name or id contains a NUL character")
-        _check_values(ev.properties, self.max_value)
+        props_json = canonical_json(ev.properties)
+        # No string inside can be longer than the whole document: walk it only when that is long.
+        if len(props_json) > self.max_value:
+            _check_values(ev.properties, self.max_value)
         received = ev.received_at_ms if ev.received_at_ms is not None else self.default_received_ms
         if ev.event_time_ms > received + DAY_MS:
             raise LineError(EVENT_IN_FUTURE, "event time is more than one day after its receipt")
         local = self.local_date(ev.event_time_ms)
         if local < self.oldest_date:
             raise LineError(EVENT_TOO_LATE, f"event date {local} is older than the late-arrival limit {self.oldest_date}")
-        return received, local
+        return received, local, props_json
 
 
 def _check_values(value: object, limit: int, depth: int = 0) -> None:
@@ -246,7 +250,7 @@ def parse_day(
                     if len(raw) > ctx.max_line:
                         raise LineError(VALUE_TOO_LONG, f"line of {len(raw)} bytes > {ctx.max_line}")
                     ev = parse(raw)
-                    received, local = ctx.check(ev)
+                    received, local, props_json = ctx.check(ev)
                 except LineError as err:
                     fl.lines_quarantined += 1
                     ledger.quarantine_reasons[err.reason] = ledger.quarantine_reasons.get(err.reason, 0) + 1
@@ -285,7 +289,7 @@ def parse_day(
                 ev_cols["app_version"].append(ev.app_version)
                 ev_cols["channel"].append(ev.channel)
                 ev_cols["session_id"].append(ev.session_id)
-                ev_cols["properties"].append(canonical_json(ev.properties).decode())
+                ev_cols["properties"].append(props_json.decode())
                 ev_cols["is_activity"].append(ev.is_activity)
                 ev_cols["link_anonymous_id"].append(ev.link_anonymous_id)
                 ev_cols["link_login_id"].append(ev.link_login_id)

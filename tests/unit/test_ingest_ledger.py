@@ -205,3 +205,24 @@ def test_nul_bytes_and_invalid_utf8_are_quarantined_and_stored_on_every_engine(m
     assert (ledger.events_loaded, ledger.lines_quarantined) == (1, 2)
     assert rows[0][1] == "invalid_encoding" and rows[0][2] == "garbage\\x00\\xff\\xfe line"
     assert rows[1][1] == "invalid_field"
+
+
+def test_size_limits_quarantine_long_names_and_values(tmp_path):
+    cfg = load_config(
+        write_config(tmp_path, warehouse={"url": "duckdb:///:memory:"}, ingest={"max_value_length": 100, "max_event_name_length": 20}),
+        environ={},
+    )
+    wh = Warehouse(cfg)
+    wh.bootstrap()
+    lines = [
+        ark("u", "ok", T0, nested={"deep": ["x" * 101]}),  # a long value deep inside
+        ark("u", "ok", T0 + 1, a="x" * 60, b="y" * 60),  # long document, short values: fine
+        ark("u", "n" * 21, T0 + 2),
+        ark("u", "ok", T0 + 3, 长="值" * 100),  # 100 characters is the limit, not bytes
+    ]
+    _write(tmp_path / "landing" / "ark" / D1.isoformat(), "a", lines, False)
+    ledger = load_day(wh, cfg, D1, "r")
+    with wh.begin() as conn:
+        reasons = [r[0] for r in wh.execute(conn, "select reason from raw.quarantine order by ingest_line").fetchall()]
+    assert (ledger.events_loaded, ledger.lines_quarantined) == (2, 2)
+    assert reasons == ["value_too_long", "value_too_long"]
