@@ -158,6 +158,28 @@ def backfill(config_path, start, end, workflow):
 
 @main.command()
 @config_option
+@click.option("--start", "start", type=DATE, required=True)
+@click.option("--end", "end", type=DATE, required=True)
+def rebuild(config_path, start, end):
+    """Rebuild every model for a date range from the loaded events, and publish it."""
+    from cohortflow.runner import TaskFailed, rebuild_range
+    from cohortflow.warehouse import WarehouseError
+
+    if end < start:
+        click.echo("error: --end is before --start", err=True)
+        sys.exit(EXIT_USAGE)
+    cfg = _load(config_path)
+    wh = _warehouse(cfg)
+    try:
+        rebuild_range(cfg, wh, start, end, echo=click.echo)
+    except (TaskFailed, WarehouseError) as exc:
+        _fail(str(exc))
+    finally:
+        wh.dispose()
+
+
+@main.command()
+@config_option
 @click.option("--limit", default=10, show_default=True, help="How many runs to show.")
 def status(config_path, limit):
     """Show recent runs and their task states from the run log."""

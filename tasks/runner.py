@@ -247,3 +247,32 @@ def run_workflow(
             f"fix the cause and rerun 'cohortflow run --date {business_date}' to resume from it"
         )
     return run_id
+
+
+def rebuild_range(cfg: Config, wh: Warehouse, start: dt.date, end: dt.date, *, echo: Echo = print) -> str:
+    """Rebuild every model for exactly ``[start, end]`` from the loaded events, then publish it.
+
+    The as-of date of the rebuilt rows is ``end``. The result equals what the
+    nightly runs produced (a test pins this); use it after changing a model or
+    an analysis definition.
+    """
+    from cohortflow.models import build_models, record_build
+    from cohortflow.publish import publish
+
+    wh.bootstrap()
+    run_id = new_run_id()
+    started = _log_start(wh, run_id, "rebuild", "rebuild", end, "cli")
+    t0 = time.monotonic()
+    echo(f"[rebuild] {start}..{end} (run {run_id})")
+    try:
+        built = build_models(wh, cfg, start, end, progress=echo, exact_range=True)
+        record_build(wh, end, built)
+        counts = publish(wh, cfg, end, progress=echo)
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"
+        _log_end(wh, run_id, "rebuild", started, FAILED, None, message[:4000])
+        raise TaskFailed(f"rebuild {start}..{end} failed: {message}") from exc
+    outcome = TaskOutcome(None, sum(counts.values()), f"rebuilt {len(built)} models for {start}..{end}")
+    _log_end(wh, run_id, "rebuild", started, SUCCESS, outcome, None)
+    echo(f"  {outcome.message} in {time.monotonic() - t0:.1f}s")
+    return run_id
