@@ -13,5 +13,10 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 extra=""
 [ "${1:-}" = test ] && extra="[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".$extra" 2>&1 | grep -v -iE "^\s*(\*+|!!)?\s*$|setuptools|wheel_obj|deprecat|\*\*\*|^\s+#|project.license|See https|License" >&2 || true
+log=.venv/pip-install.log
+if ! .venv/bin/python -m pip install --disable-pip-version-check -e ".$extra" >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "pip install failed; full log in $log" >&2
+    exit 1
+fi
 .venv/bin/cohortflow --version >/dev/null
