@@ -133,13 +133,33 @@ def task(config_path, name, business_date, workflow, run_id):
 @click.option("--start", "start", type=DATE, required=True)
 @click.option("--end", "end", type=DATE, required=True)
 @click.option("--workflow", default="cohortflow_nightly", show_default=True)
-def backfill(config_path, start, end, workflow):
+@click.option(
+    "--on",
+    "on",
+    type=click.Choice(["local", "dolphinscheduler"]),
+    default="local",
+    show_default=True,
+    help="Run here, or start a backfill (complement data) of the registered workflow on DolphinScheduler.",
+)
+@click.option(
+    "--parallelism",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Dates DolphinScheduler runs at once (PostgreSQL warehouses only; default: one after the other).",
+)
+def backfill(config_path, start, end, workflow, on, parallelism):
     """Run the workflow for every date from START to END (inclusive), in order."""
     from cohortflow.runner import TaskFailed, run_workflow
     from cohortflow.warehouse import WarehouseError, date_range
 
     if end < start:
         click.echo("error: --end is before --start", err=True)
+        sys.exit(EXIT_USAGE)
+    if on == "dolphinscheduler":
+        _backfill_on_dolphinscheduler(config_path, start, end, workflow, parallelism)
+        return
+    if parallelism is not None:
+        click.echo("error: --parallelism applies to --on dolphinscheduler; a local backfill runs one date at a time", err=True)
         sys.exit(EXIT_USAGE)
     cfg = _load(config_path)
     wh = _warehouse(cfg)
@@ -154,6 +174,27 @@ def backfill(config_path, start, end, workflow):
     finally:
         wh.dispose()
     click.echo(f"backfill {start}..{end} succeeded ({len(days)} dates)")
+
+
+def _backfill_on_dolphinscheduler(config_path, start, end, workflow, parallelism):
+    from cohortflow.ds_api import DolphinSchedulerApi, DSApiError, DSConfigError, backfill_mode
+
+    cfg = _load(config_path)
+    _workflow(workflow)
+    try:
+        run_mode, n = backfill_mode(cfg.warehouse_url, parallelism)
+        api = DolphinSchedulerApi(cfg, workflow)
+        api.start_backfill(start, end, parallelism=n, run_mode=run_mode)
+    except DSConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except DSApiError as exc:
+        _fail(str(exc))
+    how = f"{n} dates at a time" if n else "one date after the other, oldest first"
+    click.echo(
+        f"backfill {start}..{end} of {workflow} started on DolphinScheduler ({how}); "
+        "follow it with 'cohortflow status --server'"
+    )
 
 
 @main.command()
@@ -181,16 +222,47 @@ def rebuild(config_path, start, end):
 @main.command()
 @config_option
 @click.option("--limit", default=10, show_default=True, help="How many runs to show.")
-def status(config_path, limit):
+@click.option("--server", is_flag=True, help="Read the workflow instances from the DolphinScheduler REST API instead of the local run log.")
+def status(config_path, limit, server):
     """Show recent runs and their task states from the run log."""
     from cohortflow.status import local_status
 
     cfg = _load(config_path)
+    if server:
+        from cohortflow.ds_api import DolphinSchedulerApi, DSApiError, DSConfigError, server_status
+
+        try:
+            click.echo(server_status(DolphinSchedulerApi(cfg), limit))
+        except DSConfigError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except DSApiError as exc:
+            _fail(str(exc))
+        return
     wh = _warehouse(cfg)
     try:
         click.echo(local_status(wh, limit))
     finally:
         wh.dispose()
+
+
+@main.command("register")
+@config_option
+@click.option("--dry-run", is_flag=True, help="Print the workflow definitions as JSON (placeholder task codes); contact no server.")
+@click.option("--workflow", default=None, help="Register only this workflow (default: every declared one).")
+def register_cmd(config_path, dry_run, workflow):
+    """Submit the declared workflows to DolphinScheduler (PyDolphinScheduler); again = update in place."""
+    from cohortflow.config import find_config_path
+    from cohortflow.register import GatewayError, RegistrationError, register
+
+    cfg = _load(config_path)
+    try:
+        register(cfg, dry_run, workflow=workflow, config_path=find_config_path(config_path), echo=click.echo)
+    except GatewayError as exc:
+        _fail(str(exc))
+    except RegistrationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
 
 
 @main.command()

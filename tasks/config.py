@@ -238,6 +238,23 @@ class SegmentRule(_Strict):
         return self
 
 
+def _rule_depth(rule: SegmentRule) -> int:
+    """Levels of a rule tree: a leaf is 1, each and / or / not adds one."""
+    children = [*(rule.and_ or []), *(rule.or_ or []), *([rule.not_] if rule.not_ is not None else [])]
+    return 1 + max((_rule_depth(c) for c in children), default=0)
+
+
+def _empty_combination(rule: SegmentRule) -> bool:
+    if rule.and_ == [] or rule.or_ == []:
+        return True
+    children = [*(rule.and_ or []), *(rule.or_ or []), *([rule.not_] if rule.not_ is not None else [])]
+    return any(_empty_combination(c) for c in children)
+
+
+# The segment model evaluates rule trees level by level, one SQL pass per level.
+MAX_SEGMENT_DEPTH = 8
+
+
 class Segment(_Strict):
     name: str
     rule: SegmentRule
@@ -248,6 +265,18 @@ class Segment(_Strict):
         if not _NAME_RE.match(v):
             raise ValueError("must be a simple name (letters, digits, underscore)")
         return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Segment:
+        if _empty_combination(self.rule):
+            raise ValueError("an 'and' or 'or' needs at least one rule")
+        depth = _rule_depth(self.rule)
+        if depth > MAX_SEGMENT_DEPTH:
+            raise ValueError(
+                f"the rule is nested {depth} levels deep; at most {MAX_SEGMENT_DEPTH} are supported "
+                "(a leaf is one level, each and / or / not adds one)"
+            )
+        return self
 
 
 class Paths(_Strict):
@@ -284,12 +313,15 @@ class Analyses(_Strict):
 
 
 class Schedule(_Strict):
-    cron: str = Field(default="0 0 2 * * ? *", description="7-field Quartz cron, in the project time zone")
+    cron: str | None = Field(
+        default=None,
+        description="7-field Quartz cron in the project time zone; overrides the schedule declared in workflows/ when set",
+    )
 
     @field_validator("cron")
     @classmethod
-    def _quartz(cls, v: str) -> str:
-        if len(v.split()) != 7:
+    def _quartz(cls, v: str | None) -> str | None:
+        if v is not None and len(v.split()) != 7:
             raise ValueError("must be a 7-field Quartz cron, e.g. '0 0 2 * * ? *'")
         return v
 
@@ -301,7 +333,7 @@ class DolphinScheduler(_Strict):
     gateway_port: int = 25333
     api_url: str = "http://127.0.0.1:12345/dolphinscheduler"
     worker_group: str = "default"
-    alert_group: str | None = None
+    alert_group: int | None = Field(default=None, ge=1, description="id of the DolphinScheduler alarm group notified on failure")
 
 
 class Config(_Strict):
