@@ -466,9 +466,11 @@ def parse_business_date(value: str | dt.date) -> dt.date:
     if isinstance(value, dt.date):
         return value
     text = value.strip()
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            return dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
+    # strptime alone would take '2026115' (ambiguous): require the exact shapes first.
+    for shape, fmt in ((r"\d{4}-\d{2}-\d{2}", "%Y-%m-%d"), (r"\d{8}", "%Y%m%d")):
+        if re.fullmatch(shape, text):
+            try:
+                return dt.datetime.strptime(text, fmt).date()
+            except ValueError:
+                break
     raise ValueError(f"invalid date {value!r}: expected YYYY-MM-DD or YYYYMMDD")

@@ -1,0 +1,93 @@
+"""The project config: validated on load, errors name the key, env overrides with one prefix, no secrets in files."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from cohortflow.config import ConfigError, load_config, parse_business_date
+from tests.conftest import write_config
+
+
+def test_the_example_config_is_valid(tmp_path):
+    from cohortflow.demo_project import write_demo_config
+
+    cfg = load_config(write_demo_config(tmp_path), environ={})
+    assert cfg.timezone == "Asia/Shanghai"
+    assert cfg.sources[0].format == "ark"
+    assert cfg.warehouse_url == f"duckdb:///{(tmp_path / 'target' / 'warehouse.duckdb').resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "why"),
+    [
+        ({"timezone": "Mars/Olympus"}, "timezone", "unknown IANA time zone"),
+        ({"sources": [{"name": "app", "format": "csv", "path": "x"}]}, "sources.0.format", "Input should be"),
+        ({"sources": [{"name": "app", "format": "ark", "path": "/etc"}]}, "sources.0.path", "relative path"),
+        ({"sources": []}, "sources", "at least 1"),
+        ({"ingest": {"lookback_days": 0}}, "ingest.lookback_days", "greater than or equal to 1"),
+        ({"ingest": {"lookbak_days": 3}}, "ingest.lookbak_days", "unknown key"),
+        ({"warehouse": {"url": "mysql://x"}}, "warehouse.url", "duckdb"),
+        ({"warehouse": {"url": "postgresql+psycopg://u:secret@h/db"}}, "warehouse.url", "must not contain a password"),
+        ({"schedule": {"cron": "0 2 * * *"}}, "schedule.cron", "7-field Quartz"),
+        ({"tracking_plan": {"events": [{"name": "a", "required": ["p"]}]}}, "tracking_plan.events.0", "not declared"),
+    ],
+)
+def test_a_bad_value_names_the_key_and_why(tmp_path, overrides, key, why):
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, **overrides), environ={})
+    assert f"{key}:" in str(err.value) and why in str(err.value)
+
+
+def test_a_password_in_the_file_is_refused(tmp_path):
+    path = write_config(tmp_path, warehouse={"url": "duckdb:///x.duckdb", "password": "p"})
+    with pytest.raises(ConfigError, match="COHORTFLOW_WAREHOUSE__PASSWORD"):
+        load_config(path, environ={})
+
+
+def test_environment_overrides_with_one_prefix(tmp_path):
+    path = write_config(tmp_path)
+    env = {
+        "COHORTFLOW_WAREHOUSE__URL": "postgresql+psycopg://u@db.example:5432/a",
+        "COHORTFLOW_WAREHOUSE__PASSWORD": "yes",  # stays a string, never YAML-parsed
+        "COHORTFLOW_INGEST__LOOKBACK_DAYS": "14",
+        "COHORTFLOW_TIMEZONE": "Europe/Berlin",
+        "COHORTFLOW_RUN_ID": "not-a-config-key",  # the CLI's own variables are left alone
+    }
+    cfg = load_config(path, environ=env)
+    assert cfg.warehouse.url.startswith("postgresql+psycopg://u@db.example")
+    assert cfg.warehouse.password == "yes"
+    assert cfg.ingest.lookback_days == 14
+    assert cfg.timezone == "Europe/Berlin"
+    assert "yes" not in repr(cfg.warehouse) and "password" not in cfg.model_dump(mode="json")["warehouse"]
+
+
+def test_a_bad_environment_value_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="ingest.lookback_days"):
+        load_config(write_config(tmp_path), environ={"COHORTFLOW_INGEST__LOOKBACK_DAYS": "many"})
+
+
+def test_missing_file_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="cohortflow demo"):
+        load_config(tmp_path / "nope.yml", environ={})
+
+
+def test_analysis_definitions_are_validated(tmp_path):
+    funnels = [{"name": "f", "steps": [{"event": "a"}], "window_seconds": 60}]
+    with pytest.raises(ConfigError, match=r"analyses\.funnels\.0\.steps"):
+        load_config(write_config(tmp_path, analyses={"funnels": funnels}), environ={})
+    bad_segment_ref = [{"name": "f", "steps": [{"event": "a"}, {"event": "b"}], "segment": "nobody"}]
+    with pytest.raises(ConfigError, match="segment 'nobody' is not defined"):
+        load_config(write_config(tmp_path, analyses={"funnels": bad_segment_ref}), environ={})
+
+
+@pytest.mark.parametrize("text", ["2026-11-05", "20261105", " 2026-11-05 "])
+def test_business_dates_accept_both_forms(text):
+    assert parse_business_date(text) == dt.date(2026, 11, 5)
+
+
+@pytest.mark.parametrize("text", ["2026-13-01", "2026115", "yesterday", "05/11/2026"])
+def test_bad_business_dates_are_refused(text):
+    with pytest.raises(ValueError, match="YYYY-MM-DD or YYYYMMDD"):
+        parse_business_date(text)
