@@ -10,6 +10,7 @@ published table is written as a dated Parquet snapshot.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,12 +83,45 @@ def publish(
             tmp = path.with_suffix(".parquet.tmp")
             pq.write_table(table, tmp)
             tmp.replace(path)
+    if wh.dialect == "duckdb":
+        path = publish_reader_file(wh, cfg, models)
+        if progress:
+            progress(f"  reader copy for BI: {path}")
     if progress:
         for name, n in counts.items():
             lo, hi = ranges[name]
             progress(f"  published reports.{name}: {n:,} rows for {lo}..{hi}")
         progress(f"  snapshots in {snapshot_dir}")
     return counts
+
+
+def reader_file_path(cfg: Config) -> Path:
+    return cfg.target_path / "published" / "reports.duckdb"
+
+
+def publish_reader_file(wh: Warehouse, cfg: Config, models: list[Model]) -> Path:
+    """DuckDB: a separate file of the ``reports`` tables for BI tools, swapped in atomically.
+
+    A DuckDB file admits one writing process, or many readers and no writer,
+    so BI cannot read the working warehouse while a run writes it. Readers
+    open ``target/published/reports.duckdb`` (read-only) instead: it is
+    written whole under a temporary name and renamed over the previous one,
+    so a reader sees the previous complete file or the new one.
+    """
+    path = reader_file_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    with wh.begin() as conn:
+        raw = conn.connection.driver_connection
+        raw.execute("attach ? as cohortflow_reader", [str(tmp)])
+        try:
+            for model in models:
+                raw.execute(f"create table cohortflow_reader.main.{model.name} as select * from reports.{model.name}")
+        finally:
+            raw.execute("detach cohortflow_reader")
+    os.replace(tmp, path)
+    return path
 
 
 def _params(model: Model, ranges: dict[str, tuple[dt.date, dt.date]]) -> dict[str, dt.date]:
