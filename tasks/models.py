@@ -50,6 +50,7 @@ class Model:
     # Name of a reach function in cohortflow.analyses: how many days before the
     # changed dates this model's partitions can change (funnel window, horizon ...).
     reach: str | None = None
+    depends_on: tuple[str, ...] = ()
     # Per-engine SQL used instead of transpiling (engine, sql); each explains its reason.
     overrides: tuple[tuple[str, str], ...] = ()
 
@@ -117,6 +118,7 @@ def load_models() -> dict[str, Model]:
             columns=tuple(columns),
             reach=m.get("reach"),
             overrides=tuple(sorted(overrides.items())),
+            depends_on=tuple(m.get("depends_on") or []),
         )
         if model.materialized not in ("view", "partition", "table"):
             raise ValueError(f"model {name}: materialized must be view, partition or table")
@@ -221,6 +223,7 @@ def build_models(
     progress: Callable[[str], None] | None = None,
     *,
     exact_range: bool = False,
+    only: set[str] | None = None,
 ) -> dict[str, tuple[dt.date, dt.date, int]]:
     """Build every model for the dates changes in ``[start_date, end_date]`` can reach.
 
@@ -234,7 +237,11 @@ def build_models(
         wh.lock(conn, "cohortflow:definitions")
         load_definitions(wh, conn, cfg)
     written: dict[str, tuple[dt.date, dt.date, int]] = {}
-    for model in load_models().values():
+    models = load_models()
+    wanted = _with_dependencies(only, models) if only is not None else set(models)
+    for model in models.values():
+        if model.name not in wanted:
+            continue
         lo, hi = (start_date, end_date) if exact_range else model_range(model, cfg, start_date, end_date)
         params = {**extra, "start_date": lo, "end_date": hi}
         with wh.begin() as conn:
@@ -255,6 +262,18 @@ def build_models(
             info = f": {written[model.name][2]:,} rows for {lo}..{hi}" if model.name in written else ""
             progress(f"  built {model.table} ({model.materialized}){info}")
     return written
+
+
+def _with_dependencies(names: set[str], models: dict[str, Model]) -> set[str]:
+    unknown = names - set(models)
+    if unknown:
+        raise KeyError(f"unknown models: {', '.join(sorted(unknown))}")
+    out: set[str] = set()
+    frontier = set(names)
+    while frontier:
+        out |= frontier
+        frontier = {d for n in frontier for d in models[n].depends_on} - out
+    return out
 
 
 def record_build(wh: Warehouse, business_date: dt.date, built: dict[str, tuple[dt.date, dt.date, int]]) -> None:
