@@ -47,6 +47,11 @@ def render(sql: str, dialect: str, pretty: bool = True) -> str:
             return exp.Var(this=":" + node.name)
         if isinstance(node, exp.Anonymous) and str(node.this).lower() == "prop":
             return _prop(node, target)
+        if target == "postgres" and isinstance(node, exp.Round) and node.args.get("decimals") is not None:
+            # PostgreSQL has round(numeric, int) but no round(double precision, int):
+            # https://www.postgresql.org/docs/15/functions-math.html
+            inner = exp.Round(this=exp.cast(node.this.copy(), "numeric"), decimals=node.args["decimals"].copy())
+            return exp.cast(inner, "double")
         return node
 
     statements = []
