@@ -189,6 +189,12 @@ class Retention(_Strict):
             raise ValueError("must be a simple name (letters, digits, underscore)")
         return v
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_on(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `mode: on` as the boolean true.
+        return "on" if v is True else v
+
 
 class FrequencyRetention(_Strict):
     """The "magic number": retention by how often users did an event in their first days."""
@@ -280,7 +286,7 @@ class Segment(_Strict):
 
 
 class Paths(_Strict):
-    start_event: str | None = Field(default=None, description="paths are counted from this event (default: session start)")
+    start_event: str | None = Field(default=None, min_length=1, description="paths are counted from this event (default: session start)")
     max_steps: int = Field(default=5, ge=1, le=20)
     top_n: int = Field(default=20, ge=1, le=1000)
 

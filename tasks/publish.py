@@ -37,6 +37,33 @@ CHECKS = {
         "where event_date between :start_date and :end_date "
         "and not (count_users <= count_events and count_users >= 1)"
     ),
+    "event_metrics_breakdown_daily": (
+        "select count(*) from models.event_metrics_breakdown_daily "
+        "where event_date between :start_date and :end_date and not (count_users <= count_events)"
+    ),
+    "session_metrics_daily": (
+        "select count(*) from models.session_metrics_daily "
+        "where session_date between :start_date and :end_date "
+        "and not (users <= sessions and bounce_rate between 0 and 1)"
+    ),
+    "path_transitions_daily": (
+        "select count(*) from models.path_transitions_daily "
+        "where session_date between :start_date and :end_date "
+        "and not (count_users >= 1 and count_users <= transition_count)"
+    ),
+    "top_paths_daily": (
+        "select count(*) from models.top_paths_daily "
+        "where session_date between :start_date and :end_date and not (count_users <= count_sessions)"
+    ),
+    "retention_cohorts": (
+        "select count(*) from models.retention_cohorts "
+        "where cohort_date between :start_date and :end_date "
+        "and not (retained_users <= cohort_users and (period_number > 0 or retained_users = cohort_users))"
+    ),
+    "lifecycle_daily": (
+        "select count(*) from models.lifecycle_daily "
+        "where activity_date between :start_date and :end_date and not (users >= 0)"
+    ),
 }
 
 

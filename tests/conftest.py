@@ -52,6 +52,23 @@ def drop_pg_database(db_url: str, password: str) -> None:
     admin.dispose()
 
 
+def example_analyses() -> dict:
+    """The ``analyses`` block of the shipped example config (every analysis defined)."""
+    import importlib.resources
+
+    text = importlib.resources.files("cohortflow").joinpath("cohortflow.example.yml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)["analyses"]
+
+
+def short_analyses() -> dict:
+    """The example analyses with windows short enough for the 8-10 day generated data sets of the tests."""
+    analyses = example_analyses()
+    analyses["frequency_retention"] = [
+        {"name": "views_first_days", "event": "view_item", "first_days": 3, "target_from_day": 3, "target_to_day": 5, "cap": 5}
+    ]
+    return analyses
+
+
 def write_config(project_dir: Path, **overrides) -> Path:
     """A minimal valid project config in ``project_dir`` (landing/ark, target/)."""
     data = {

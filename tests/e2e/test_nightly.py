@@ -21,7 +21,7 @@ from cohortflow.dag import load_workflows
 from cohortflow.demo import DemoSpec, generate
 from cohortflow.models import published_models
 from cohortflow.runner import FAIL_ENV, TaskFailed, run_workflow
-from tests.conftest import Project
+from tests.conftest import Project, short_analyses
 
 START = dt.date(2026, 11, 1)
 DAYS = 8
@@ -73,7 +73,7 @@ class _Built:
 
 def _build(tmp_path_factory, engine: str, name: str) -> _Built:
     root = tmp_path_factory.mktemp(name)
-    project = Project(root, engine, timezone=TZ)
+    project = Project(root, engine, timezone=TZ, analyses=short_analyses())
     truth = root / "truth.jsonl.gz"
     generate(_spec(), project.landing, truth_path=truth)
     _run_all(project, _dates())
@@ -155,7 +155,7 @@ def test_rerunning_a_date_gives_identical_tables(built, engine_name):
 def test_a_failed_task_then_a_rerun_gives_the_same_tables(built, tmp_path_factory, monkeypatch):
     clean = built["duckdb"].tables
     root = tmp_path_factory.mktemp("fail")
-    project = Project(root, "duckdb", timezone=TZ)
+    project = Project(root, "duckdb", timezone=TZ, analyses=short_analyses())
     generate(_spec(), project.landing)
     dates = _dates()
     _run_all(project, dates[:4])

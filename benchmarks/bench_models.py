@@ -1,0 +1,274 @@
+"""Funnel and retention models at scale vs ClickHouse (chdb) on the same input; nightly cost vs history.
+
+    .venv/bin/python benchmarks/bench_models.py [--users 1000000] [--days 30] [--workdir target/bench-models]
+
+1. Generates about 1.5 events per user-day (users x days x 25 % active x 6
+   events: 45 million at the default size) straight into ``raw.events`` of a
+   DuckDB warehouse (the ingest is benchmarked by bench_ingest.py), and the
+   same rows as Parquet for ClickHouse.
+2. Builds, with cohortflow, a 5-step funnel with a 1-day window for every
+   entry date, and the day-retention triangle (first-time cohorts, any
+   activity, horizon 30); and computes the same with chdb: ``windowFunnel(
+   86400000, 'strict_once')`` per (user, entry date) and a retention query.
+   Each side runs in its own process: wall time and peak memory. The results
+   are compared (they must be equal) before any time is reported.
+3. Runs the nightly ``models`` + ``publish`` tasks for day 2 on a warehouse
+   holding days 1-2, and for day 31 on one holding days 1-31: the ratio shows
+   whether a night's cost follows the new data or the whole history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import measure_wait4  # noqa: E402
+
+START = dt.date(2026, 10, 1)
+STEPS = ["step1", "step2", "step3", "step4", "step5"]
+WINDOW_MS = 86_400_000
+HORIZON = 30
+
+CONFIG = {
+    "project": "bench",
+    "timezone": "UTC",
+    "sources": [{"name": "bench", "format": "canonical", "path": "none"}],
+    "warehouse": {"url": "duckdb:///bench.duckdb"},
+    "ingest": {"lookback_days": 2, "late_arrival_days": 2},
+    "analyses": {
+        "funnels": [{"name": "bench5", "steps": [{"event": s} for s in STEPS], "window_seconds": WINDOW_MS // 1000}],
+        "retention": [{"name": "day_any", "period": "day", "horizon": HORIZON}],
+    },
+}
+
+GENERATE = """
+insert into raw.events
+with active as (
+    select u, d from range(?) as t(u), range(?) as s(d)
+    where hash(u, d, 17) % 1000 < 250
+),
+events as (
+    select u, d, i, hash(u, d, i) as h from active, range(6) as r(i)
+),
+timed as (
+    select *, cast(? as timestamp) + to_days(cast(d as integer)) + to_milliseconds(cast(h % 86400000 as bigint)) as ts
+    from events
+)
+select
+    'e' || u || '_' || d || '_' || i as event_id,
+    case
+        when h % 100 < 12 then 'step1' when h % 100 < 22 then 'step2' when h % 100 < 31 then 'step3'
+        when h % 100 < 39 then 'step4' when h % 100 < 46 then 'step5' else 'other_' || cast(h % 7 as varchar)
+    end as event_name,
+    'u' || u as distinct_id,
+    ts as event_time,
+    cast(ts as date) as event_date,
+    ts as received_at,
+    'canonical' as source_format,
+    'bench' as app_id, null as platform, null as app_version, null as channel, null as session_id,
+    '{}' as properties,
+    true as is_activity,
+    null as link_anonymous_id, null as link_login_id,
+    cast(ts as date) as load_date,
+    'bench' as ingest_file,
+    0 as ingest_line
+from timed
+"""
+
+BUILD = r"""
+import datetime as dt, json, sys, time
+from cohortflow.config import load_config
+from cohortflow.models import build_models
+from cohortflow.warehouse import Warehouse
+cfg = load_config(sys.argv[1], environ={})
+wh = Warehouse(cfg)
+start, end = dt.date.fromisoformat(sys.argv[3]), dt.date.fromisoformat(sys.argv[4])
+t0 = time.perf_counter()
+built = build_models(wh, cfg, start, end, exact_range=True, only={sys.argv[2]})
+seconds = time.perf_counter() - t0
+with wh.begin() as conn:
+    if sys.argv[2] == "funnel_conversion_daily":
+        rows = wh.execute(conn, "select entry_date, step_index, reached_users from models.funnel_conversion_daily "
+                                "where breakdown_value = 'all' order by 1, 2").fetchall()
+    else:
+        rows = wh.execute(conn, "select cohort_date, period_number, retained_users from models.retention_cohorts "
+                                "where breakdown_value = 'all' order by 1, 2").fetchall()
+print(json.dumps({"inner_seconds": seconds, "rows": [[str(a), int(b), int(c)] for a, b, c in rows]}))
+"""
+
+CH_FUNNEL = r"""
+import json, sys, time, chdb
+path, start, end = sys.argv[1], sys.argv[2], sys.argv[3]
+conds = ", ".join(f"event_name = 'step{k}'" for k in range(2, 6))
+sql = f'''
+select toString(entry_date), level, count() from (
+    select user_id, entry_date,
+        windowFunnel({WINDOW}, 'strict_once')(t_ms, event_name = 'step1' and event_date = entry_date, {conds}) as level
+    from file('{path}', Parquet)
+    array join [event_date, event_date - 1] as entry_date
+    where event_name in ('step1', 'step2', 'step3', 'step4', 'step5')
+      and entry_date between toDate('{start}') and toDate('{end}')
+    group by user_id, entry_date
+)
+where level > 0
+group by entry_date, level
+order by 1, 2
+'''
+t0 = time.perf_counter()
+out = chdb.query(sql, "JSONCompact")
+seconds = time.perf_counter() - t0
+print(json.dumps({"inner_seconds": seconds, "rows": json.loads(out.bytes())["data"]}))
+""".replace("{WINDOW}", str(WINDOW_MS))
+
+CH_RETENTION = r"""
+import json, sys, time, chdb
+path, horizon = sys.argv[1], int(sys.argv[2])
+sql = f'''
+with active as (select distinct user_id, event_date from file('{path}', Parquet)),
+first as (select user_id, min(event_date) as cohort_date from active group by user_id)
+select toString(cohort_date), dateDiff('day', cohort_date, event_date) as k, uniqExact(user_id)
+from active inner join first using (user_id)
+where k between 0 and {horizon}
+group by cohort_date, k
+order by 1, 2
+'''
+t0 = time.perf_counter()
+out = chdb.query(sql, "JSONCompact")
+seconds = time.perf_counter() - t0
+print(json.dumps({"inner_seconds": seconds, "rows": json.loads(out.bytes())["data"]}))
+"""
+
+
+def _prepare(workdir: Path, users: int, days: int) -> Path:
+    """The warehouse and Parquet file, generated once per size (reused when present)."""
+    import duckdb
+
+    marker = workdir / "generated.json"
+    want = {"users": users, "days": days, "version": 1}
+    if marker.exists() and json.loads(marker.read_text()) == want:
+        return workdir / "cohortflow.yml"
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    cfg_path = workdir / "cohortflow.yml"
+    cfg_path.write_text(yaml.safe_dump(CONFIG, sort_keys=False))
+    from cohortflow.config import load_config
+    from cohortflow.warehouse import Warehouse
+
+    wh = Warehouse(load_config(cfg_path, environ={}))
+    wh.bootstrap()
+    wh.dispose()
+    con = duckdb.connect(str(workdir / "bench.duckdb"))
+    print(f"generating {users:,} users x {days} days into {workdir} ...", flush=True)
+    con.execute(GENERATE, [users, days, START.isoformat()])
+    n = con.execute("select count(*) from raw.events").fetchone()[0]
+    con.execute(
+        "copy (select distinct_id as user_id, event_name, cast(epoch_ms(event_time) as ubigint) as t_ms, event_date "
+        f"from raw.events) to '{workdir / 'events.parquet'}' (format parquet)"
+    )
+    con.close()
+    print(f"  {n:,} events", flush=True)
+    marker.write_text(json.dumps(want))
+    return cfg_path
+
+
+def _levels_to_reached(rows: list) -> dict[tuple[str, int], int]:
+    """chdb (entry_date, level, users) -> users reaching >= k, per (entry_date, k)."""
+    by_date: dict[str, dict[int, int]] = {}
+    for d, level, n in rows:
+        by_date.setdefault(d, {})[int(level)] = int(n)
+    out = {}
+    for d, levels in by_date.items():
+        for k in range(1, len(STEPS) + 1):
+            out[(d, k)] = sum(n for lv, n in levels.items() if lv >= k)
+    return out
+
+
+def _row(name: str, m: dict) -> str:
+    return f"{name:34} {m['seconds']:8.1f} {m['out']['inner_seconds']:8.1f} {m['peak_mib']:9.0f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=1_000_000)
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--workdir", type=Path, default=Path("target/bench-models"))
+    ap.add_argument("--skip-nightly", action="store_true")
+    args = ap.parse_args()
+    workdir = args.workdir.resolve()
+    cfg_path = _prepare(workdir, args.users, args.days + 1)
+    parquet = workdir / "events.parquet"
+    end = START + dt.timedelta(days=args.days - 1)
+    py = sys.executable
+
+    results = {}
+    results["cohortflow funnel (DuckDB)"] = measure_wait4([py, "-c", BUILD, str(cfg_path), "funnel_conversion_daily", str(START), str(end)])
+    results["chdb windowFunnel"] = measure_wait4([py, "-c", CH_FUNNEL, str(parquet), str(START), str(end)])
+    results["cohortflow retention (DuckDB)"] = measure_wait4([py, "-c", BUILD, str(cfg_path), "retention_cohorts", str(START), str(end)])
+    results["chdb retention"] = measure_wait4([py, "-c", CH_RETENTION, str(parquet), str(HORIZON)])
+
+    # Same numbers first: a fast wrong answer is not a result.
+    ours_f = {(d, k): n for d, k, n in results["cohortflow funnel (DuckDB)"]["out"]["rows"]}
+    ch_f = {key: n for key, n in _levels_to_reached(results["chdb windowFunnel"]["out"]["rows"]).items() if key[0] <= str(end)}
+    assert ours_f == {k: v for k, v in ch_f.items() if k in ours_f or v}, "funnel results differ from ClickHouse"
+    ours_r = {(d, k): n for d, k, n in results["cohortflow retention (DuckDB)"]["out"]["rows"] if d <= str(end) and n}
+    ch_r = {(d, int(k)): int(n) for d, k, n in results["chdb retention"]["out"]["rows"] if d <= str(end)}
+    last = str(START + dt.timedelta(days=args.days))  # data includes one more day, which the triangle may count
+    assert {k: v for k, v in ours_r.items()} == {k: v for k, v in ch_r.items() if (dt.date.fromisoformat(k[0]) + dt.timedelta(days=k[1])).isoformat() <= last}, \
+        "retention results differ from ClickHouse"
+
+    print(f"{'step':34} {'wall s':>8} {'inner s':>8} {'peak MiB':>9}")
+    for name, m in results.items():
+        print(_row(name, m))
+    f_ratio = results["cohortflow funnel (DuckDB)"]["out"]["inner_seconds"] / results["chdb windowFunnel"]["out"]["inner_seconds"]
+    r_ratio = results["cohortflow retention (DuckDB)"]["out"]["inner_seconds"] / results["chdb retention"]["out"]["inner_seconds"]
+    print(f"ratio cohortflow / ClickHouse: funnel {f_ratio:.2f}x, retention {r_ratio:.2f}x (results equal)")
+
+    if not args.skip_nightly:
+        _nightly(workdir, cfg_path, args.days)
+    return 0
+
+
+def _nightly(workdir: Path, cfg_path: Path, days: int) -> None:
+    """Nightly models + publish on day 2 (2 days of history) vs day days+1 (all of it)."""
+    import duckdb
+
+    cli = str(Path(sys.executable).parent / "cohortflow")
+    small = workdir / "night2"
+    if small.exists():
+        shutil.rmtree(small)
+    small.mkdir()
+    shutil.copy(cfg_path, small / "cohortflow.yml")
+    day2 = START + dt.timedelta(days=1)
+    last = START + dt.timedelta(days=days)
+    con = duckdb.connect(str(small / "bench.duckdb"))
+    con.execute(f"attach '{workdir / 'bench.duckdb'}' as src (read_only)")
+    con.execute("create schema raw; create schema meta; create schema models; create schema reports")
+    con.execute("create table raw.events as select * from src.raw.events where event_date <= ?", [day2])
+    con.execute("detach src")
+    con.close()
+    timings = {}
+    for label, cfg, d in (("day 2", small / "cohortflow.yml", day2), (f"day {days + 1}", cfg_path, last)):
+        total = 0.0
+        peak = 0.0
+        for task in ("models", "publish"):
+            m = measure_wait4([cli, "task", task, "--date", str(d), "--config", str(cfg)])
+            total += m["seconds"]
+            peak = max(peak, m["peak_mib"])
+        timings[label] = (total, peak)
+    print(f"{'nightly models + publish':34} {'wall s':>8} {'peak MiB':>9}")
+    for label, (s, p) in timings.items():
+        print(f"{label:34} {s:8.1f} {p:9.0f}")
+    (s2, _), (s31, _) = timings.values()
+    print(f"ratio day {days + 1} / day 2: {s31 / s2:.2f}x")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

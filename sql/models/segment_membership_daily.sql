@@ -1,0 +1,473 @@
+/* Segment membership: the users of each configured segment on each as-of date. The rule trees of meta.def_segment_nodes are evaluated leaves first, then one pass per tree level from the deepest (8) up to the root (1); members are limited to the universe (users with activity on or before the as-of date). Grain: one row per segment_name, as_of_date and user_id. */
+with
+
+calendar as (
+    select cast(day as date) as as_of_date
+    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+),
+
+nodes as (
+    select * from meta.def_segment_nodes
+),
+
+filter_values as (
+    select * from meta.def_segment_values
+),
+
+events as (
+    select
+        user_id,
+        event_id,
+        event_name,
+        event_time,
+        event_date,
+        platform,
+        app_version,
+        channel,
+        properties,
+        is_activity
+    from models.stg_events
+    where event_date <= cast(:end_date as date)
+),
+
+-- First-ever activity over all history (not the lookback): the universe and the first_seen leaves.
+first_activity as (
+    select
+        user_id,
+        min(event_date) as first_active_date
+    from events
+    where is_activity
+    group by user_id
+),
+
+universe as (
+    select
+        calendar.as_of_date,
+        first_activity.user_id
+    from calendar
+    inner join first_activity
+        on first_activity.first_active_date <= calendar.as_of_date
+),
+
+-- Leaf did_event: at least min_count events named event_name on the `days` dates ending on the as-of date.
+did_event_leaves as (
+    select
+        segment_name,
+        node_id,
+        parent_id,
+        depth,
+        event_name,
+        min_count,
+        days
+    from nodes
+    where kind = 'did_event'
+),
+
+daily_event_counts as (
+    select
+        user_id,
+        event_name,
+        event_date,
+        count(*) as count_events
+    from events
+    where event_name in (select did_event_leaves.event_name from did_event_leaves)
+        and event_date > cast(:start_date as date) - (select coalesce(max(did_event_leaves.days), 0) from did_event_leaves)
+    group by user_id, event_name, event_date
+),
+
+did_event_true as (
+    select
+        leaves.segment_name,
+        leaves.node_id,
+        leaves.parent_id,
+        leaves.depth,
+        counts.user_id,
+        calendar.as_of_date
+    from did_event_leaves as leaves
+    inner join daily_event_counts as counts
+        on counts.event_name = leaves.event_name
+    inner join calendar
+        on counts.event_date between calendar.as_of_date - leaves.days + 1 and calendar.as_of_date
+    group by leaves.segment_name, leaves.node_id, leaves.parent_id, leaves.depth, leaves.min_count, counts.user_id, calendar.as_of_date
+    having sum(counts.count_events) >= leaves.min_count
+),
+
+-- Leaf first_seen: the first activity date is one of the `days` dates ending on the as-of date.
+first_seen_true as (
+    select
+        leaves.segment_name,
+        leaves.node_id,
+        leaves.parent_id,
+        leaves.depth,
+        first_activity.user_id,
+        calendar.as_of_date
+    from nodes as leaves
+    cross join calendar
+    inner join first_activity
+        on first_activity.first_active_date between calendar.as_of_date - leaves.days + 1 and calendar.as_of_date
+    where leaves.kind = 'first_seen'
+),
+
+-- Leaf latest_property: the filter on the latest activity event up to the end of the as-of date
+-- (largest event_time, then largest event_id in binary order, whatever the database collation).
+property_leaves as (
+    select
+        segment_name,
+        node_id,
+        parent_id,
+        depth,
+        property_key,
+        op
+    from nodes
+    where kind = 'latest_property'
+),
+
+daily_last_events as (
+    select
+        user_id,
+        event_date,
+        platform,
+        app_version,
+        channel,
+        properties,
+        row_number() over (
+            partition by user_id, event_date
+            order by event_time desc, event_id collate "C" desc
+        ) as rank_in_day
+    from events
+    where is_activity
+        and exists (select 1 from property_leaves)
+),
+
+-- The last event of an active day stays the latest until the user's next active day.
+latest_events as (
+    select
+        user_id,
+        event_date as valid_from,
+        coalesce(lead(event_date) over (partition by user_id order by event_date) - 1, cast(:end_date as date)) as valid_to,
+        platform,
+        app_version,
+        channel,
+        properties
+    from daily_last_events
+    where rank_in_day = 1
+),
+
+latest_property_texts as (
+    select
+        leaves.segment_name,
+        leaves.node_id,
+        leaves.parent_id,
+        leaves.depth,
+        leaves.op,
+        latest.user_id,
+        latest.valid_from,
+        latest.valid_to,
+        case leaves.property_key
+            when 'platform' then latest.platform
+            when 'app_version' then latest.app_version
+            when 'channel' then latest.channel
+            else prop(latest.properties, leaves.property_key)
+        end as property_text
+    from property_leaves as leaves
+    cross join latest_events as latest
+    where latest.valid_to >= cast(:start_date as date)
+),
+
+-- A property is a number only when its text is a plain decimal number (the cast can then never fail).
+latest_property_typed as (
+    select
+        *,
+        case
+            when regexp_matches(property_text, '^-?[0-9]{1,200}([.][0-9]{1,200})?([eE][-+]?[0-9]{1,2})?$')
+                then cast(property_text as double)
+        end as property_number
+    from latest_property_texts
+),
+
+latest_property_checks as (
+    select
+        checks.segment_name,
+        checks.node_id,
+        checks.parent_id,
+        checks.depth,
+        checks.op,
+        checks.user_id,
+        checks.valid_from,
+        checks.valid_to,
+        checks.property_text,
+        max(case when case
+            when checks.op in ('eq', 'neq', 'in', 'not_in') then case
+                when vals.value_kind = 'number' then checks.property_number = vals.value_number
+                else checks.property_text = vals.value_text
+            end
+            when checks.op = 'gt' then case
+                when vals.value_kind = 'number' then checks.property_number > vals.value_number
+                else checks.property_text collate "C" > vals.value_text
+            end
+            when checks.op = 'gte' then case
+                when vals.value_kind = 'number' then checks.property_number >= vals.value_number
+                else checks.property_text collate "C" >= vals.value_text
+            end
+            when checks.op = 'lt' then case
+                when vals.value_kind = 'number' then checks.property_number < vals.value_number
+                else checks.property_text collate "C" < vals.value_text
+            end
+            when checks.op = 'lte' then case
+                when vals.value_kind = 'number' then checks.property_number <= vals.value_number
+                else checks.property_text collate "C" <= vals.value_text
+            end
+            when checks.op = 'contains' then strpos(checks.property_text, vals.value_text) > 0
+        end then 1 else 0 end) as any_value_holds
+    from latest_property_typed as checks
+    left join filter_values as vals
+        on vals.segment_name = checks.segment_name
+        and vals.node_id = checks.node_id
+    group by
+        checks.segment_name, checks.node_id, checks.parent_id, checks.depth, checks.op,
+        checks.user_id, checks.valid_from, checks.valid_to, checks.property_text
+),
+
+latest_property_true as (
+    select
+        checks.segment_name,
+        checks.node_id,
+        checks.parent_id,
+        checks.depth,
+        checks.user_id,
+        calendar.as_of_date
+    from latest_property_checks as checks
+    inner join calendar
+        on calendar.as_of_date between checks.valid_from and checks.valid_to
+    where case checks.op
+        when 'is_set' then checks.property_text is not null
+        when 'is_not_set' then checks.property_text is null
+        when 'neq' then checks.any_value_holds = 0
+        when 'not_in' then checks.any_value_holds = 0
+        else checks.any_value_holds = 1
+    end
+),
+
+-- Every leaf that holds, per user and as-of date.
+leaf_true as (
+    select * from did_event_true
+    union all
+    select * from first_seen_true
+    union all
+    select * from latest_property_true
+),
+
+-- A `not` holds for users of the universe whose child does not: each gets a zero vote.
+not_slots as (
+    select
+        nodes.segment_name,
+        nodes.node_id,
+        nodes.depth,
+        universe.user_id,
+        universe.as_of_date
+    from nodes
+    cross join universe
+    where nodes.kind = 'not'
+),
+
+-- One pass per level, deepest first: every true child votes 1 for its parent;
+-- and = all children voted, or = at least one, not = none (its universe slot votes 0).
+depth_7 as (
+    select
+        parents.segment_name,
+        parents.node_id,
+        parents.parent_id,
+        parents.depth,
+        votes.user_id,
+        votes.as_of_date
+    from (
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 8
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 7
+    ) as votes
+    inner join nodes as parents
+        on parents.segment_name = votes.segment_name
+        and parents.node_id = votes.node_id
+    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
+    having case parents.kind
+        when 'and' then sum(votes.vote) = parents.child_count
+        when 'or' then sum(votes.vote) >= 1
+        else sum(votes.vote) = 0
+    end
+),
+
+depth_6 as (
+    select
+        parents.segment_name,
+        parents.node_id,
+        parents.parent_id,
+        parents.depth,
+        votes.user_id,
+        votes.as_of_date
+    from (
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_7
+        union all
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 7
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 6
+    ) as votes
+    inner join nodes as parents
+        on parents.segment_name = votes.segment_name
+        and parents.node_id = votes.node_id
+    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
+    having case parents.kind
+        when 'and' then sum(votes.vote) = parents.child_count
+        when 'or' then sum(votes.vote) >= 1
+        else sum(votes.vote) = 0
+    end
+),
+
+depth_5 as (
+    select
+        parents.segment_name,
+        parents.node_id,
+        parents.parent_id,
+        parents.depth,
+        votes.user_id,
+        votes.as_of_date
+    from (
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_6
+        union all
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 6
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 5
+    ) as votes
+    inner join nodes as parents
+        on parents.segment_name = votes.segment_name
+        and parents.node_id = votes.node_id
+    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
+    having case parents.kind
+        when 'and' then sum(votes.vote) = parents.child_count
+        when 'or' then sum(votes.vote) >= 1
+        else sum(votes.vote) = 0
+    end
+),
+
+depth_4 as (
+    select
+        parents.segment_name,
+        parents.node_id,
+        parents.parent_id,
+        parents.depth,
+        votes.user_id,
+        votes.as_of_date
+    from (
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_5
+        union all
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 5
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 4
+    ) as votes
+    inner join nodes as parents
+        on parents.segment_name = votes.segment_name
+        and parents.node_id = votes.node_id
+    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
+    having case parents.kind
+        when 'and' then sum(votes.vote) = parents.child_count
+        when 'or' then sum(votes.vote) >= 1
+        else sum(votes.vote) = 0
+    end
+),
+
+depth_3 as (
+    select
+        parents.segment_name,
+        parents.node_id,
+        parents.parent_id,
+        parents.depth,
+        votes.user_id,
+        votes.as_of_date
+    from (
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_4
+        union all
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 4
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 3
+    ) as votes
+    inner join nodes as parents
+        on parents.segment_name = votes.segment_name
+        and parents.node_id = votes.node_id
+    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
+    having case parents.kind
+        when 'and' then sum(votes.vote) = parents.child_count
+        when 'or' then sum(votes.vote) >= 1
+        else sum(votes.vote) = 0
+    end
+),
+
+depth_2 as (
+    select
+        parents.segment_name,
+        parents.node_id,
+        parents.parent_id,
+        parents.depth,
+        votes.user_id,
+        votes.as_of_date
+    from (
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_3
+        union all
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 3
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 2
+    ) as votes
+    inner join nodes as parents
+        on parents.segment_name = votes.segment_name
+        and parents.node_id = votes.node_id
+    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
+    having case parents.kind
+        when 'and' then sum(votes.vote) = parents.child_count
+        when 'or' then sum(votes.vote) >= 1
+        else sum(votes.vote) = 0
+    end
+),
+
+depth_1 as (
+    select
+        parents.segment_name,
+        parents.node_id,
+        parents.parent_id,
+        parents.depth,
+        votes.user_id,
+        votes.as_of_date
+    from (
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_2
+        union all
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 2
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 1
+    ) as votes
+    inner join nodes as parents
+        on parents.segment_name = votes.segment_name
+        and parents.node_id = votes.node_id
+    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
+    having case parents.kind
+        when 'and' then sum(votes.vote) = parents.child_count
+        when 'or' then sum(votes.vote) >= 1
+        else sum(votes.vote) = 0
+    end
+),
+
+roots as (
+    select segment_name, user_id, as_of_date from depth_1
+    union all
+    select segment_name, user_id, as_of_date from leaf_true where depth = 1
+),
+
+-- Leaves can hold for users with no activity yet (an identity event named by did_event): not members.
+final as (
+    select
+        roots.segment_name,
+        roots.as_of_date,
+        roots.user_id
+    from roots
+    inner join first_activity
+        on first_activity.user_id = roots.user_id
+        and first_activity.first_active_date <= roots.as_of_date
+)
+
+select * from final
