@@ -105,6 +105,26 @@ def _results_text(wh, cfg, last: dt.date) -> str:
     lines = ["reports.active_users_daily (latest 7 dates):", "  date          dau    wau    mau  stickiness"]
     for d, dau, wau, mau, st in reversed(rows):
         lines.append(f"  {d}  {dau:5d}  {wau:5d}  {mau:5d}  {st:10.3f}")
+    with wh.begin() as conn:
+        funnel = wh.execute(
+            conn,
+            "select step_index, step_event, sum(entered_users), sum(reached_users) from reports.funnel_conversion_daily "
+            "where funnel_name = 'signup' and breakdown_value = 'all' and is_complete "
+            "group by step_index, step_event order by step_index",
+        ).fetchall()
+        retention = wh.execute(
+            conn,
+            "select period_number, sum(retained_users), sum(cohort_users) from reports.retention_cohorts "
+            "where retention_name = 'daily_active' and breakdown_value = 'all' and is_complete "
+            "and period_number in (1, 3, 7) group by period_number order by period_number",
+        ).fetchall()
+    if funnel:
+        lines.append("reports.funnel_conversion_daily, signup funnel over complete entry dates:")
+        for step, event, entered, reached in funnel:
+            lines.append(f"  {step}. {event:<15} {reached:6d} users  {reached / entered:6.1%} of entered")
+    if retention:
+        text = ", ".join(f"day {k}: {r / c:.1%}" for k, r, c in retention)
+        lines.append(f"reports.retention_cohorts, daily_active over complete cohorts: {text}")
     lines.append(
         f"all nights: lines read {ledger[0]:,} = loaded {ledger[1]:,} + duplicates {ledger[2]:,} + quarantined {ledger[3]:,}"
     )
