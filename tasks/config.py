@@ -78,6 +78,12 @@ class Warehouse(_Strict):
 class Ingest(_Strict):
     lookback_days: int = Field(default=7, ge=1, le=400, description="days of loaded events checked for duplicates and rebuilt by models")
     late_arrival_days: int = Field(default=7, ge=0, le=400, description="events older than this many days before the business date are quarantined")
+    identity_reach_days: int = Field(
+        default=90,
+        ge=0,
+        le=3660,
+        description="a new identity link re-attributes the anonymous id's history this far back (models rebuild those dates)",
+    )
     max_event_name_length: int = Field(default=256, ge=1)
     max_value_length: int = Field(default=65536, ge=16, description="longest string property value accepted")
     max_line_bytes: int = Field(default=1_048_576, ge=256)

@@ -174,38 +174,47 @@ def model_statements(model: Model, dialect: str) -> list[str]:
 
 
 def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[dt.date, dt.date]:
-    """The dates the business date's load can change, clipped to the lookback."""
+    """The first date the business date's load can change, through the business date.
+
+    That is the earliest of: the dates of the events it loaded (never older
+    than the late-arrival limit, which the ingest enforces; clipped to the
+    lookback); the dates of every earlier event of an anonymous id it newly
+    linked (a link re-attributes that whole history; clipped to
+    ``ingest.identity_reach_days``); and the day after the last build when
+    nights were skipped.
+    """
     floor = business_date - dt.timedelta(days=cfg.ingest.lookback_days)
+    identity_floor = business_date - dt.timedelta(days=cfg.ingest.identity_reach_days)
     sql = """
-        with loaded as (
-            select min(event_date) as first_date from raw.events where load_date = :d
-        ),
-        newly_linked as (
-            select min(e.event_date) as first_date
-            from raw.events as e
-            where e.distinct_id in (
-                select l.link_anonymous_id from raw.events as l
-                where l.load_date = :d and l.link_anonymous_id is not null
-            )
-        )
-        select least(
-            coalesce((select first_date from loaded), cast(:d as date)),
-            coalesce((select first_date from newly_linked), cast(:d as date))
-        )
+        select
+            (select min(event_date) from raw.events where load_date = :d) as loaded_first,
+            (
+                select min(e.event_date)
+                from raw.events as e
+                where e.distinct_id in (
+                    select l.link_anonymous_id from raw.events as l
+                    where l.load_date = :d and l.link_anonymous_id is not null
+                )
+            ) as linked_first
     """
     with wh.begin() as conn:
-        first = wh.scalar(conn, sql, {"d": business_date})
+        loaded_first, linked_first = wh.execute(conn, sql, {"d": business_date}).one()
         # A night that never ran leaves a gap: fill it from the day after the last build.
-        last_end = wh.scalar(
+        last_built = wh.scalar(
             conn, "select max(business_date) from meta.model_builds where business_date < :d", {"d": business_date}
         )
-    if isinstance(first, dt.datetime):
-        first = first.date()
-    first = first or business_date
-    if last_end is not None and last_end + dt.timedelta(days=1) < first:
-        first = last_end + dt.timedelta(days=1)
-    start = max(first, floor)
-    return min(start, business_date), business_date
+    candidates = [business_date]
+    if loaded_first is not None:
+        candidates.append(max(_as_date(loaded_first), floor))
+    if linked_first is not None:
+        candidates.append(max(_as_date(linked_first), identity_floor))
+    if last_built is not None:
+        candidates.append(max(_as_date(last_built) + dt.timedelta(days=1), floor))
+    return min(candidates), business_date
+
+
+def _as_date(value: dt.date | dt.datetime) -> dt.date:
+    return value.date() if isinstance(value, dt.datetime) else value
 
 
 def model_range(model: Model, cfg: Config, start_date: dt.date, end_date: dt.date) -> tuple[dt.date, dt.date]:
