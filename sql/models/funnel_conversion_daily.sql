@@ -1,4 +1,4 @@
-/* Funnel conversion per funnel, entry date E, breakdown value and step k: the users who entered (a step-1 event on E) and who reached step k (level >= k), conversions and time to convert. The level is computed exactly as windowFunnel(window, 'strict_once'): for every step-k "node" (a user's events at one millisecond matching step k, per entry date) the latest start of a valid chain ending there, one step per pass of the recursive CTE. Grain: one row per funnel_name, entry_date, breakdown_value and step_index. */
+/* Funnel conversion per funnel, entry date E, breakdown value and step k: the users who entered (a step-1 event on E) and who reached step k (level >= k), conversions and time to convert. Levels are exactly windowFunnel(window, 'strict_once') with the first condition on E: for each "node" (a user's events at one millisecond that can fill step k) the latest start of a valid chain ending there, found by following each node's owner (the latest earlier node of the previous step), one step per pass of a recursive CTE. Grain: one row per funnel_name, entry_date, breakdown_value and step_index. */
 with recursive
 
 funnels as (
@@ -35,32 +35,60 @@ day_offsets as (
     from generate_series(0, cast(:funnel_window_days as integer)) as offsets(day_offset)
 ),
 
--- Events named by a step, from the first entry date to the last date a window can reach.
+-- Events named by a step, from the first entry date to the last date a window can reach. event_no and
+-- user_no tell events and users apart cheaply within this build.
+funnel_events as (
+    select
+        event_id,
+        event_name,
+        user_id,
+        event_date,
+        event_time,
+        platform,
+        app_version,
+        channel,
+        properties,
+        row_number() over () as event_no
+    from models.stg_events
+    where event_date between cast(:start_date as date)
+        and cast(:end_date as date) + cast(:funnel_window_days as integer)
+        and event_name in (select steps.event_name from steps)
+),
+
+funnel_users as (
+    select
+        user_id,
+        row_number() over () as user_no
+    from (select distinct user_id from funnel_events) as distinct_users
+),
+
 candidates as (
     select
         steps.funnel_no,
         steps.step_index,
         steps.filter_count,
-        events.event_id,
-        events.user_id,
-        events.event_date,
-        cast(extract(epoch from events.event_time) * 1000 as bigint) as event_ms,
-        events.platform,
-        events.app_version,
-        events.channel,
-        events.properties
-    from models.stg_events as events
+        funnel_events.event_no,
+        funnel_events.event_id,
+        funnel_users.user_no,
+        funnel_events.user_id,
+        funnel_events.event_date,
+        cast(extract(epoch from funnel_events.event_time) * 1000 as bigint) as event_ms,
+        funnel_events.platform,
+        funnel_events.app_version,
+        funnel_events.channel,
+        funnel_events.properties
+    from funnel_events
     inner join steps
-        on steps.event_name = events.event_name
-    where events.event_date between cast(:start_date as date)
-        and cast(:end_date as date) + cast(:funnel_window_days as integer)
+        on steps.event_name = funnel_events.event_name
+    inner join funnel_users
+        on funnel_users.user_id = funnel_events.user_id
 ),
 
 filter_inputs as (
     select
         candidates.funnel_no,
         candidates.step_index,
-        candidates.event_id,
+        candidates.event_no,
         filters.filter_no,
         filters.op,
         filters.value_kind,
@@ -96,7 +124,7 @@ filter_results as (
     select
         funnel_no,
         step_index,
-        event_id,
+        event_no,
         filter_no,
         is_negated,
         coalesce(bool_or(
@@ -123,7 +151,7 @@ filter_results as (
     group by
         funnel_no,
         step_index,
-        event_id,
+        event_no,
         filter_no,
         is_negated
 ),
@@ -132,7 +160,7 @@ failed_steps as (
     select distinct
         funnel_no,
         step_index,
-        event_id
+        event_no
     from filter_results
     where is_value_match = is_negated
 ),
@@ -142,7 +170,9 @@ step_events as (
     select
         candidates.funnel_no,
         candidates.step_index,
+        candidates.event_no,
         candidates.event_id,
+        candidates.user_no,
         candidates.user_id,
         candidates.event_date,
         candidates.event_ms,
@@ -163,7 +193,7 @@ step_events as (
             from failed_steps
             where failed_steps.funnel_no = candidates.funnel_no
                 and failed_steps.step_index = candidates.step_index
-                and failed_steps.event_id = candidates.event_id
+                and failed_steps.event_no = candidates.event_no
         )
 ),
 
@@ -171,7 +201,7 @@ step_events as (
 entries as (
     select
         step_events.funnel_no,
-        step_events.user_id,
+        step_events.user_no,
         step_events.event_date as entry_date,
         min(step_events.event_ms) as first_start_ms,
         max(step_events.event_ms) as last_start_ms
@@ -192,7 +222,7 @@ entries as (
         )
     group by
         step_events.funnel_no,
-        step_events.user_id,
+        step_events.user_no,
         step_events.event_date
 ),
 
@@ -200,17 +230,17 @@ entries as (
 entry_breakdowns as (
     select
         funnel_no,
-        user_id,
+        user_no,
         entry_date,
         breakdown_value
     from (
         select
             step_events.funnel_no,
-            step_events.user_id,
+            step_events.user_no,
             step_events.event_date as entry_date,
             coalesce(step_events.breakdown_value, '(none)') as breakdown_value,
             row_number() over (
-                partition by step_events.funnel_no, step_events.user_id, step_events.event_date
+                partition by step_events.funnel_no, step_events.user_no, step_events.event_date
                 order by step_events.event_ms, step_events.event_id collate "C"
             ) as event_rank
         from step_events
@@ -223,60 +253,116 @@ entry_breakdowns as (
     where event_rank = 1
 ),
 
--- A "group" is a user's events at one millisecond; one row per group and step it can fill.
-group_steps as (
+-- Owners, in one pass per user and step k >= 2 over the events of steps k (targets) and k - 1 (sources) in
+-- time order: owner_ms of a step-k event is the latest earlier millisecond of a step k - 1 event (targets
+-- sort before sources of the same millisecond). Each event is a target of its step and a source of the next.
+owner_inputs as (
     select
         funnel_no,
-        user_id,
+        user_no,
+        step_index as step_key,
+        0 as role_order,
         event_ms,
-        step_index,
-        min(event_date) as event_date,
-        min(event_id) as first_event_id,
-        max(event_id) as last_event_id
-    from step_events
-    group by
-        funnel_no,
-        user_id,
-        event_ms,
+        event_no,
+        event_date,
         step_index
+    from step_events
+    where step_index >= 2
+    union all
+    select
+        step_events.funnel_no,
+        step_events.user_no,
+        step_events.step_index + 1 as step_key,
+        1 as role_order,
+        step_events.event_ms,
+        step_events.event_no,
+        step_events.event_date,
+        step_events.step_index
+    from step_events
+    inner join funnels
+        on funnels.funnel_no = step_events.funnel_no
+    where step_events.step_index < funnels.step_count
 ),
 
--- Groups of several events in an ordered funnel: equal times may fill consecutive steps with distinct events.
+-- A repeat is a second event for the same step at the same millisecond (one node per step and millisecond).
+-- A shared millisecond: events of steps k and k - 1 at one millisecond (maybe one event matching both).
+ordered_events as (
+    select
+        funnel_no,
+        user_no,
+        step_key,
+        role_order,
+        event_ms,
+        event_date,
+        step_index,
+        max(case when role_order = 1 then event_ms end) over (
+            partition by funnel_no, user_no, step_key
+            order by event_ms, role_order, event_no
+            rows between unbounded preceding and current row
+        ) as owner_ms,
+        coalesce(
+            lag(event_ms) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no) = event_ms
+            and lag(role_order) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no)
+                = role_order,
+            false
+        ) as is_repeat,
+        coalesce(
+            role_order = 0
+            and lead(event_ms) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no) = event_ms
+            and lead(role_order) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no) = 1,
+            false
+        ) as is_shared_ms
+    from owner_inputs
+),
+
+-- Groups of several events (a user's events at one millisecond) in an ordered funnel where events of
+-- consecutive steps share the millisecond: there equal times may fill consecutive steps, with distinct events.
 multi_event_groups as (
     select
-        group_steps.funnel_no,
-        group_steps.user_id,
-        group_steps.event_ms
-    from group_steps
-    inner join funnels
-        on funnels.funnel_no = group_steps.funnel_no
-    where not funnels.is_strict
+        step_events.funnel_no,
+        step_events.user_no,
+        step_events.event_ms
+    from step_events
+    inner join (
+        select distinct
+            ordered_events.funnel_no,
+            ordered_events.user_no,
+            ordered_events.event_ms
+        from ordered_events
+        inner join funnels
+            on funnels.funnel_no = ordered_events.funnel_no
+        where not funnels.is_strict
+            and ordered_events.is_shared_ms
+    ) as shared
+        on shared.funnel_no = step_events.funnel_no
+        and shared.user_no = step_events.user_no
+        and shared.event_ms = step_events.event_ms
     group by
-        group_steps.funnel_no,
-        group_steps.user_id,
-        group_steps.event_ms
-    having min(group_steps.first_event_id) <> max(group_steps.last_event_id)
+        step_events.funnel_no,
+        step_events.user_no,
+        step_events.event_ms
+    having min(step_events.event_no) <> max(step_events.event_no)
 ),
 
 -- For a multi-event group and each set K of step classes: how many of its events match a step of K.
 multi_event_set_counts as (
     select
         step_events.funnel_no,
-        step_events.user_id,
+        step_events.user_no,
         step_events.event_ms,
         step_sets.set_no,
-        count(distinct step_events.event_id) as event_count
+        count(distinct step_events.event_no) as event_count
     from step_events
     inner join multi_event_groups
         on multi_event_groups.funnel_no = step_events.funnel_no
-        and multi_event_groups.user_id = step_events.user_id
+        and multi_event_groups.user_no = step_events.user_no
         and multi_event_groups.event_ms = step_events.event_ms
     inner join step_sets
         on step_sets.funnel_no = step_events.funnel_no
         and step_sets.step_index = step_events.step_index
     group by
         step_events.funnel_no,
-        step_events.user_id,
+        step_events.user_no,
         step_events.event_ms,
         step_sets.set_no
 ),
@@ -286,7 +372,7 @@ multi_event_set_counts as (
 multi_event_entry_steps as (
     select
         multi_event_groups.funnel_no,
-        multi_event_groups.user_id,
+        multi_event_groups.user_no,
         multi_event_groups.event_ms,
         hall_bounds.step_index,
         max(hall_bounds.min_entry_step) as min_entry_step
@@ -295,7 +381,7 @@ multi_event_entry_steps as (
         on sets.funnel_no = multi_event_groups.funnel_no
     left join multi_event_set_counts as set_counts
         on set_counts.funnel_no = multi_event_groups.funnel_no
-        and set_counts.user_id = multi_event_groups.user_id
+        and set_counts.user_no = multi_event_groups.user_no
         and set_counts.event_ms = multi_event_groups.event_ms
         and set_counts.set_no = sets.set_no
     inner join hall_bounds
@@ -304,193 +390,180 @@ multi_event_entry_steps as (
         and hall_bounds.event_count = coalesce(set_counts.event_count, 0)
     group by
         multi_event_groups.funnel_no,
-        multi_event_groups.user_id,
+        multi_event_groups.user_no,
         multi_event_groups.event_ms,
         hall_bounds.step_index
 ),
 
--- For every group and step k >= 2: the latest earlier group with step k - 1 (its "owner" in the chain search).
-owner_candidates as (
+-- A node: a group and a step it can fill (once, however many of its events match). It enters at step m, the
+-- least m such that its events can fill steps m..k together (m = k for one event, or in strict order); its
+-- owner is the latest earlier node of step m - 1, for m < k the owner of the group's step-m node. Step-1
+-- nodes come from the source rows of step 2.
+step_nodes as (
     select
         funnel_no,
-        user_id,
+        user_no,
         event_ms,
-        step_index as step_key,
-        0 as role_order,
-        step_index
-    from group_steps
-    where step_index >= 2
-    union all
-    select
-        group_steps.funnel_no,
-        group_steps.user_id,
-        group_steps.event_ms,
-        group_steps.step_index + 1 as step_key,
-        1 as role_order,
-        group_steps.step_index
-    from group_steps
-    inner join funnels
-        on funnels.funnel_no = group_steps.funnel_no
-    where group_steps.step_index < funnels.step_count
-),
-
-owners as (
-    select
-        funnel_no,
-        user_id,
-        event_ms,
+        event_date,
         step_index,
         owner_ms
-    from (
-        select
-            funnel_no,
-            user_id,
-            event_ms,
-            step_index,
-            role_order,
-            -- targets sort before sources of the same millisecond: the owner is strictly earlier
-            max(case when role_order = 1 then event_ms end) over (
-                partition by funnel_no, user_id, step_key
-                order by event_ms, role_order
-                rows between unbounded preceding and current row
-            ) as owner_ms
-        from owner_candidates
-    ) as ranked
-    where role_order = 0
+    from ordered_events
+    where not is_repeat
+        and (role_order = 0 or step_key = 2)
 ),
 
-group_nodes as (
+multi_event_nodes as (
     select
-        group_steps.funnel_no,
-        group_steps.user_id,
-        group_steps.event_ms,
-        group_steps.event_date,
-        group_steps.step_index,
-        case
-            when multi_event_groups.event_ms is null then group_steps.step_index
-            else coalesce(multi_event_entry_steps.min_entry_step, 1)
-        end as min_entry_step
-    from group_steps
-    left join multi_event_groups
-        on multi_event_groups.funnel_no = group_steps.funnel_no
-        and multi_event_groups.user_id = group_steps.user_id
-        and multi_event_groups.event_ms = group_steps.event_ms
+        step_nodes.funnel_no,
+        step_nodes.user_no,
+        step_nodes.event_ms,
+        step_nodes.event_date,
+        step_nodes.step_index,
+        coalesce(multi_event_entry_steps.min_entry_step, 1) as min_entry_step,
+        entry_step_nodes.owner_ms
+    from step_nodes
+    inner join multi_event_groups
+        on multi_event_groups.funnel_no = step_nodes.funnel_no
+        and multi_event_groups.user_no = step_nodes.user_no
+        and multi_event_groups.event_ms = step_nodes.event_ms
     left join multi_event_entry_steps
-        on multi_event_entry_steps.funnel_no = group_steps.funnel_no
-        and multi_event_entry_steps.user_id = group_steps.user_id
-        and multi_event_entry_steps.event_ms = group_steps.event_ms
-        and multi_event_entry_steps.step_index = group_steps.step_index
+        on multi_event_entry_steps.funnel_no = step_nodes.funnel_no
+        and multi_event_entry_steps.user_no = step_nodes.user_no
+        and multi_event_entry_steps.event_ms = step_nodes.event_ms
+        and multi_event_entry_steps.step_index = step_nodes.step_index
+    left join step_nodes as entry_step_nodes
+        on entry_step_nodes.funnel_no = multi_event_entry_steps.funnel_no
+        and entry_step_nodes.user_no = multi_event_entry_steps.user_no
+        and entry_step_nodes.event_ms = multi_event_entry_steps.event_ms
+        and entry_step_nodes.step_index = multi_event_entry_steps.min_entry_step
 ),
 
--- Each group node once per entry date E its time can serve (between the first start on E and the last start + window).
--- Step 1 counts only on E, so a group after E enters at step 2 at the earliest.
 nodes as (
     select
-        group_nodes.funnel_no,
-        group_nodes.user_id,
-        entries.entry_date,
-        group_nodes.event_ms,
-        group_nodes.step_index,
-        case
-            when group_nodes.event_date <> entries.entry_date and group_nodes.min_entry_step = 1 then 2
-            else group_nodes.min_entry_step
-        end as min_entry_step,
-        entries.first_start_ms,
-        entries.last_start_ms,
-        funnels.window_ms
-    from group_nodes
-    inner join funnels
-        on funnels.funnel_no = group_nodes.funnel_no
-    inner join day_offsets
-        on day_offsets.day_offset <= funnels.window_days
-    inner join entries
-        on entries.funnel_no = group_nodes.funnel_no
-        and entries.user_id = group_nodes.user_id
-        and entries.entry_date = group_nodes.event_date - day_offsets.day_offset
-    where group_nodes.event_ms between entries.first_start_ms and entries.last_start_ms + funnels.window_ms
-        and (group_nodes.step_index > 1 or day_offsets.day_offset = 0)
+        funnel_no,
+        user_no,
+        event_ms,
+        event_date,
+        step_index,
+        step_index as min_entry_step,
+        owner_ms
+    from step_nodes
+    where not exists (
+        select 1
+        from multi_event_groups
+        where multi_event_groups.funnel_no = step_nodes.funnel_no
+            and multi_event_groups.user_no = step_nodes.user_no
+            and multi_event_groups.event_ms = step_nodes.event_ms
+    )
+    union all
+    select * from multi_event_nodes
 ),
 
--- The owner of a node entering at step m >= 2, within its entry date: for m = 2 the latest start on E before it.
 targets as (
     select
-        nodes.funnel_no,
-        nodes.user_id,
-        nodes.entry_date,
-        nodes.event_ms,
-        nodes.step_index,
-        nodes.min_entry_step,
-        nodes.window_ms,
-        case
-            when nodes.min_entry_step = 2 then least(owners.owner_ms, nodes.last_start_ms)
-            else owners.owner_ms
-        end as owner_ms
+        nodes.*,
+        funnels.window_ms
     from nodes
-    inner join owners
-        on owners.funnel_no = nodes.funnel_no
-        and owners.user_id = nodes.user_id
-        and owners.event_ms = nodes.event_ms
-        and owners.step_index = nodes.min_entry_step
+    inner join funnels
+        on funnels.funnel_no = nodes.funnel_no
     where nodes.min_entry_step >= 2
-        and owners.owner_ms >= nodes.first_start_ms
 ),
 
--- Pass p computes the nodes entering at step p: the latest start of a valid chain ending there is the
--- latest start over the step p - 1 nodes up to the owner (a running max), if the node is within its window.
--- Nodes that enter below their own step (several events of one millisecond) ride along until their step.
-chains (funnel_no, user_id, entry_date, event_ms, step_index, start_ms, pass_no) as (
+-- start_ms of a node: the latest start (any date) of a valid chain ending there. It is never smaller at a later
+-- node of the same step, so it is the start of the node's owner: one step per pass, an equi-join. A node out of
+-- its window is dropped, and so are the nodes it owns (later, so out of the window too). Nodes entering below
+-- their own step (several events at one millisecond) ride along until their step's pass.
+chains (funnel_no, user_no, event_ms, event_date, step_index, start_ms, start_date, pass_no) as (
     select
         funnel_no,
-        user_id,
-        entry_date,
+        user_no,
         event_ms,
+        event_date,
         step_index,
         event_ms as start_ms,
+        event_date as start_date,
         1 as pass_no
     from nodes
     where min_entry_step = 1
     union all
     select
         coalesce(targets.funnel_no, previous.funnel_no) as funnel_no,
-        coalesce(targets.user_id, previous.user_id) as user_id,
-        coalesce(targets.entry_date, previous.entry_date) as entry_date,
+        coalesce(targets.user_no, previous.user_no) as user_no,
         coalesce(targets.event_ms, previous.event_ms) as event_ms,
+        coalesce(targets.event_date, previous.event_date) as event_date,
         coalesce(targets.step_index, previous.step_index) as step_index,
-        case when targets.event_ms is null then previous.start_ms else previous.best_start_ms end as start_ms,
+        previous.start_ms,
+        previous.start_date,
         previous.pass_no + 1 as pass_no
-    from (
-        select
-            chains.*,
-            max(case when chains.step_index = chains.pass_no then chains.start_ms end) over (
-                partition by chains.funnel_no, chains.user_id, chains.entry_date
-                order by chains.event_ms
-            ) as best_start_ms
-        from chains
-    ) as previous
+    from chains as previous
     left join targets
         on targets.funnel_no = previous.funnel_no
-        and targets.user_id = previous.user_id
-        and targets.entry_date = previous.entry_date
+        and targets.user_no = previous.user_no
         and targets.owner_ms = previous.event_ms
         and targets.min_entry_step = previous.pass_no + 1
         and previous.step_index = previous.pass_no
-    where (targets.event_ms is not null and targets.event_ms - previous.best_start_ms <= targets.window_ms)
+    where (targets.event_ms is not null and targets.event_ms - previous.start_ms <= targets.window_ms)
         or (targets.event_ms is null and previous.step_index > previous.pass_no)
 ),
 
--- Per user, entry date and step k <= level: the least t_k - t_1 over the valid chains.
+reached_nodes as (
+    select *
+    from chains
+    where step_index = pass_no
+),
+
+-- Per entry date E, a node's latest start on E is the smaller of its start and the last start on E (its owner
+-- chain ends at a step-2 node, whose owner on E is the latest start on E before it); it must be on E. On the
+-- start's own date that is the start itself; on an earlier date, the last start there, if the node is within
+-- the window from it. Per user, E and step k <= level: the least t_k - t_1 over the valid chains.
+node_conversions as (
+    select
+        funnel_no,
+        user_no,
+        start_date as entry_date,
+        step_index,
+        event_ms - start_ms as ms_to_convert
+    from reached_nodes
+    union all
+    select
+        earlier_dates.funnel_no,
+        earlier_dates.user_no,
+        earlier_dates.entry_date,
+        earlier_dates.step_index,
+        earlier_dates.event_ms - entries.last_start_ms as ms_to_convert
+    from (
+        select
+            reached_nodes.funnel_no,
+            reached_nodes.user_no,
+            reached_nodes.step_index,
+            reached_nodes.event_ms,
+            reached_nodes.event_date - day_offsets.day_offset as entry_date,
+            funnels.window_ms
+        from reached_nodes
+        inner join funnels
+            on funnels.funnel_no = reached_nodes.funnel_no
+        inner join day_offsets
+            on day_offsets.day_offset between 1 and funnels.window_days
+        where reached_nodes.event_date - day_offsets.day_offset < reached_nodes.start_date
+    ) as earlier_dates
+    inner join entries
+        on entries.funnel_no = earlier_dates.funnel_no
+        and entries.user_no = earlier_dates.user_no
+        and entries.entry_date = earlier_dates.entry_date
+    where earlier_dates.event_ms - entries.last_start_ms <= earlier_dates.window_ms
+),
+
 user_steps as (
     select
         funnel_no,
-        user_id,
+        user_no,
         entry_date,
         step_index,
-        min(event_ms - start_ms) as ms_to_convert
-    from chains
-    where step_index = pass_no
+        min(ms_to_convert) as ms_to_convert
+    from node_conversions
     group by
         funnel_no,
-        user_id,
+        user_no,
         entry_date,
         step_index
 ),
@@ -498,20 +571,20 @@ user_steps as (
 members as (
     select
         funnel_no,
-        user_id,
+        user_no,
         entry_date,
         'all' as breakdown_value
     from entries
     union all
     select
         entries.funnel_no,
-        entries.user_id,
+        entries.user_no,
         entries.entry_date,
         entry_breakdowns.breakdown_value
     from entries
     inner join entry_breakdowns
         on entry_breakdowns.funnel_no = entries.funnel_no
-        and entry_breakdowns.user_id = entries.user_id
+        and entry_breakdowns.user_no = entries.user_no
         and entry_breakdowns.entry_date = entries.entry_date
 ),
 
@@ -527,7 +600,7 @@ step_counts as (
     from members
     inner join user_steps
         on user_steps.funnel_no = members.funnel_no
-        and user_steps.user_id = members.user_id
+        and user_steps.user_no = members.user_no
         and user_steps.entry_date = members.entry_date
     group by
         members.funnel_no,

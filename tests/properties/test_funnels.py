@@ -41,7 +41,6 @@ COLUMNS = [
 # New York changes to DST on 2026-03-08 (a 23-hour day): a 1-day window entered on 03-07 ends on 03-09.
 BASE_DATE = dt.date(2026, 3, 6)
 SEGMENTS = [{"name": "b_today", "rule": {"did_event": "B", "days": 1}}]
-OFFSETS_MS = [0, 0, 1, 500, 999, 1000, 1001, 2000, 2001, 86_399_999, 86_400_000, 86_400_001]
 
 FILTERS = [
     {"property": "p", "op": "eq", "value": "x"},
@@ -84,33 +83,51 @@ def scenarios(draw):
     ids = iter(range(1_000_000))
     events = []
 
-    def add(did, name, t, link=None):
+    def add(did, name, t, link=None, p_values=("x", "x", "y", 1, 2)):
         events.append({
             "event_id": f"e{next(ids):03d}",
             "event_name": name,
             "distinct_id": did,
             "event_time": t,
             "is_activity": not name.startswith("$"),
-            "platform": draw(st.sampled_from([None, "ios", "web"])),
-            "properties": draw(st.fixed_dictionaries({}, optional={"p": st.sampled_from(["x", "x", "y", 1, 2])})),
+            "platform": draw(st.sampled_from([None, "ios", "ios", "web"])),
+            "properties": draw(st.fixed_dictionaries({}, optional={"p": st.sampled_from(p_values)})),
             "link": link,
         })
 
     # Times are anchors (a second before a local midnight, or local noon) plus offsets that land exactly on,
-    # and 1 ms after, the windows of 1 s, 2 s and 1 day, so window edges and date changes are common.
+    # 1 ms before and 1 ms after the funnels' windows, so window edges and date changes are common.
     anchors = []
     for _ in range(draw(st.integers(1, 3))):
         day = BASE_DATE + dt.timedelta(days=draw(st.integers(0, 2)))
         midnight = dt.datetime.combine(day, dt.time(0), tzinfo=tz).astimezone(dt.UTC).replace(tzinfo=None)
         anchors.append(midnight + dt.timedelta(milliseconds=draw(st.sampled_from([-1000, 43_200_000]))))
 
+    windows = sorted({f["window_seconds"] * 1000 for f in funnels})
+    offsets = [0, 0, 0, 1, 500, 1000, 3_600_000] + [w + d for w in windows for d in (-1, 0, 0, 1)] + [2 * windows[-1]]
+
     def grid_time():
-        return draw(st.sampled_from(anchors)) + dt.timedelta(milliseconds=draw(st.sampled_from(OFFSETS_MS)))
+        return draw(st.sampled_from(anchors)) + dt.timedelta(milliseconds=draw(st.sampled_from(offsets)))
 
     crowded = [grid_time() for _ in range(draw(st.integers(2, 3)))] if crowd else None
-    users = ["u0", "anon"] if crowded else ["u0", "u1", "u2", "anon"]
+    users = ["u0", "anon"] if crowded else ["u0", "u1", "anon"]
+    # Journeys: a user walks (part of) a funnel's steps from an anchor, each step at the previous step's
+    # time, 1 ms later, or on / around the window's edge, so many users reach deep levels.
+    for _ in range(draw(st.integers(1, 4))):
+        funnel = draw(st.sampled_from(funnels))
+        did = draw(st.sampled_from(users))
+        anchor = draw(st.sampled_from(crowded or anchors))
+        window = funnel["window_seconds"] * 1000
+        offset = 0
+        for step in funnel["steps"]:
+            if draw(st.integers(0, 5)) == 0:
+                continue
+            if not crowded:
+                offset = max(offset, draw(st.sampled_from([0, offset, offset + 1, window // 2, window - 1, window, window + 1])))
+            add(did, step["event"], anchor + dt.timedelta(milliseconds=offset), p_values=("x", "x", "x", 1, "y"))
+    # Noise: other events on the same grid, some at the same millisecond as another event of the user.
     names = ["A", "A", "B"] if crowded else ["A", "A", "B", "C", "$profile_set"]
-    for _ in range(draw(st.integers(1, 6 if crowded else 14))):
+    for _ in range(draw(st.integers(0 if events else 1, 4 if crowded else 8))):
         t = draw(st.sampled_from(crowded)) if crowded else grid_time()
         did = draw(st.sampled_from(users))
         add(did, draw(st.sampled_from(names)), t)

@@ -1,0 +1,275 @@
+"""Benchmark: ``funnel_conversion_daily`` on DuckDB vs ClickHouse windowFunnel (chdb), same data.
+
+    .venv/bin/python benchmarks/bench_funnel.py [--users 1000000] [--days 30] [--workdir DIR]
+
+Prepares a DuckDB warehouse with synthetic sessions written directly with SQL
+(each user is active on ~30 % of the days, 1-9 events per active day, about
+1.5 events per user and day: ~45M events for 1M users x 30 days; the day
+opens with ``app_start``, then a mix of ``view_item``, ``add_to_cart``,
+``checkout``, ``pay_order``, ``search``, ``share`` and more ``app_start``;
+about 3 % of the events share their millisecond with the previous one), then
+times, each in its own process (peak memory is per process):
+
+* duckdb: the ``funnel_conversion_daily`` build of the 5-step funnel
+  app_start -> view_item -> add_to_cart -> checkout -> pay_order with a
+  1-day window, for every date, exactly as the nightly job runs it, from the
+  staged events view;
+* chdb: ``windowFunnel(86400000, 'strict_once')`` over the same staged events,
+  once per (user, entry date): each event is repeated for the entry dates
+  whose window it can reach (``arrayJoin``) and the first condition is
+  restricted to E, from a MergeTree table loaded beforehand (and, for
+  reference, straight from the Parquet export).
+
+The users reaching each step per entry date are compared; the ratio
+duckdb / chdb is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+START = dt.date(2026, 11, 1)
+STEPS = ["app_start", "view_item", "add_to_cart", "checkout", "pay_order"]
+WINDOW_SECONDS = 86400
+
+
+def _config(workdir: Path):
+    from cohortflow.config import load_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.conftest import write_config
+
+    path = write_config(
+        workdir / "proj",
+        sources=[{"name": "app", "format": "canonical", "path": "events"}],
+        analyses={"funnels": [{"name": "purchase", "steps": [{"event": s} for s in STEPS], "window_seconds": WINDOW_SECONDS}]},
+    )
+    return load_config(path, environ={})
+
+
+def prepare(workdir: Path, users: int, days: int) -> None:
+    import sqlalchemy as sa
+
+    from cohortflow.analyses import load_definitions, model_params
+    from cohortflow.models import load_models, model_statements
+    from cohortflow.warehouse import Warehouse
+
+    cfg = _config(workdir)
+    wh = Warehouse(cfg)
+    wh.bootstrap()
+    end = START + dt.timedelta(days=days - 1)
+    t0 = time.monotonic()
+    with wh.begin() as conn:
+        conn.execute(sa.text("delete from raw.events"))
+        conn.execute(
+            sa.text(
+                """
+                insert into raw.events
+                with
+                    active as (
+                        select u, d, 1 + hash(u * 7919 + d) % 9 as n, hash(u * 104729 + d) % 80000000 as base_ms
+                        from range(:users) as t(u), range(0, :days) as r(d)
+                        where hash(u * 31 + d) % 100 < 30
+                    ),
+                    events as (
+                        select u, d, j, base_ms, hash(u * 131 + d * 17 + j) % 100 as pick
+                        from active, range(0, 9) as r(j)
+                        where j < n
+                    ),
+                    named as (
+                        select
+                            u, d, j,
+                            case
+                                when j = 0 or pick < 10 then 'app_start'
+                                when pick < 45 then 'view_item'
+                                when pick < 60 then 'add_to_cart'
+                                when pick < 68 then 'checkout'
+                                when pick < 73 then 'pay_order'
+                                when pick < 90 then 'search'
+                                else 'share'
+                            end as event_name,
+                            -- ~3 % of the events take the previous event's millisecond
+                            base_ms + (j - case when j > 0 and pick % 33 = 0 then 1 else 0 end) * 47123 as ms
+                        from events
+                    )
+                select
+                    'e' || u || '-' || d || '-' || j,
+                    event_name,
+                    'u' || u,
+                    cast(:start as timestamp) + to_days(cast(d as integer)) + to_milliseconds(ms),
+                    cast(:start as date) + cast(d as integer),
+                    cast(:start as timestamp) + to_days(cast(d as integer)) + to_milliseconds(ms),
+                    'canonical', null, null, null, null, null, '{}', true, null, null,
+                    cast(:start as date) + cast(d as integer),
+                    'bench', 0
+                from named
+                """
+            ),
+            {"users": users, "days": days, "start": START},
+        )
+        n = conn.execute(sa.text("select count(*) from raw.events")).scalar()
+        load_definitions(wh, conn, cfg)
+        models = load_models()
+        params = {**model_params(cfg), "start_date": START, "end_date": end}
+        for name in ("stg_identities", "stg_events", "segment_membership_daily"):
+            for stmt in model_statements(models[name], wh.dialect):
+                conn.execute(sa.text(stmt), params if ":" in stmt else {})
+        conn.connection.driver_connection.execute(
+            "copy (select user_id, cast(extract(epoch from event_time) * 1000 as bigint) as event_ms, event_name, "
+            f"event_date from models.stg_events) to '{workdir / 'stg_events.parquet'}' (format parquet)"
+        )
+    wh.dispose()
+    print(f"prepared {n:,} events for {users:,} users over {days} days in {time.monotonic() - t0:.1f}s")
+
+
+def run_duckdb(workdir: Path, days: int) -> dict:
+    import sqlalchemy as sa
+
+    from cohortflow.analyses import model_params
+    from cohortflow.models import load_models, model_statements
+    from cohortflow.warehouse import Warehouse
+
+    cfg = _config(workdir)
+    wh = Warehouse(cfg)
+    end = START + dt.timedelta(days=days - 1)
+    model = load_models()["funnel_conversion_daily"]
+    params = {**model_params(cfg), "start_date": START, "end_date": end}
+    with wh.begin() as conn:
+        conn.execute(sa.text("drop table if exists models.funnel_conversion_daily"))
+    t0 = time.monotonic()
+    with wh.begin() as conn:
+        for stmt in model_statements(model, wh.dialect):
+            conn.execute(sa.text(stmt), params if ":" in stmt else {})
+    seconds = time.monotonic() - t0
+    with wh.begin() as conn:
+        rows = conn.execute(
+            sa.text(
+                "select entry_date, step_index, reached_users from models.funnel_conversion_daily "
+                "where breakdown_value = 'all'"
+            )
+        ).fetchall()
+    wh.dispose()
+    return {"seconds": seconds, "cells": {f"{r[0]}|{r[1]}": r[2] for r in rows}}
+
+
+def _clickhouse_sql(source: str, end: dt.date) -> str:
+    conditions = ", ".join([f"event_name = '{STEPS[0]}' and event_date = entry_date"] + [f"event_name = '{s}'" for s in STEPS[1:]])
+    names = ", ".join(f"'{s}'" for s in STEPS)
+    reach = -(-WINDOW_SECONDS // 86400)
+    return f"""
+        select toString(entry_date), level, count() from (
+            select user_id, entry_date,
+                   windowFunnel({WINDOW_SECONDS * 1000}, 'strict_once')(toUInt64(event_ms), {conditions}) as level
+            from (
+                select user_id, event_ms, event_name, event_date,
+                       arrayJoin(arrayMap(k -> event_date - k, range({reach + 1}))) as entry_date
+                from {source}
+                where event_name in ({names})
+            )
+            where entry_date between toDate('{START.isoformat()}') and toDate('{end.isoformat()}')
+            group by user_id, entry_date
+        )
+        where level > 0
+        group by entry_date, level
+        format TSV
+    """
+
+
+def _cells(text: str) -> dict:
+    """Users reaching step k (level >= k) per entry date, from the level distribution."""
+    levels: dict[str, dict[int, int]] = {}
+    for line in text.strip().splitlines():
+        day, level, users = line.split("\t")
+        levels.setdefault(day, {})[int(level)] = int(users)
+    cells = {}
+    for day, counts in levels.items():
+        for k in range(1, len(STEPS) + 1):
+            cells[f"{day}|{k}"] = sum(n for level, n in counts.items() if level >= k)
+    return cells
+
+
+def run_chdb(workdir: Path, days: int, source: str) -> dict:
+    from chdb import session
+
+    end = START + dt.timedelta(days=days - 1)
+    parquet = workdir / "stg_events.parquet"
+    sess = session.Session(str(workdir / "chdb"))
+    if source == "table":
+        sess.query("drop table if exists default.stg_events")
+        sess.query(
+            "create table default.stg_events (user_id String, event_ms Int64, event_name LowCardinality(String), "
+            "event_date Date) engine = MergeTree order by (user_id, event_ms)"
+        )
+        sess.query(f"insert into default.stg_events select * from file('{parquet}', Parquet)")
+        src = "default.stg_events"
+    else:
+        src = f"file('{parquet}', Parquet)"
+    t0 = time.monotonic()
+    out = str(sess.query(_clickhouse_sql(src, end)))
+    seconds = time.monotonic() - t0
+    sess.close()
+    return {"seconds": seconds, "cells": _cells(out)}
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry over the parent's across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _child(args) -> None:
+    workdir = Path(args.workdir)
+    if args.child == "duckdb":
+        result = run_duckdb(workdir, args.days)
+    else:
+        result = run_chdb(workdir, args.days, args.child.split("-", 1)[1])
+    result["peak_rss_mb"] = _peak_rss_mb()
+    (workdir / f"result-{args.child}.json").write_text(json.dumps(result))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=1_000_000)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--workdir", default="target/bench_funnel")
+    p.add_argument("--skip-prepare", action="store_true")
+    p.add_argument("--only", choices=["duckdb", "chdb-table", "chdb-parquet"], action="append")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        _child(args)
+        return 0
+    if not args.skip_prepare:
+        prepare(workdir, args.users, args.days)
+    results = {}
+    for child in args.only or ("duckdb", "chdb-table", "chdb-parquet"):
+        cmd = [sys.executable, __file__, "--child", child, "--workdir", str(workdir), "--days", str(args.days)]
+        subprocess.run(cmd, check=True)
+        results[child] = json.loads((workdir / f"result-{child}.json").read_text())
+        print(f"{child:13s} {results[child]['seconds']:7.2f}s  peak RSS {results[child]['peak_rss_mb']:,.0f} MB")
+    cells = [r["cells"] for r in results.values()]
+    same = all(c == cells[0] for c in cells)
+    print(f"users per entry date and step equal: {same} ({len(cells[0])} cells)")
+    if "duckdb" in results:
+        for ref in ("chdb-table", "chdb-parquet"):
+            if ref in results:
+                print(f"duckdb / {ref}: {results['duckdb']['seconds'] / results[ref]['seconds']:.2f}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
