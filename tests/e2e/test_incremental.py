@@ -25,7 +25,7 @@ def _published(wh) -> dict[str, list[tuple]]:
 
 
 def test_incremental_nights_equal_a_full_rebuild(make_project, engine):
-    project = make_project(engine, timezone="America/New_York", analyses=short_analyses())
+    project = make_project(engine, timezone="America/New_York", analyses=short_analyses(funnels=engine == "duckdb"))
     summary = generate(
         DemoSpec(users=400, days=DAYS, start_date=START, timezone="America/New_York", seed=6), project.landing
     )
