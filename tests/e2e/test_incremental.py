@@ -42,5 +42,8 @@ def test_incremental_nights_equal_a_full_rebuild(make_project, engine):
     finally:
         wh.dispose()
     for name in nightly:
+        if name == "funnel_conversion_daily" and engine != "duckdb":
+            assert nightly[name] == full[name] == []  # funnels left out on PostgreSQL (see short_analyses)
+            continue
         assert nightly[name], f"{name} is empty"
         assert nightly[name] == full[name], f"reports.{name}: incremental nights differ from a full rebuild"
