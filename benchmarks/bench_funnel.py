@@ -129,7 +129,7 @@ def prepare(workdir: Path, users: int, days: int) -> None:
     print(f"prepared {n:,} events for {users:,} users over {days} days in {time.monotonic() - t0:.1f}s")
 
 
-def run_duckdb(workdir: Path, days: int) -> dict:
+def run_duckdb(workdir: Path, days: int, memory_limit: str | None = None) -> dict:
     import sqlalchemy as sa
 
     from cohortflow.analyses import model_params
@@ -143,6 +143,8 @@ def run_duckdb(workdir: Path, days: int) -> dict:
     params = {**model_params(cfg), "start_date": START, "end_date": end}
     with wh.begin() as conn:
         conn.execute(sa.text("drop table if exists models.funnel_conversion_daily"))
+        if memory_limit:
+            conn.connection.driver_connection.execute(f"set memory_limit = '{memory_limit}'")
     t0 = time.monotonic()
     with wh.begin() as conn:
         for stmt in model_statements(model, wh.dialect):
@@ -232,7 +234,7 @@ def _peak_rss_mb() -> float:
 def _child(args) -> None:
     workdir = Path(args.workdir)
     if args.child == "duckdb":
-        result = run_duckdb(workdir, args.days)
+        result = run_duckdb(workdir, args.days, args.memory_limit)
     else:
         result = run_chdb(workdir, args.days, args.child.split("-", 1)[1])
     result["peak_rss_mb"] = _peak_rss_mb()
@@ -246,6 +248,7 @@ def main() -> int:
     p.add_argument("--workdir", default="target/bench_funnel")
     p.add_argument("--skip-prepare", action="store_true")
     p.add_argument("--only", choices=["duckdb", "chdb-table", "chdb-parquet"], action="append")
+    p.add_argument("--memory-limit", help="DuckDB memory_limit for the model build, e.g. 3GB (default: DuckDB's)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     workdir = Path(args.workdir).resolve()
@@ -258,6 +261,8 @@ def main() -> int:
     results = {}
     for child in args.only or ("duckdb", "chdb-table", "chdb-parquet"):
         cmd = [sys.executable, __file__, "--child", child, "--workdir", str(workdir), "--days", str(args.days)]
+        if args.memory_limit:
+            cmd += ["--memory-limit", args.memory_limit]
         subprocess.run(cmd, check=True)
         results[child] = json.loads((workdir / f"result-{child}.json").read_text())
         print(f"{child:13s} {results[child]['seconds']:7.2f}s  peak RSS {results[child]['peak_rss_mb']:,.0f} MB")

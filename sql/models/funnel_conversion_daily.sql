@@ -35,33 +35,8 @@ day_offsets as (
     from generate_series(0, cast(:funnel_window_days as integer)) as offsets(day_offset)
 ),
 
--- Events named by a step, from the first entry date to the last date a window can reach. event_no and
--- user_no tell events and users apart cheaply within this build.
-funnel_events as (
-    select
-        event_id,
-        event_name,
-        user_id,
-        event_date,
-        event_time,
-        platform,
-        app_version,
-        channel,
-        properties,
-        row_number() over () as event_no
-    from models.stg_events
-    where event_date between cast(:start_date as date)
-        and cast(:end_date as date) + cast(:funnel_window_days as integer)
-        and event_name in (select steps.event_name from steps)
-),
-
-funnel_users as (
-    select
-        user_id,
-        row_number() over () as user_no
-    from (select distinct user_id from funnel_events) as distinct_users
-),
-
+-- Events named by a step, from the first entry date to the last date a window can reach. event_no tells the
+-- events apart cheaply within this build.
 candidates as (
     select
         steps.funnel_no,
@@ -69,7 +44,6 @@ candidates as (
         steps.filter_count,
         funnel_events.event_no,
         funnel_events.event_id,
-        funnel_users.user_no,
         funnel_events.user_id,
         funnel_events.event_date,
         cast(extract(epoch from funnel_events.event_time) * 1000 as bigint) as event_ms,
@@ -77,18 +51,25 @@ candidates as (
         funnel_events.app_version,
         funnel_events.channel,
         funnel_events.properties
-    from funnel_events
+    from (
+        select
+            *,
+            row_number() over () as event_no
+        from models.stg_events
+        where event_date between cast(:start_date as date)
+            and cast(:end_date as date) + cast(:funnel_window_days as integer)
+            and event_name in (select steps.event_name from steps)
+    ) as funnel_events
     inner join steps
         on steps.event_name = funnel_events.event_name
-    inner join funnel_users
-        on funnel_users.user_id = funnel_events.user_id
 ),
 
+-- The events named by a step that has filters, with each filter of the step.
 filter_inputs as (
     select
-        candidates.funnel_no,
-        candidates.step_index,
-        candidates.event_no,
+        steps.funnel_no,
+        steps.step_index,
+        events.event_id,
         filters.filter_no,
         filters.op,
         filters.value_kind,
@@ -96,16 +77,20 @@ filter_inputs as (
         filters.value_number,
         filters.is_negated,
         case filters.property
-            when 'platform' then candidates.platform
-            when 'app_version' then candidates.app_version
-            when 'channel' then candidates.channel
-            else prop(candidates.properties, filters.property)
+            when 'platform' then events.platform
+            when 'app_version' then events.app_version
+            when 'channel' then events.channel
+            else prop(events.properties, filters.property)
         end as property_value
-    from candidates
+    from models.stg_events as events
+    inner join steps
+        on steps.event_name = events.event_name
     inner join filters
-        on filters.funnel_no = candidates.funnel_no
-        and filters.step_index = candidates.step_index
-    where candidates.filter_count > 0
+        on filters.funnel_no = steps.funnel_no
+        and filters.step_index = steps.step_index
+    where events.event_date between cast(:start_date as date)
+        and cast(:end_date as date) + cast(:funnel_window_days as integer)
+        and steps.filter_count > 0
 ),
 
 filter_values as (
@@ -124,7 +109,7 @@ filter_results as (
     select
         funnel_no,
         step_index,
-        event_no,
+        event_id,
         filter_no,
         is_negated,
         coalesce(bool_or(
@@ -151,7 +136,7 @@ filter_results as (
     group by
         funnel_no,
         step_index,
-        event_no,
+        event_id,
         filter_no,
         is_negated
 ),
@@ -160,7 +145,7 @@ failed_steps as (
     select distinct
         funnel_no,
         step_index,
-        event_no
+        event_id
     from filter_results
     where is_value_match = is_negated
 ),
@@ -171,8 +156,7 @@ step_events as (
         candidates.funnel_no,
         candidates.step_index,
         candidates.event_no,
-        candidates.event_id,
-        candidates.user_no,
+        case when candidates.step_index = 1 then candidates.event_id end as event_id,
         candidates.user_id,
         candidates.event_date,
         candidates.event_ms,
@@ -193,7 +177,7 @@ step_events as (
             from failed_steps
             where failed_steps.funnel_no = candidates.funnel_no
                 and failed_steps.step_index = candidates.step_index
-                and failed_steps.event_no = candidates.event_no
+                and failed_steps.event_id = candidates.event_id
         )
 ),
 
@@ -201,7 +185,7 @@ step_events as (
 entries as (
     select
         step_events.funnel_no,
-        step_events.user_no,
+        step_events.user_id,
         step_events.event_date as entry_date,
         min(step_events.event_ms) as first_start_ms,
         max(step_events.event_ms) as last_start_ms
@@ -222,7 +206,7 @@ entries as (
         )
     group by
         step_events.funnel_no,
-        step_events.user_no,
+        step_events.user_id,
         step_events.event_date
 ),
 
@@ -230,17 +214,17 @@ entries as (
 entry_breakdowns as (
     select
         funnel_no,
-        user_no,
+        user_id,
         entry_date,
         breakdown_value
     from (
         select
             step_events.funnel_no,
-            step_events.user_no,
+            step_events.user_id,
             step_events.event_date as entry_date,
             coalesce(step_events.breakdown_value, '(none)') as breakdown_value,
             row_number() over (
-                partition by step_events.funnel_no, step_events.user_no, step_events.event_date
+                partition by step_events.funnel_no, step_events.user_id, step_events.event_date
                 order by step_events.event_ms, step_events.event_id collate "C"
             ) as event_rank
         from step_events
@@ -259,87 +243,89 @@ entry_breakdowns as (
 owner_inputs as (
     select
         funnel_no,
-        user_no,
+        user_id,
         step_index as step_key,
         0 as role_order,
         event_ms,
-        event_no,
         event_date,
         step_index
     from step_events
     where step_index >= 2
     union all
     select
-        step_events.funnel_no,
-        step_events.user_no,
-        step_events.step_index + 1 as step_key,
+        funnel_no,
+        user_id,
+        step_index + 1 as step_key,
         1 as role_order,
-        step_events.event_ms,
-        step_events.event_no,
-        step_events.event_date,
-        step_events.step_index
+        event_ms,
+        event_date,
+        step_index
     from step_events
-    inner join funnels
-        on funnels.funnel_no = step_events.funnel_no
-    where step_events.step_index < funnels.step_count
+    where step_index < (select max(funnels.step_count) from funnels)
 ),
 
--- A repeat is a second event for the same step at the same millisecond (one node per step and millisecond).
--- A shared millisecond: events of steps k and k - 1 at one millisecond (maybe one event matching both).
-ordered_events as (
+-- One node per group (a user's events at one millisecond) and step it can fill: the last row of each
+-- millisecond and role. Step-1 nodes are the sources of step 2. is_shared_ms: events of steps k and k - 1
+-- at one millisecond (maybe one event matching both).
+step_nodes as (
     select
         funnel_no,
-        user_no,
-        step_key,
-        role_order,
+        user_id,
         event_ms,
         event_date,
         step_index,
-        max(case when role_order = 1 then event_ms end) over (
-            partition by funnel_no, user_no, step_key
-            order by event_ms, role_order, event_no
+        owner_ms,
+        is_shared_ms
+    from (
+        select
+            funnel_no,
+            user_id,
+            step_key,
+            role_order,
+            event_ms,
+            event_date,
+            step_index,
+            max(case when role_order = 1 then event_ms end) over key_order as owner_ms,
+            coalesce(lead(event_ms) over key_order = event_ms and lead(role_order) over key_order = role_order, false)
+                as is_repeat,
+            coalesce(role_order = 0 and lead(event_ms) over key_order = event_ms and lead(role_order) over key_order = 1, false)
+                as is_shared_ms
+        from owner_inputs
+        window key_order as (
+            partition by funnel_no, user_id, step_key
+            order by event_ms, role_order
             rows between unbounded preceding and current row
-        ) as owner_ms,
-        coalesce(
-            lag(event_ms) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no) = event_ms
-            and lag(role_order) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no)
-                = role_order,
-            false
-        ) as is_repeat,
-        coalesce(
-            role_order = 0
-            and lead(event_ms) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no) = event_ms
-            and lead(role_order) over (partition by funnel_no, user_no, step_key order by event_ms, role_order, event_no) = 1,
-            false
-        ) as is_shared_ms
-    from owner_inputs
+        )
+    ) as keyed
+    where not is_repeat
+        and (role_order = 0 or step_key = 2)
 ),
 
--- Groups of several events (a user's events at one millisecond) in an ordered funnel where events of
--- consecutive steps share the millisecond: there equal times may fill consecutive steps, with distinct events.
+-- Groups of several events in an ordered funnel where events of consecutive steps share the millisecond:
+-- there equal times may fill consecutive steps, with distinct events.
 multi_event_groups as (
     select
         step_events.funnel_no,
-        step_events.user_no,
+        step_events.user_id,
         step_events.event_ms
     from step_events
     inner join (
         select distinct
-            ordered_events.funnel_no,
-            ordered_events.user_no,
-            ordered_events.event_ms
-        from ordered_events
+            step_nodes.funnel_no,
+            step_nodes.user_id,
+            step_nodes.event_ms
+        from step_nodes
         inner join funnels
-            on funnels.funnel_no = ordered_events.funnel_no
+            on funnels.funnel_no = step_nodes.funnel_no
         where not funnels.is_strict
-            and ordered_events.is_shared_ms
+            and step_nodes.is_shared_ms
     ) as shared
         on shared.funnel_no = step_events.funnel_no
-        and shared.user_no = step_events.user_no
+        and shared.user_id = step_events.user_id
         and shared.event_ms = step_events.event_ms
     group by
         step_events.funnel_no,
-        step_events.user_no,
+        step_events.user_id,
         step_events.event_ms
     having min(step_events.event_no) <> max(step_events.event_no)
 ),
@@ -348,21 +334,21 @@ multi_event_groups as (
 multi_event_set_counts as (
     select
         step_events.funnel_no,
-        step_events.user_no,
+        step_events.user_id,
         step_events.event_ms,
         step_sets.set_no,
         count(distinct step_events.event_no) as event_count
     from step_events
     inner join multi_event_groups
         on multi_event_groups.funnel_no = step_events.funnel_no
-        and multi_event_groups.user_no = step_events.user_no
+        and multi_event_groups.user_id = step_events.user_id
         and multi_event_groups.event_ms = step_events.event_ms
     inner join step_sets
         on step_sets.funnel_no = step_events.funnel_no
         and step_sets.step_index = step_events.step_index
     group by
         step_events.funnel_no,
-        step_events.user_no,
+        step_events.user_id,
         step_events.event_ms,
         step_sets.set_no
 ),
@@ -372,7 +358,7 @@ multi_event_set_counts as (
 multi_event_entry_steps as (
     select
         multi_event_groups.funnel_no,
-        multi_event_groups.user_no,
+        multi_event_groups.user_id,
         multi_event_groups.event_ms,
         hall_bounds.step_index,
         max(hall_bounds.min_entry_step) as min_entry_step
@@ -381,7 +367,7 @@ multi_event_entry_steps as (
         on sets.funnel_no = multi_event_groups.funnel_no
     left join multi_event_set_counts as set_counts
         on set_counts.funnel_no = multi_event_groups.funnel_no
-        and set_counts.user_no = multi_event_groups.user_no
+        and set_counts.user_id = multi_event_groups.user_id
         and set_counts.event_ms = multi_event_groups.event_ms
         and set_counts.set_no = sets.set_no
     inner join hall_bounds
@@ -390,32 +376,18 @@ multi_event_entry_steps as (
         and hall_bounds.event_count = coalesce(set_counts.event_count, 0)
     group by
         multi_event_groups.funnel_no,
-        multi_event_groups.user_no,
+        multi_event_groups.user_id,
         multi_event_groups.event_ms,
         hall_bounds.step_index
 ),
 
--- A node: a group and a step it can fill (once, however many of its events match). It enters at step m, the
--- least m such that its events can fill steps m..k together (m = k for one event, or in strict order); its
--- owner is the latest earlier node of step m - 1, for m < k the owner of the group's step-m node. Step-1
--- nodes come from the source rows of step 2.
-step_nodes as (
-    select
-        funnel_no,
-        user_no,
-        event_ms,
-        event_date,
-        step_index,
-        owner_ms
-    from ordered_events
-    where not is_repeat
-        and (role_order = 0 or step_key = 2)
-),
-
+-- A node enters at step m, the least m such that its group's events can fill steps m..k together (m = k for
+-- one event, or in strict order); its owner is the latest earlier node of step m - 1: for m < k the owner of
+-- the group's step-m node.
 multi_event_nodes as (
     select
         step_nodes.funnel_no,
-        step_nodes.user_no,
+        step_nodes.user_id,
         step_nodes.event_ms,
         step_nodes.event_date,
         step_nodes.step_index,
@@ -424,146 +396,166 @@ multi_event_nodes as (
     from step_nodes
     inner join multi_event_groups
         on multi_event_groups.funnel_no = step_nodes.funnel_no
-        and multi_event_groups.user_no = step_nodes.user_no
+        and multi_event_groups.user_id = step_nodes.user_id
         and multi_event_groups.event_ms = step_nodes.event_ms
     left join multi_event_entry_steps
         on multi_event_entry_steps.funnel_no = step_nodes.funnel_no
-        and multi_event_entry_steps.user_no = step_nodes.user_no
+        and multi_event_entry_steps.user_id = step_nodes.user_id
         and multi_event_entry_steps.event_ms = step_nodes.event_ms
         and multi_event_entry_steps.step_index = step_nodes.step_index
     left join step_nodes as entry_step_nodes
         on entry_step_nodes.funnel_no = multi_event_entry_steps.funnel_no
-        and entry_step_nodes.user_no = multi_event_entry_steps.user_no
+        and entry_step_nodes.user_id = multi_event_entry_steps.user_id
         and entry_step_nodes.event_ms = multi_event_entry_steps.event_ms
         and entry_step_nodes.step_index = multi_event_entry_steps.min_entry_step
 ),
 
 nodes as (
     select
+        all_nodes.*,
+        funnels.window_ms,
+        funnels.window_days
+    from (
+        select
+            funnel_no,
+            user_id,
+            event_ms,
+            event_date,
+            step_index,
+            step_index as min_entry_step,
+            owner_ms
+        from step_nodes
+        where not exists (
+            select 1
+            from multi_event_groups
+            where multi_event_groups.funnel_no = step_nodes.funnel_no
+                and multi_event_groups.user_id = step_nodes.user_id
+                and multi_event_groups.event_ms = step_nodes.event_ms
+        )
+        union all
+        select * from multi_event_nodes
+    ) as all_nodes
+    inner join funnels
+        on funnels.funnel_no = all_nodes.funnel_no
+),
+
+-- The pass that computes a node entering at step m >= 2 follows it from its owner (the step m - 1 node at
+-- owner_ms). A node entering below its own step k rides along, following itself, at passes m + 1 .. k.
+chain_links as (
+    select
         funnel_no,
-        user_no,
+        user_id,
+        owner_ms,
+        min_entry_step - 1 as owner_step,
+        min_entry_step as pass_no,
         event_ms,
         event_date,
         step_index,
-        step_index as min_entry_step,
-        owner_ms
-    from step_nodes
-    where not exists (
-        select 1
-        from multi_event_groups
-        where multi_event_groups.funnel_no = step_nodes.funnel_no
-            and multi_event_groups.user_no = step_nodes.user_no
-            and multi_event_groups.event_ms = step_nodes.event_ms
-    )
-    union all
-    select * from multi_event_nodes
-),
-
-targets as (
-    select
-        nodes.*,
-        funnels.window_ms
+        window_ms,
+        window_days
     from nodes
-    inner join funnels
-        on funnels.funnel_no = nodes.funnel_no
-    where nodes.min_entry_step >= 2
+    where min_entry_step >= 2
+    union all
+    select
+        nodes.funnel_no,
+        nodes.user_id,
+        nodes.event_ms as owner_ms,
+        nodes.step_index as owner_step,
+        passes.step_index as pass_no,
+        nodes.event_ms,
+        nodes.event_date,
+        nodes.step_index,
+        nodes.window_ms,
+        nodes.window_days
+    from nodes
+    inner join steps as passes
+        on passes.funnel_no = nodes.funnel_no
+        and passes.step_index > nodes.min_entry_step
+        and passes.step_index <= nodes.step_index
 ),
 
 -- start_ms of a node: the latest start (any date) of a valid chain ending there. It is never smaller at a later
 -- node of the same step, so it is the start of the node's owner: one step per pass, an equi-join. A node out of
--- its window is dropped, and so are the nodes it owns (later, so out of the window too). Nodes entering below
--- their own step (several events at one millisecond) ride along until their step's pass.
-chains (funnel_no, user_no, event_ms, event_date, step_index, start_ms, start_date, pass_no) as (
+-- its window is dropped, and so are the nodes it owns (later, so out of the window too).
+chains (funnel_no, user_id, event_ms, event_date, step_index, start_ms, start_date, window_ms, window_days, pass_no) as (
     select
         funnel_no,
-        user_no,
+        user_id,
         event_ms,
         event_date,
         step_index,
         event_ms as start_ms,
         event_date as start_date,
+        window_ms,
+        window_days,
         1 as pass_no
     from nodes
     where min_entry_step = 1
     union all
     select
-        coalesce(targets.funnel_no, previous.funnel_no) as funnel_no,
-        coalesce(targets.user_no, previous.user_no) as user_no,
-        coalesce(targets.event_ms, previous.event_ms) as event_ms,
-        coalesce(targets.event_date, previous.event_date) as event_date,
-        coalesce(targets.step_index, previous.step_index) as step_index,
+        links.funnel_no,
+        links.user_id,
+        links.event_ms,
+        links.event_date,
+        links.step_index,
         previous.start_ms,
         previous.start_date,
-        previous.pass_no + 1 as pass_no
+        links.window_ms,
+        links.window_days,
+        links.pass_no
     from chains as previous
-    left join targets
-        on targets.funnel_no = previous.funnel_no
-        and targets.user_no = previous.user_no
-        and targets.owner_ms = previous.event_ms
-        and targets.min_entry_step = previous.pass_no + 1
-        and previous.step_index = previous.pass_no
-    where (targets.event_ms is not null and targets.event_ms - previous.start_ms <= targets.window_ms)
-        or (targets.event_ms is null and previous.step_index > previous.pass_no)
-),
-
-reached_nodes as (
-    select *
-    from chains
-    where step_index = pass_no
+    inner join chain_links as links
+        on links.funnel_no = previous.funnel_no
+        and links.user_id = previous.user_id
+        and links.owner_ms = previous.event_ms
+        and links.owner_step = previous.step_index
+        and links.pass_no = previous.pass_no + 1
+    where links.event_ms - previous.start_ms <= links.window_ms
 ),
 
 -- Per entry date E, a node's latest start on E is the smaller of its start and the last start on E (its owner
 -- chain ends at a step-2 node, whose owner on E is the latest start on E before it); it must be on E. On the
--- start's own date that is the start itself; on an earlier date, the last start there, if the node is within
--- the window from it. Per user, E and step k <= level: the least t_k - t_1 over the valid chains.
+-- start's own date (day offset 0) that is the start itself; on an earlier date, the last start there, if the
+-- node is within the window from it. Per user, E and step k <= level: the least t_k - t_1 over the valid chains.
 node_conversions as (
     select
-        funnel_no,
-        user_no,
-        start_date as entry_date,
-        step_index,
-        event_ms - start_ms as ms_to_convert
-    from reached_nodes
-    union all
-    select
-        earlier_dates.funnel_no,
-        earlier_dates.user_no,
-        earlier_dates.entry_date,
-        earlier_dates.step_index,
-        earlier_dates.event_ms - entries.last_start_ms as ms_to_convert
-    from (
-        select
-            reached_nodes.funnel_no,
-            reached_nodes.user_no,
-            reached_nodes.step_index,
-            reached_nodes.event_ms,
-            reached_nodes.event_date - day_offsets.day_offset as entry_date,
-            funnels.window_ms
-        from reached_nodes
-        inner join funnels
-            on funnels.funnel_no = reached_nodes.funnel_no
-        inner join day_offsets
-            on day_offsets.day_offset between 1 and funnels.window_days
-        where reached_nodes.event_date - day_offsets.day_offset < reached_nodes.start_date
-    ) as earlier_dates
+        chains.funnel_no,
+        chains.user_id,
+        entries.entry_date,
+        chains.step_index,
+        chains.event_ms - case when day_offsets.day_offset = 0 then chains.start_ms else entries.last_start_ms end
+            as ms_to_convert
+    from chains
+    inner join day_offsets
+        on day_offsets.day_offset <= chains.window_days
     inner join entries
-        on entries.funnel_no = earlier_dates.funnel_no
-        and entries.user_no = earlier_dates.user_no
-        and entries.entry_date = earlier_dates.entry_date
-    where earlier_dates.event_ms - entries.last_start_ms <= earlier_dates.window_ms
+        on entries.funnel_no = chains.funnel_no
+        and entries.user_id = chains.user_id
+        and entries.entry_date = case
+            when day_offsets.day_offset = 0 then chains.start_date
+            else chains.event_date - day_offsets.day_offset
+        end
+    where chains.step_index = chains.pass_no
+        and (
+            day_offsets.day_offset = 0
+            or (
+                entries.entry_date < chains.start_date
+                and chains.event_ms - entries.last_start_ms <= chains.window_ms
+            )
+        )
 ),
 
 user_steps as (
     select
         funnel_no,
-        user_no,
+        user_id,
         entry_date,
         step_index,
         min(ms_to_convert) as ms_to_convert
     from node_conversions
     group by
         funnel_no,
-        user_no,
+        user_id,
         entry_date,
         step_index
 ),
@@ -571,20 +563,20 @@ user_steps as (
 members as (
     select
         funnel_no,
-        user_no,
+        user_id,
         entry_date,
         'all' as breakdown_value
     from entries
     union all
     select
         entries.funnel_no,
-        entries.user_no,
+        entries.user_id,
         entries.entry_date,
         entry_breakdowns.breakdown_value
     from entries
     inner join entry_breakdowns
         on entry_breakdowns.funnel_no = entries.funnel_no
-        and entry_breakdowns.user_no = entries.user_no
+        and entry_breakdowns.user_id = entries.user_id
         and entry_breakdowns.entry_date = entries.entry_date
 ),
 
@@ -600,7 +592,7 @@ step_counts as (
     from members
     inner join user_steps
         on user_steps.funnel_no = members.funnel_no
-        and user_steps.user_no = members.user_no
+        and user_steps.user_id = members.user_id
         and user_steps.entry_date = members.entry_date
     group by
         members.funnel_no,
