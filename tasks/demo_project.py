@@ -118,11 +118,11 @@ def _results_text(wh, cfg, last: dt.date) -> str:
             "where retention_name = 'daily_active' and breakdown_value = 'all' and is_complete "
             "and period_number in (1, 3, 7) group by period_number order by period_number",
         ).fetchall()
-    if funnel:
+    if funnel and all(entered for _, _, entered, _ in funnel):
         lines.append("reports.funnel_conversion_daily, signup funnel over complete entry dates:")
         for step, event, entered, reached in funnel:
             lines.append(f"  {step}. {event:<15} {reached:6d} users  {reached / entered:6.1%} of entered")
-    if retention:
+    if retention and all(c for _, _, c in retention):
         text = ", ".join(f"day {k}: {r / c:.1%}" for k, r, c in retention)
         lines.append(f"reports.retention_cohorts, daily_active over complete cohorts: {text}")
     lines.append(
