@@ -503,8 +503,8 @@ chains (funnel_no, user_id, event_ms, event_date, step_index, start_ms, start_da
         links.window_ms,
         links.window_days,
         links.pass_no
-    from chains as previous
-    inner join chain_links as links
+    from chain_links as links
+    inner join chains as previous
         on links.funnel_no = previous.funnel_no
         and links.user_id = previous.user_id
         and links.owner_ms = previous.event_ms
@@ -515,34 +515,44 @@ chains (funnel_no, user_id, event_ms, event_date, step_index, start_ms, start_da
 
 -- Per entry date E, a node's latest start on E is the smaller of its start and the last start on E (its owner
 -- chain ends at a step-2 node, whose owner on E is the latest start on E before it); it must be on E. On the
--- start's own date (day offset 0) that is the start itself; on an earlier date, the last start there, if the
--- node is within the window from it. Per user, E and step k <= level: the least t_k - t_1 over the valid chains.
+-- start's own date that is the start itself; on an earlier date, the last start there, if the node is within
+-- the window from it. Per user, E and step k <= level: the least t_k - t_1 over the valid chains.
 node_conversions as (
     select
-        chains.funnel_no,
-        chains.user_id,
-        entries.entry_date,
-        chains.step_index,
-        chains.event_ms - case when day_offsets.day_offset = 0 then chains.start_ms else entries.last_start_ms end
-            as ms_to_convert
+        funnel_no,
+        user_id,
+        start_date as entry_date,
+        step_index,
+        event_ms - start_ms as ms_to_convert
     from chains
-    inner join day_offsets
-        on day_offsets.day_offset <= chains.window_days
+    where step_index = pass_no
+        and start_date between cast(:start_date as date) and cast(:end_date as date)
+    union all
+    select
+        earlier_dates.funnel_no,
+        earlier_dates.user_id,
+        earlier_dates.entry_date,
+        earlier_dates.step_index,
+        earlier_dates.event_ms - entries.last_start_ms as ms_to_convert
+    from (
+        select
+            chains.funnel_no,
+            chains.user_id,
+            chains.step_index,
+            chains.event_ms,
+            chains.window_ms,
+            chains.event_date - day_offsets.day_offset as entry_date
+        from chains
+        inner join day_offsets
+            on day_offsets.day_offset between 1 and chains.window_days
+        where chains.step_index = chains.pass_no
+            and chains.event_date - day_offsets.day_offset < chains.start_date
+    ) as earlier_dates
     inner join entries
-        on entries.funnel_no = chains.funnel_no
-        and entries.user_id = chains.user_id
-        and entries.entry_date = case
-            when day_offsets.day_offset = 0 then chains.start_date
-            else chains.event_date - day_offsets.day_offset
-        end
-    where chains.step_index = chains.pass_no
-        and (
-            day_offsets.day_offset = 0
-            or (
-                entries.entry_date < chains.start_date
-                and chains.event_ms - entries.last_start_ms <= chains.window_ms
-            )
-        )
+        on entries.funnel_no = earlier_dates.funnel_no
+        and entries.user_id = earlier_dates.user_id
+        and entries.entry_date = earlier_dates.entry_date
+    where earlier_dates.event_ms - entries.last_start_ms <= earlier_dates.window_ms
 ),
 
 user_steps as (
