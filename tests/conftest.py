@@ -60,16 +60,9 @@ def example_analyses() -> dict:
     return yaml.safe_load(text)["analyses"]
 
 
-def short_analyses(*, funnels: bool = True) -> dict:
-    """The example analyses with windows short enough for the 8-10 day generated data sets of the tests.
-
-    ``funnels=False`` leaves the funnels out: the funnel model is exact on
-    PostgreSQL (its fixtures and property tests run there) but slow on
-    generated data sets there, so multi-night PostgreSQL runs skip it.
-    """
+def short_analyses() -> dict:
+    """The example analyses with windows short enough for the 8-10 day generated data sets of the tests."""
     analyses = example_analyses()
-    if not funnels:
-        analyses["funnels"] = []
     analyses["frequency_retention"] = [
         {"name": "views_first_days", "event": "view_item", "first_days": 3, "target_from_day": 3, "target_to_day": 5, "cap": 5}
     ]

@@ -25,7 +25,7 @@ def _published(wh) -> dict[str, list[tuple]]:
 
 
 def test_incremental_nights_equal_a_full_rebuild(make_project, engine):
-    project = make_project(engine, timezone="America/New_York", analyses=short_analyses(funnels=engine == "duckdb"))
+    project = make_project(engine, timezone="America/New_York", analyses=short_analyses())
     summary = generate(
         DemoSpec(users=400, days=DAYS, start_date=START, timezone="America/New_York", seed=6), project.landing
     )
@@ -42,8 +42,5 @@ def test_incremental_nights_equal_a_full_rebuild(make_project, engine):
     finally:
         wh.dispose()
     for name in nightly:
-        if name == "funnel_conversion_daily" and engine != "duckdb":
-            assert nightly[name] == full[name] == []  # funnels left out on PostgreSQL (see short_analyses)
-            continue
         assert nightly[name], f"{name} is empty"
         assert nightly[name] == full[name], f"reports.{name}: incremental nights differ from a full rebuild"

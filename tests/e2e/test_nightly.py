@@ -73,7 +73,7 @@ class _Built:
 
 def _build(tmp_path_factory, engine: str, name: str) -> _Built:
     root = tmp_path_factory.mktemp(name)
-    project = Project(root, engine, timezone=TZ, analyses=short_analyses(funnels=False))
+    project = Project(root, engine, timezone=TZ, analyses=short_analyses())
     truth = root / "truth.jsonl.gz"
     generate(_spec(), project.landing, truth_path=truth)
     _run_all(project, _dates())
@@ -125,9 +125,6 @@ def test_every_published_table_is_identical_on_both_engines(built):
     duck, pg = built["duckdb"].tables, built["postgres"].tables
     assert set(duck) == set(pg)
     for name in duck:
-        if name == "funnel_conversion_daily":  # no funnels in these runs (see short_analyses); fixtures cover both engines
-            assert duck[name] == pg[name] == []
-            continue
         assert duck[name], f"{name} is empty: the comparison would prove nothing"
         assert duck[name] == pg[name], f"reports.{name} differs between DuckDB and PostgreSQL"
 
@@ -158,7 +155,7 @@ def test_rerunning_a_date_gives_identical_tables(built, engine_name):
 def test_a_failed_task_then_a_rerun_gives_the_same_tables(built, tmp_path_factory, monkeypatch):
     clean = built["duckdb"].tables
     root = tmp_path_factory.mktemp("fail")
-    project = Project(root, "duckdb", timezone=TZ, analyses=short_analyses(funnels=False))
+    project = Project(root, "duckdb", timezone=TZ, analyses=short_analyses())
     generate(_spec(), project.landing)
     dates = _dates()
     _run_all(project, dates[:4])
