@@ -62,6 +62,24 @@ class Source(_Strict):
 class Warehouse(_Strict):
     url: str = Field(default="duckdb:///target/warehouse.duckdb")
     password: str | None = Field(default=None, repr=False, exclude=True)
+    memory_limit: str | None = Field(
+        default=None,
+        description="DuckDB only: memory the engine may use before spilling to disk, e.g. '3GB' (default: DuckDB's, 80 % of RAM)",
+    )
+    threads: int | None = Field(default=None, ge=1, le=1024, description="DuckDB only: worker threads (default: one per core)")
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _memory_limit(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,3})? ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", v):
+            raise ValueError("must be a size like '3GB' or '512MiB'")
+        return v
+
+    @model_validator(mode="after")
+    def _duckdb_only(self) -> Warehouse:
+        if not self.url.startswith("duckdb") and (self.memory_limit is not None or self.threads is not None):
+            raise ValueError("memory_limit and threads apply to a DuckDB warehouse only (set PostgreSQL's on the server)")
+        return self
 
     @field_validator("url")
     @classmethod

@@ -99,8 +99,15 @@ class Warehouse:
             self.dialect = "duckdb"
             if sa_url.database and sa_url.database != ":memory:":
                 Path(sa_url.database).parent.mkdir(parents=True, exist_ok=True)
+            settings = {}
+            if cfg.warehouse.memory_limit:
+                settings["memory_limit"] = cfg.warehouse.memory_limit
+            if cfg.warehouse.threads:
+                settings["threads"] = cfg.warehouse.threads
             # One connection: DuckDB allows a single writer process.
-            self.engine = sa.create_engine(sa_url, poolclass=sa.pool.SingletonThreadPool)
+            self.engine = sa.create_engine(
+                sa_url, poolclass=sa.pool.SingletonThreadPool, connect_args={"config": settings} if settings else {}
+            )
         else:
             raise WarehouseError(f"unsupported warehouse URL scheme {sa_url.drivername!r}")
         self.url_text = _safe_url_text(sa_url)

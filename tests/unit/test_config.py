@@ -30,6 +30,8 @@ def test_the_example_config_is_valid(tmp_path):
         ({"ingest": {"lookbak_days": 3}}, "ingest.lookbak_days", "unknown key"),
         ({"warehouse": {"url": "mysql://x"}}, "warehouse.url", "duckdb"),
         ({"warehouse": {"url": "postgresql+psycopg://u:secret@h/db"}}, "warehouse.url", "must not contain a password"),
+        ({"warehouse": {"memory_limit": "lots"}}, "warehouse.memory_limit", "a size like '3GB'"),
+        ({"warehouse": {"url": "postgresql+psycopg://u@h/db", "threads": 2}}, "warehouse", "DuckDB warehouse only"),
         ({"schedule": {"cron": "0 2 * * *"}}, "schedule.cron", "7-field Quartz"),
         ({"tracking_plan": {"events": [{"name": "a", "required": ["p"]}]}}, "tracking_plan.events.0", "not declared"),
     ],
@@ -91,3 +93,18 @@ def test_business_dates_accept_both_forms(text):
 def test_bad_business_dates_are_refused(text):
     with pytest.raises(ValueError, match="YYYY-MM-DD or YYYYMMDD"):
         parse_business_date(text)
+
+
+def test_duckdb_memory_limit_and_threads_reach_the_engine(tmp_path):
+    import sqlalchemy as sa
+
+    from cohortflow.warehouse import Warehouse
+
+    cfg = load_config(write_config(tmp_path, warehouse={"url": "duckdb:///w.duckdb", "memory_limit": "700MB", "threads": 1}), environ={})
+    wh = Warehouse(cfg)
+    try:
+        with wh.begin() as conn:
+            limit, threads = conn.execute(sa.text("select current_setting('memory_limit'), current_setting('threads')")).one()
+    finally:
+        wh.dispose()
+    assert (limit, int(threads)) == ("667.5 MiB", 1)
