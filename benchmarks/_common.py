@@ -7,6 +7,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -28,13 +29,17 @@ def measure(code: str, env: dict[str, str] | None = None) -> dict:
 
 def measure_wait4(argv: list[str], env: dict[str, str] | None = None) -> dict:
     """Run a command; its own peak RSS via wait4 (not the max over earlier children)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    stdout = proc.stdout.read()
-    stderr = proc.stderr.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        t0 = time.perf_counter()
+        # Output goes to files, not pipes: a child writing more than a pipe holds would block before wait4 returns.
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out_file, stderr=err_file, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        out_file.seek(0)
+        err_file.seek(0)
+        stdout, stderr = out_file.read(), err_file.read()
+    if proc.returncode != 0:
         raise SystemExit(f"step failed: {' '.join(argv)}\n{stdout[-2000:]}\n{stderr[-2000:]}")
     last = stdout.strip().splitlines()[-1] if stdout.strip() else "{}"
     try:

@@ -54,6 +54,9 @@ class Model:
     depends_on: tuple[str, ...] = ()
     # Per-engine SQL used instead of transpiling (engine, sql); each explains its reason.
     overrides: tuple[tuple[str, str], ...] = ()
+    # The model holds history other models read (not just the dates it is asked for): a full rebuild rebuilds it
+    # from the first loaded event, whatever range it is given.
+    is_history: bool = False
     # Planner settings applied (SET LOCAL) while the model builds on PostgreSQL; each explains its reason in the yml.
     postgres_settings: tuple[tuple[str, str], ...] = ()
 
@@ -123,6 +126,7 @@ def load_models() -> dict[str, Model]:
             overrides=tuple(sorted(overrides.items())),
             depends_on=tuple(m.get("depends_on") or []),
             postgres_settings=_postgres_settings(name, m.get("postgres_settings")),
+            is_history=bool(m.get("history", False)),
         )
         if model.materialized not in ("view", "partition", "table"):
             raise ValueError(f"model {name}: materialized must be view, partition or table")
@@ -262,11 +266,14 @@ def build_models(
     *,
     exact_range: bool = False,
     only: set[str] | None = None,
+    dependencies: bool = True,
 ) -> dict[str, tuple[dt.date, dt.date, int]]:
     """Build every model for the dates changes in ``[start_date, end_date]`` can reach.
 
     Returns, per partition or table model, the range built and its rows. With
-    ``exact_range`` (a full rebuild), every model is built for exactly the range.
+    ``exact_range`` (a full rebuild), every model is built for exactly the range
+    (history models from the first event). ``only`` limits the build to those
+    models and, unless ``dependencies`` is false, the models they read.
     """
     from cohortflow.analyses import load_definitions, model_params
 
@@ -276,11 +283,19 @@ def build_models(
         load_definitions(wh, conn, cfg)
     written: dict[str, tuple[dt.date, dt.date, int]] = {}
     models = load_models()
-    wanted = _with_dependencies(only, models) if only is not None else set(models)
+    if only is None:
+        wanted = set(models)
+    else:
+        wanted = _with_dependencies(only, models) if dependencies else set(only)
     for model in models.values():
         if model.name not in wanted:
             continue
         lo, hi = (start_date, end_date) if exact_range else model_range(model, cfg, start_date, end_date)
+        if exact_range and model.is_history:
+            with wh.begin() as conn:
+                first = wh.scalar(conn, "select min(event_date) from raw.events")
+            if first is not None and first < lo:
+                lo = first
         params = {**extra, "start_date": lo, "end_date": hi}
         began = time.monotonic()
         with wh.begin() as conn:

@@ -131,3 +131,25 @@ def make_project(tmp_path):
     yield factory
     for p in made:
         p.cleanup()
+
+
+def build_fresh(wh: Warehouse, conn: sa.Connection, params: dict, names) -> None:
+    """Drop and build ``names`` and the models they depend on, in dependency order, for params' dates.
+
+    A history model (``history: true``) is built from the first loaded event, as a full rebuild builds it.
+    """
+    from cohortflow.models import _with_dependencies, load_models, model_statements
+
+    models = load_models()
+    wanted = _with_dependencies(set(names), models)
+    first = conn.execute(sa.text("select min(event_date) from raw.events")).scalar()
+    for model in models.values():
+        if model.name not in wanted:
+            continue
+        if model.materialized != "view":
+            conn.execute(sa.text(f"drop table if exists {model.table}"))
+        model_params = dict(params)
+        if model.is_history and first is not None and first < params["start_date"]:
+            model_params["start_date"] = first
+        for stmt in model_statements(model, wh.dialect):
+            conn.execute(sa.text(stmt), model_params if ":" in stmt else {})

@@ -7,12 +7,11 @@ calendar as (
 ),
 
 active_days as (
-    select distinct
-        event_date as activity_date,
+    select
+        activity_date,
         user_id
-    from models.stg_events
-    where is_activity
-        and event_date between cast(:start_date as date) - 29 and cast(:end_date as date)
+    from models.user_activity_daily
+    where activity_date between cast(:start_date as date) - 29 and cast(:end_date as date)
 ),
 
 windows as (

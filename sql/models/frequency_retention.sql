@@ -14,22 +14,23 @@ definitions as (
     from meta.def_frequency_retention
 ),
 
+-- Only the events a definition counts.
 events as (
     select
         user_id,
         event_name,
-        event_date,
-        is_activity
+        event_date
     from models.stg_events
     where event_date <= cast(:end_date as date)
+        and event_name in (select definitions.event_name from definitions)
 ),
 
 activity_days as (
-    select distinct
+    select
         user_id,
-        event_date
-    from events
-    where is_activity
+        activity_date as event_date
+    from models.user_activity_daily
+    where activity_date <= cast(:end_date as date)
 ),
 
 -- d0: the first-ever active date of each user, over all history.

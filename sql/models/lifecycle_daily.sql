@@ -17,12 +17,11 @@ states as (
 ),
 
 activity_days as (
-    select distinct
+    select
         user_id,
-        event_date as activity_date
-    from models.stg_events
-    where is_activity
-        and event_date <= cast(:end_date as date)
+        activity_date
+    from models.user_activity_daily
+    where activity_date <= cast(:end_date as date)
 ),
 
 -- The first-ever active date over all history, never a profile creation time.

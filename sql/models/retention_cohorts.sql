@@ -69,14 +69,12 @@ side_kinds as (
         on definitions.retention_name = sides.retention_name
 ),
 
--- Read on its own so that this scan needs only two narrow columns.
 activity_days as (
-    select distinct
+    select
         user_id,
-        event_date
-    from models.stg_events
-    where is_activity
-        and event_date <= cast(:end_date as date)
+        activity_date as event_date
+    from models.user_activity_daily
+    where activity_date <= cast(:end_date as date)
 ),
 
 -- Event-level rows for the sides that need them: the named event, or any activity event for a side with filters

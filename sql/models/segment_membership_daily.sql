@@ -34,9 +34,9 @@ events as (
 first_activity as (
     select
         user_id,
-        min(event_date) as first_active_date
-    from events
-    where is_activity
+        min(activity_date) as first_active_date
+    from models.user_activity_daily
+    where activity_date <= cast(:end_date as date)
     group by user_id
 ),
 

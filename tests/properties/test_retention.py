@@ -24,9 +24,8 @@ from hypothesis import strategies as st
 from cohortflow.analyses import load_definitions, model_params
 from cohortflow.config import load_config
 from cohortflow.events import RAW_EVENT_SCHEMA
-from cohortflow.models import load_models, model_statements
 from cohortflow.warehouse import Warehouse
-from tests.conftest import write_config
+from tests.conftest import build_fresh, write_config
 from tests.reference import retention as ref
 
 MODELS = (
@@ -152,18 +151,12 @@ def _raw_rows(events):
 
 def build(wh: Warehouse, cfg, events, start: dt.date, end: dt.date) -> None:
     """Load the events and build this module's models (and what they read) for exactly [start, end]."""
-    models = load_models()
     params = {**model_params(cfg), "start_date": start, "end_date": end}
     with wh.begin() as conn:
         wh.execute(conn, "delete from raw.events")
         wh.load_arrow(conn, "raw.events", pa.Table.from_pylist(_raw_rows(events), schema=RAW_EVENT_SCHEMA))
         load_definitions(wh, conn, cfg)
-        for name in MODELS:
-            model = models[name]
-            if model.materialized != "view":
-                conn.execute(sa.text(f"drop table if exists {model.table}"))
-            for stmt in model_statements(model, wh.dialect):
-                conn.execute(sa.text(stmt), params if ":" in stmt else {})
+        build_fresh(wh, conn, params, MODELS)
 
 
 def staged(wh: Warehouse) -> list[dict]:

@@ -32,7 +32,7 @@ from cohortflow.warehouse import Warehouse
 from tests.conftest import drop_pg_database, pg_settings, write_config
 from tests.reference import segments as ref
 
-MODELS = ("stg_identities", "stg_events", "segment_membership_daily", "segment_size_daily")
+MODELS = ("stg_identities", "stg_events", "user_activity_daily", "segment_membership_daily", "segment_size_daily")
 EXAMPLES = {"duckdb": 150, "postgres": 100}
 
 TIMEZONES = ("UTC", "Asia/Shanghai", "America/New_York")
@@ -160,9 +160,12 @@ def build(wh: Warehouse, cfg, start: dt.date, end: dt.date, *, nightly: bool = F
     models = load_models()
     with wh.begin() as conn:
         load_definitions(wh, conn, cfg)
+        first = conn.execute(sa.text("select min(event_date) from raw.events")).scalar()
         for name in MODELS:
             model = models[name]
             lo, hi = model_range(model, cfg, start, end) if nightly else (start, end)
+            if model.is_history and not nightly and first is not None:
+                lo = min(lo, first)  # as a full rebuild builds it
             params = {**model_params(cfg), "start_date": lo, "end_date": hi}
             if fresh and model.materialized != "view":
                 conn.execute(sa.text(f"drop table if exists {model.table}"))

@@ -30,9 +30,8 @@ from cohortflow.analyses.funnels import window_days  # noqa: E402
 from cohortflow.config import load_config  # noqa: E402
 from cohortflow.demo import DemoSpec, generate  # noqa: E402
 from cohortflow.ingest import load_day  # noqa: E402
-from cohortflow.models import load_models, model_statements  # noqa: E402
 from cohortflow.warehouse import Warehouse  # noqa: E402
-from tests.conftest import write_config  # noqa: E402
+from tests.conftest import build_fresh, write_config  # noqa: E402
 
 SPEC = DemoSpec(users=2500, days=10, fmt="canonical", timezone="Asia/Shanghai", seed=11)
 FUNNELS = [
@@ -68,13 +67,10 @@ def built(tmp_path_factory):
     for d in dates:
         load_day(wh, cfg, d, run_id="chdb-check")
     start, end = dates[0], dates[-1]
-    models = load_models()
     params = {**model_params(cfg), "start_date": start, "end_date": end}
     with wh.begin() as conn:
         load_definitions(wh, conn, cfg)
-        for name in MODELS:
-            for stmt in model_statements(models[name], wh.dialect):
-                conn.execute(sa.text(stmt), params if ":" in stmt else {})
+        build_fresh(wh, conn, params, MODELS)
         n_events = conn.execute(sa.text("select count(*) from models.stg_events")).scalar()
         rows = conn.execute(
             sa.text(

@@ -21,9 +21,8 @@ from cohortflow.analyses import load_definitions, model_params
 from cohortflow.config import load_config
 from cohortflow.demo import DemoSpec, generate
 from cohortflow.ingest import load_day
-from cohortflow.models import load_models, model_statements
 from cohortflow.warehouse import Warehouse, date_range
-from tests.conftest import write_config
+from tests.conftest import build_fresh, write_config
 
 chdb = pytest.importorskip("chdb")
 
@@ -85,13 +84,10 @@ def test_day_retention_equals_clickhouse(tmp_path):
         for d in dates:
             load_day(wh, cfg, d, run_id=f"chdb-{d}")
         start, end = dates[0], dates[-1]
-        models = load_models()
         params = {**model_params(cfg), "start_date": start, "end_date": end}
         with wh.begin() as conn:
             load_definitions(wh, conn, cfg)
-            for name in MODELS:
-                for stmt in model_statements(models[name], wh.dialect):
-                    conn.execute(sa.text(stmt), params if ":" in stmt else {})
+            build_fresh(wh, conn, params, MODELS)
             staged = wh.scalar(conn, "select count(*) from models.stg_events")
             parquet = str(tmp_path / "stg_events.parquet")
             conn.connection.driver_connection.execute(
