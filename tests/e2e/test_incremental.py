@@ -44,3 +44,30 @@ def test_incremental_nights_equal_a_full_rebuild(make_project, engine):
     for name in nightly:
         assert nightly[name], f"{name} is empty"
         assert nightly[name] == full[name], f"reports.{name}: incremental nights differ from a full rebuild"
+
+
+def test_a_partial_rebuild_rebuilds_the_activity_history(make_project):
+    """Rebuilding only the last days still rebuilds the activity history (user_activity_daily) from the first event:
+    with that table lost, first-time cohorts and lifecycle states come out as the nightly runs made them."""
+    project = make_project("duckdb", analyses=short_analyses())
+    generate(DemoSpec(users=150, days=6, start_date=START, seed=11), project.landing)
+    cfg, wh = project.config(), project.warehouse()
+    wf = load_workflows()["cohortflow_nightly"]
+    dates = [START + dt.timedelta(days=i) for i in range(6)]
+    try:
+        for d in dates:
+            run_workflow(cfg, wh, wf, d, echo=lambda _m: None)
+        nightly = _published(wh)
+        with wh.begin() as conn:
+            wh.execute(conn, "drop table models.user_activity_daily")
+        rebuild_range(cfg, wh, dates[-2], dates[-1], echo=lambda _m: None)
+        with wh.begin() as conn:
+            first = wh.scalar(conn, "select min(activity_date) from models.user_activity_daily")
+            first_event = wh.scalar(conn, "select min(event_date) from models.stg_events where is_activity")
+        rebuilt = _published(wh)
+    finally:
+        wh.dispose()
+    assert first == first_event < dates[-2]
+    for name in ("retention_cohorts", "lifecycle_daily", "active_users_daily"):
+        assert nightly[name], f"{name} is empty"
+        assert rebuilt[name] == nightly[name], f"reports.{name} differs after a partial rebuild"
