@@ -177,6 +177,9 @@ class Funnel(_Strict):
     mode: Literal["ordered", "strictly_increasing"] = "ordered"
     breakdown: str | None = Field(default=None, description="property of the user's earliest step-1 event on the entry date")
     segment: str | None = Field(default=None, description="only members of this segment on the entry date")
+    breakdown_segment: str | None = Field(
+        default=None, description="break down by membership of this segment on the entry date: 'in NAME' / 'not in NAME'"
+    )
 
     @field_validator("name")
     @classmethod
@@ -203,6 +206,9 @@ class Retention(_Strict):
     mode: Literal["on", "on_or_after"] = "on"
     breakdown: str | None = None
     segment: str | None = None
+    breakdown_segment: str | None = Field(
+        default=None, description="break down by membership of this segment on the cohort date: 'in NAME' / 'not in NAME'"
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -337,8 +343,12 @@ class Analyses(_Strict):
                 raise ValueError(f"{kind}: names must be unique; repeated: {dupes}")
         segments = {s.name for s in self.segments}
         for d in [*self.funnels, *self.retention]:
-            if d.segment is not None and d.segment not in segments:
-                raise ValueError(f"{d.name}: segment {d.segment!r} is not defined under analyses.segments")
+            for key in ("segment", "breakdown_segment"):
+                name = getattr(d, key)
+                if name is not None and name not in segments:
+                    raise ValueError(f"{d.name}: {key} {name!r} is not defined under analyses.segments")
+            if d.breakdown is not None and d.breakdown_segment is not None:
+                raise ValueError(f"{d.name}: breakdown and breakdown_segment cannot both be set (one breakdown per definition)")
         return self
 
 

@@ -210,7 +210,8 @@ entries as (
         step_events.event_date
 ),
 
--- The breakdown value: the property on the user's earliest step-1 event on E (ties: the smallest event_id).
+-- The breakdown value: the property on the user's earliest step-1 event on E (ties: the smallest event_id), or
+-- membership of the breakdown segment on E.
 entry_breakdowns as (
     select
         funnel_no,
@@ -235,6 +236,25 @@ entry_breakdowns as (
             and step_events.event_date between cast(:start_date as date) and cast(:end_date as date)
     ) as ranked
     where event_rank = 1
+    union all
+    select
+        entries.funnel_no,
+        entries.user_id,
+        entries.entry_date,
+        case
+            when exists (
+                select 1
+                from models.segment_membership_daily as members
+                where members.segment_name = funnels.breakdown_segment
+                    and members.as_of_date = entries.entry_date
+                    and members.user_id = entries.user_id
+            ) then 'in ' || funnels.breakdown_segment
+            else 'not in ' || funnels.breakdown_segment
+        end as breakdown_value
+    from entries
+    inner join funnels
+        on funnels.funnel_no = entries.funnel_no
+    where funnels.breakdown_segment is not null
 ),
 
 -- Owners, in one pass per user and step k >= 2 over the events of steps k (targets) and k - 1 (sources) in

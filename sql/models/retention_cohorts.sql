@@ -11,7 +11,8 @@ definitions as (
         cohort_type,
         retention_mode,
         breakdown,
-        segment_name
+        segment_name,
+        breakdown_segment
     from meta.def_retention
 ),
 
@@ -429,6 +430,27 @@ members as (
         and first_breakdowns.user_id = segment_members.user_id
         and first_breakdowns.period_date = segment_members.cohort_date
         and first_breakdowns.event_rank = 1
+    union all
+    -- Membership of the breakdown segment on the cohort date.
+    select
+        segment_members.retention_name,
+        segment_members.user_id,
+        segment_members.cohort_date,
+        segment_members.cohort_index,
+        case
+            when exists (
+                select 1
+                from models.segment_membership_daily as membership
+                where membership.segment_name = definitions.breakdown_segment
+                    and membership.as_of_date = segment_members.cohort_date
+                    and membership.user_id = segment_members.user_id
+            ) then 'in ' || definitions.breakdown_segment
+            else 'not in ' || definitions.breakdown_segment
+        end as breakdown_value
+    from segment_members
+    inner join definitions
+        on definitions.retention_name = segment_members.retention_name
+    where definitions.breakdown_segment is not null
 ),
 
 last_returns as (

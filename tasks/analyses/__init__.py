@@ -52,6 +52,26 @@ def model_params(cfg: Config) -> dict[str, Any]:
     return params
 
 
+def _ensure_table(wh, conn, table: str, columns: str) -> None:
+    """Create a definition table, or re-create it when its columns differ (it holds config rows only)."""
+    schema, name = table.split(".")
+    wanted = [c.strip().split()[0] for c in columns.split(",")]
+    have = [
+        r[0]
+        for r in wh.execute(
+            conn,
+            "select column_name from information_schema.columns where table_schema = :s and table_name = :t "
+            "order by ordinal_position",
+            {"s": schema, "t": name},
+        ).fetchall()
+    ]
+    if have == wanted:
+        return
+    if have:
+        wh.execute(conn, f"drop table {table}")
+    wh.execute(conn, f"create table {table} ({columns})")
+
+
 def load_definitions(wh, conn, cfg: Config) -> dict[str, int]:
     """Replace every ``meta.def_*`` table with the rows of the current config."""
     counts: dict[str, int] = {}
@@ -61,7 +81,7 @@ def load_definitions(wh, conn, cfg: Config) -> dict[str, int]:
             continue
         data = module.rows(cfg)
         for table, columns in tables.items():
-            wh.execute(conn, f"create table if not exists {table} ({columns})")
+            _ensure_table(wh, conn, table, columns)
             wh.execute(conn, f"delete from {table}")
             rows = data.get(table, [])
             if rows:

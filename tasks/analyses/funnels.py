@@ -55,7 +55,7 @@ TABLES = {
     FUNNELS: (
         "funnel_no integer not null, funnel_name varchar not null, step_count integer not null, "
         "window_ms bigint not null, deadline_days integer not null, window_days integer not null, is_strict boolean not null, "
-        "breakdown varchar, segment_name varchar"
+        "breakdown varchar, segment_name varchar, breakdown_segment varchar"
     ),
     STEPS: (
         "funnel_no integer not null, step_index integer not null, event_name varchar not null, "
@@ -208,6 +208,7 @@ def rows(cfg: Config) -> dict[str, list[dict[str, Any]]]:
             "is_strict": f.mode == "strictly_increasing",
             "breakdown": f.breakdown,
             "segment_name": f.segment,
+            "breakdown_segment": f.breakdown_segment,
         })
         deadlines += [{"funnel_no": no, "entry_date": d, "window_days": days} for d, days in exceptions]
         for index, step in enumerate(f.steps, start=1):

@@ -31,7 +31,8 @@ from cohortflow.config import Config, PropertyFilter
 TABLES = {
     "meta.def_retention": (
         "retention_name varchar, start_event varchar, return_event varchar, period varchar, "
-        "horizon integer, cohort_type varchar, retention_mode varchar, breakdown varchar, segment_name varchar"
+        "horizon integer, cohort_type varchar, retention_mode varchar, breakdown varchar, segment_name varchar, "
+        "breakdown_segment varchar"
     ),
     "meta.def_retention_filters": (
         "retention_name varchar, side varchar, filter_no integer, property varchar, op varchar, "
@@ -95,6 +96,7 @@ def rows(cfg: Config) -> dict[str, list[dict[str, Any]]]:
                 "retention_mode": r.mode,
                 "breakdown": r.breakdown,
                 "segment_name": r.segment,
+                "breakdown_segment": r.breakdown_segment,
             }
         )
         filters += filter_rows(r.name, "start", r.start.where)

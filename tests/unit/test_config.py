@@ -82,6 +82,38 @@ def test_analysis_definitions_are_validated(tmp_path):
     bad_segment_ref = [{"name": "f", "steps": [{"event": "a"}, {"event": "b"}], "segment": "nobody"}]
     with pytest.raises(ConfigError, match="segment 'nobody' is not defined"):
         load_config(write_config(tmp_path, analyses={"funnels": bad_segment_ref}), environ={})
+    bad_breakdown_ref = [{"name": "r", "breakdown_segment": "nobody"}]
+    with pytest.raises(ConfigError, match="breakdown_segment 'nobody' is not defined"):
+        load_config(write_config(tmp_path, analyses={"retention": bad_breakdown_ref}), environ={})
+    segments = [{"name": "buyers", "rule": {"did_event": "buy", "days": 7}}]
+    both = [{"name": "f", "steps": [{"event": "a"}, {"event": "b"}], "breakdown": "platform", "breakdown_segment": "buyers"}]
+    with pytest.raises(ConfigError, match="breakdown and breakdown_segment cannot both be set"):
+        load_config(write_config(tmp_path, analyses={"funnels": both, "segments": segments}), environ={})
+
+
+def test_definition_tables_follow_the_code(tmp_path):
+    """A definition table from an older version (other columns) is re-created; it only ever holds config rows."""
+    import sqlalchemy as sa
+
+    from cohortflow.analyses import load_definitions
+    from cohortflow.warehouse import Warehouse
+
+    cfg = load_config(write_config(tmp_path), environ={})
+    wh = Warehouse(cfg)
+    try:
+        wh.bootstrap()
+        with wh.begin() as conn:
+            conn.execute(sa.text("create table meta.def_retention (retention_name varchar, old_column integer)"))
+            conn.execute(sa.text("insert into meta.def_retention values ('stale', 1)"))
+        with wh.begin() as conn:
+            load_definitions(wh, conn, cfg)
+            names = [r[0] for r in conn.execute(sa.text("select retention_name from meta.def_retention")).fetchall()]
+            columns = [r[0] for r in conn.execute(sa.text(
+                "select column_name from information_schema.columns where table_schema = 'meta' and table_name = 'def_retention'"
+            )).fetchall()]
+    finally:
+        wh.dispose()
+    assert "stale" not in names and "breakdown_segment" in columns and "old_column" not in columns
 
 
 @pytest.mark.parametrize("text", ["2026-11-05", "20261105", " 2026-11-05 "])
