@@ -58,6 +58,8 @@ start() {
         -v pw="$pw" <<'SQL'
 select format('create role cohortflow login createrole createdb password %L', :'pw') \gexec
 create database cohortflow owner cohortflow;
+-- The tests drop their databases "with (force)", which must be able to stop an autovacuum worker there.
+grant pg_signal_backend to cohortflow;
 SQL
     echo "PostgreSQL $("$bin/postgres" --version | awk '{print $3}') running on 127.0.0.1:$PORT (data in $DATA)" >&2
 }

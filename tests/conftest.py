@@ -11,6 +11,7 @@ where skipping would hide a missing server.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -47,9 +48,20 @@ def _fresh_pg_database(url: str, password: str) -> str:
 def drop_pg_database(db_url: str, password: str) -> None:
     u = sa.make_url(db_url)
     admin = sa.create_engine(u.set(database="cohortflow", password=password), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'drop database if exists "{u.database}" with (force)'))
-    admin.dispose()
+    try:
+        for attempt in range(5):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'drop database if exists "{u.database}" with (force)'))
+                return
+            except sa.exc.ProgrammingError:
+                # An autovacuum worker on the database cannot be stopped without pg_signal_backend
+                # (scripts/pgcluster.sh grants it); it finishes in a moment.
+                if attempt == 4:
+                    raise
+                time.sleep(1)
+    finally:
+        admin.dispose()
 
 
 def example_analyses() -> dict:
