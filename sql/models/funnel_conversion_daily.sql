@@ -171,14 +171,14 @@ step_events as (
     from candidates
     inner join funnels
         on funnels.funnel_no = candidates.funnel_no
-    where candidates.filter_count = 0
-        or not exists (
-            select 1
-            from failed_steps
-            where failed_steps.funnel_no = candidates.funnel_no
-                and failed_steps.step_index = candidates.step_index
-                and failed_steps.event_id = candidates.event_id
-        )
+    -- (failed_steps only holds steps with filters; no OR here, which PostgreSQL could only plan as a subplan per row)
+    where not exists (
+        select 1
+        from failed_steps
+        where failed_steps.funnel_no = candidates.funnel_no
+            and failed_steps.step_index = candidates.step_index
+            and failed_steps.event_id = candidates.event_id
+    )
 ),
 
 -- The users who enter each funnel on each date of the range (members of its segment on E, if it names one).
@@ -192,18 +192,14 @@ entries as (
     from step_events
     inner join funnels
         on funnels.funnel_no = step_events.funnel_no
+    -- a join, not "segment is null or exists (...)": PostgreSQL plans that OR as a subplan per row
+    left join models.segment_membership_daily as members
+        on members.segment_name = funnels.segment_name
+        and members.as_of_date = step_events.event_date
+        and members.user_id = step_events.user_id
     where step_events.step_index = 1
         and step_events.event_date between cast(:start_date as date) and cast(:end_date as date)
-        and (
-            funnels.segment_name is null
-            or exists (
-                select 1
-                from models.segment_membership_daily as members
-                where members.segment_name = funnels.segment_name
-                    and members.as_of_date = step_events.event_date
-                    and members.user_id = step_events.user_id
-            )
-        )
+        and (funnels.segment_name is null or members.user_id is not null)
     group by
         step_events.funnel_no,
         step_events.user_id,
@@ -242,18 +238,16 @@ entry_breakdowns as (
         entries.user_id,
         entries.entry_date,
         case
-            when exists (
-                select 1
-                from models.segment_membership_daily as members
-                where members.segment_name = funnels.breakdown_segment
-                    and members.as_of_date = entries.entry_date
-                    and members.user_id = entries.user_id
-            ) then 'in ' || funnels.breakdown_segment
+            when members.user_id is not null then 'in ' || funnels.breakdown_segment
             else 'not in ' || funnels.breakdown_segment
         end as breakdown_value
     from entries
     inner join funnels
         on funnels.funnel_no = entries.funnel_no
+    left join models.segment_membership_daily as members
+        on members.segment_name = funnels.breakdown_segment
+        and members.as_of_date = entries.entry_date
+        and members.user_id = entries.user_id
     where funnels.breakdown_segment is not null
 ),
 

@@ -361,14 +361,13 @@ segment_members as (
     from cohort_members
     inner join definitions
         on definitions.retention_name = cohort_members.retention_name
+    -- a join, not "segment is null or exists (...)": PostgreSQL plans that OR as a subplan per row
+    left join models.segment_membership_daily as membership
+        on membership.segment_name = definitions.segment_name
+        and membership.as_of_date = cohort_members.cohort_date
+        and membership.user_id = cohort_members.user_id
     where definitions.segment_name is null
-        or exists (
-            select 1
-            from models.segment_membership_daily as membership
-            where membership.segment_name = definitions.segment_name
-                and membership.as_of_date = cohort_members.cohort_date
-                and membership.user_id = cohort_members.user_id
-        )
+        or membership.user_id is not null
 ),
 
 breakdown_events as (
@@ -438,18 +437,16 @@ members as (
         segment_members.cohort_date,
         segment_members.cohort_index,
         case
-            when exists (
-                select 1
-                from models.segment_membership_daily as membership
-                where membership.segment_name = definitions.breakdown_segment
-                    and membership.as_of_date = segment_members.cohort_date
-                    and membership.user_id = segment_members.user_id
-            ) then 'in ' || definitions.breakdown_segment
+            when membership.user_id is not null then 'in ' || definitions.breakdown_segment
             else 'not in ' || definitions.breakdown_segment
         end as breakdown_value
     from segment_members
     inner join definitions
         on definitions.retention_name = segment_members.retention_name
+    left join models.segment_membership_daily as membership
+        on membership.segment_name = definitions.breakdown_segment
+        and membership.as_of_date = segment_members.cohort_date
+        and membership.user_id = segment_members.user_id
     where definitions.breakdown_segment is not null
 ),
 
