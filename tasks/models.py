@@ -246,6 +246,14 @@ def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[
     return min(candidates), business_date
 
 
+def rebuild_start(conn: sa.Connection, model: Model, start_date: dt.date) -> dt.date:
+    """Where a full rebuild of ``model`` from ``start_date`` starts: a history model starts at the first loaded event."""
+    if not model.is_history:
+        return start_date
+    first = conn.execute(sa.text("select min(event_date) from raw.events")).scalar()
+    return start_date if first is None else min(start_date, _as_date(first))
+
+
 def _as_date(value: dt.date | dt.datetime) -> dt.date:
     return value.date() if isinstance(value, dt.datetime) else value
 
@@ -291,16 +299,13 @@ def build_models(
         if model.name not in wanted:
             continue
         lo, hi = (start_date, end_date) if exact_range else model_range(model, cfg, start_date, end_date)
-        if exact_range and model.is_history:
-            with wh.begin() as conn:
-                first = wh.scalar(conn, "select min(event_date) from raw.events")
-            if first is not None and first < lo:
-                lo = first
-        params = {**extra, "start_date": lo, "end_date": hi}
         began = time.monotonic()
         with wh.begin() as conn:
             # Builds of one model wait for each other (two dates in parallel on PostgreSQL).
             wh.lock(conn, f"cohortflow:model:{model.name}")
+            if exact_range:
+                lo = rebuild_start(conn, model, lo)
+            params = {**extra, "start_date": lo, "end_date": hi}
             if wh.dialect == "postgres":
                 for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
                     conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})

@@ -150,18 +150,15 @@ def build_fresh(wh: Warehouse, conn: sa.Connection, params: dict, names) -> None
 
     A history model (``history: true``) is built from the first loaded event, as a full rebuild builds it.
     """
-    from cohortflow.models import _with_dependencies, load_models, model_statements
+    from cohortflow.models import _with_dependencies, load_models, model_statements, rebuild_start
 
     models = load_models()
     wanted = _with_dependencies(set(names), models)
-    first = conn.execute(sa.text("select min(event_date) from raw.events")).scalar()
     for model in models.values():
         if model.name not in wanted:
             continue
         if model.materialized != "view":
             conn.execute(sa.text(f"drop table if exists {model.table}"))
-        model_params = dict(params)
-        if model.is_history and first is not None and first < params["start_date"]:
-            model_params["start_date"] = first
+        model_params = {**params, "start_date": rebuild_start(conn, model, params["start_date"])}
         for stmt in model_statements(model, wh.dialect):
             conn.execute(sa.text(stmt), model_params if ":" in stmt else {})

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from cohortflow.analyses import load_definitions, model_params
 from cohortflow.config import ConfigError, load_config
 from cohortflow.events import RAW_EVENT_SCHEMA
-from cohortflow.models import affected_range, load_models, model_range, model_statements
+from cohortflow.models import affected_range, load_models, model_range, model_statements, rebuild_start
 from cohortflow.warehouse import Warehouse
 from tests.conftest import drop_pg_database, pg_settings, write_config
 from tests.reference import segments as ref
@@ -160,12 +160,9 @@ def build(wh: Warehouse, cfg, start: dt.date, end: dt.date, *, nightly: bool = F
     models = load_models()
     with wh.begin() as conn:
         load_definitions(wh, conn, cfg)
-        first = conn.execute(sa.text("select min(event_date) from raw.events")).scalar()
         for name in MODELS:
             model = models[name]
-            lo, hi = model_range(model, cfg, start, end) if nightly else (start, end)
-            if model.is_history and not nightly and first is not None:
-                lo = min(lo, first)  # as a full rebuild builds it
+            lo, hi = model_range(model, cfg, start, end) if nightly else (rebuild_start(conn, model, start), end)
             params = {**model_params(cfg), "start_date": lo, "end_date": hi}
             if fresh and model.materialized != "view":
                 conn.execute(sa.text(f"drop table if exists {model.table}"))
