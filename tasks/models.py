@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import sqlalchemy as sa
+import sqlglot
 import yaml
 
 from cohortflow.config import Config
-from cohortflow.warehouse import Warehouse, check_identifier
+from cohortflow.warehouse import Warehouse, check_identifier, render
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
 
@@ -52,7 +53,8 @@ class Model:
     # changed dates this model's partitions can change (funnel window, horizon ...).
     reach: str | None = None
     depends_on: tuple[str, ...] = ()
-    # Per-engine SQL used instead of transpiling (engine, sql); each explains its reason.
+    # Per-engine CTEs that replace the model's same-named CTEs (engine, sql: a WITH query in the source dialect);
+    # each file explains its reason.
     overrides: tuple[tuple[str, str], ...] = ()
     # The model holds history other models read (not just the dates it is asked for): a full rebuild rebuilds it
     # from the first loaded event, whatever range it is given.
@@ -61,7 +63,7 @@ class Model:
     postgres_settings: tuple[tuple[str, str], ...] = ()
 
     def sql_for(self, dialect: str) -> str | None:
-        """The engine's override SQL (already in its dialect), if any."""
+        """The engine's replacement CTEs, if any."""
         return dict(self.overrides).get(dialect)
 
     @property
@@ -104,8 +106,12 @@ def load_models() -> dict[str, Model]:
             variant = yml.parent.joinpath(f"{name}.{engine}.sql")
             if variant.is_file():
                 text = variant.read_text(encoding="utf-8")
-                if not text.lstrip().startswith("/*") or "reason" not in text.lower()[:600]:
+                if not text.lstrip().startswith("/*") or "reason" not in text.lower()[:1000]:
                     raise ValueError(f"sql/{layer}/{name}.{engine}.sql must open with a comment giving the reason for the override")
+                try:
+                    render(sql, engine, ctes=text)
+                except (ValueError, sqlglot.errors.SqlglotError) as err:
+                    raise ValueError(f"sql/{layer}/{name}.{engine}.sql: {err}") from err
                 overrides[engine] = text
         columns = []
         for col, c in (m.get("columns") or {}).items():
@@ -183,23 +189,14 @@ def published_models() -> list[Model]:
 def model_statements(model: Model, dialect: str) -> list[str]:
     """The statements, in ``dialect``, that build a model (``:start_date``/``:end_date`` bound).
 
-    The model's SELECT is transpiled from the source dialect unless the model
-    has an override file for the engine, which is used as written.
+    The model's SELECT is transpiled from the source dialect, with the CTEs of
+    the model's override file for the engine (if any) in place of its own.
     """
-    from cohortflow.warehouse import render
-
-    override = model.sql_for(dialect)
-    body = (override or model.sql).strip().rstrip(";")
-
-    def select_sql(prefix: str) -> str:
-        if override is not None:
-            return render(prefix, dialect) + "\n" + body if prefix else body
-        return render(f"{prefix}\n{body}" if prefix else body, dialect)
-
+    select_sql = render(model.sql.strip().rstrip(";"), dialect, ctes=model.sql_for(dialect))
     if model.materialized == "view":
-        return [f"create or replace view {model.table} as\n" + select_sql("")]
+        return [f"create or replace view {model.table} as\n" + select_sql]
     cols = ", ".join(c.name for c in model.columns)
-    insert = f"insert into {model.table} ({cols})\nselect {cols} from (\n" + select_sql("") + "\n) as model_rows"
+    insert = f"insert into {model.table} ({cols})\nselect {cols} from (\n" + select_sql + "\n) as model_rows"
     clear = f"delete from {model.table}"
     if model.materialized == "partition":
         clear += f" where {model.partition_by} between :start_date and :end_date"

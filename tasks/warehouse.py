@@ -33,12 +33,14 @@ class WarehouseError(Exception):
 
 
 @functools.lru_cache(maxsize=512)
-def render(sql: str, dialect: str, pretty: bool = True) -> str:
+def render(sql: str, dialect: str, pretty: bool = True, ctes: str | None = None) -> str:
     """Transpile source-dialect SQL to ``dialect``, keeping ``:name`` bind parameters.
 
     sqlglot would rewrite placeholders per dialect (``$name``, ``%(name)s``),
     which SQLAlchemy's ``text()`` cannot bind; they are re-emitted as ``:name``
-    so the driver binds them on every engine.
+    so the driver binds them on every engine. ``ctes``: a WITH query (source
+    dialect) whose CTEs replace the same-named ones of ``sql`` (see
+    :func:`replace_ctes`).
     """
     target = "postgres" if dialect.startswith("postgres") else dialect
 
@@ -58,8 +60,36 @@ def render(sql: str, dialect: str, pretty: bool = True) -> str:
     for tree in sqlglot.parse(sql, read=SOURCE_DIALECT):
         if tree is None:
             continue
+        if ctes is not None:
+            tree = replace_ctes(tree, ctes)
         statements.append(tree.transform(rewrite).sql(dialect=target, pretty=pretty))
     return ";\n".join(statements)
+
+
+def replace_ctes(tree: exp.Expression, ctes: str) -> exp.Expression:
+    """``tree``, a WITH query, with the CTEs of ``ctes`` (a WITH query whose final SELECT is not used) in place of
+    its same-named CTEs. A CTE of ``ctes`` that ``tree`` does not have goes just before the next one that replaces
+    one of its CTEs, so it can only be read by the replacements."""
+    target = tree.args.get("with_")
+    replacements = sqlglot.parse_one(ctes, read=SOURCE_DIALECT).args.get("with_")
+    if target is None or replacements is None:
+        raise ValueError("replacing CTEs needs a WITH query on both sides")
+    merged = list(target.expressions)
+    names = [cte.alias for cte in merged]
+    pending: list[exp.CTE] = []
+    for cte in replacements.expressions:
+        if cte.alias not in names:
+            pending.append(cte)
+            continue
+        at = names.index(cte.alias)
+        merged[at : at + 1] = [*pending, cte]
+        names[at : at + 1] = [*(p.alias for p in pending), cte.alias]
+        pending = []
+    if pending:
+        raise ValueError(f"CTEs {', '.join(p.alias for p in pending)} are not followed by one that replaces a CTE of the query")
+    tree = tree.copy()
+    tree.args["with_"].set("expressions", merged)
+    return tree
 
 
 def _prop(node: exp.Anonymous, target: str) -> exp.Expression:

@@ -25,6 +25,14 @@ hall_bounds as (
     select * from meta.def_funnel_hall
 ),
 
+-- Funnels an engine computes on a faster path of its own (fold_user_steps below gives their rows); here none.
+-- On DuckDB, sql/models/funnel_conversion_daily.duckdb.sql replaces both CTEs.
+folded_funnels as (
+    select funnel_no
+    from funnels
+    where false
+),
+
 calendar as (
     select cast(day as date) as entry_date
     from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
@@ -265,6 +273,7 @@ owner_inputs as (
         step_index
     from step_events
     where step_index >= 2
+        and funnel_no not in (select folded_funnels.funnel_no from folded_funnels)
     union all
     select
         funnel_no,
@@ -276,6 +285,7 @@ owner_inputs as (
         step_index
     from step_events
     where step_index < (select max(funnels.step_count) from funnels)
+        and funnel_no not in (select folded_funnels.funnel_no from folded_funnels)
 ),
 
 -- One node per group (a user's events at one millisecond) and step it can fill: the last row of each
@@ -569,6 +579,18 @@ node_conversions as (
     where earlier_dates.event_ms - entries.last_start_ms <= earlier_dates.window_ms
 ),
 
+-- Per user, E and step k <= level, for the folded funnels: the least t_k - t_1 (none here; see folded_funnels).
+fold_user_steps as (
+    select
+        funnel_no,
+        user_id,
+        entry_date,
+        cast(null as bigint) as step_index,
+        cast(null as bigint) as ms_to_convert
+    from entries
+    where false
+),
+
 user_steps as (
     select
         funnel_no,
@@ -582,6 +604,8 @@ user_steps as (
         user_id,
         entry_date,
         step_index
+    union all
+    select * from fold_user_steps
 ),
 
 members as (

@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 from cohortflow.analyses import load_definitions, model_params
 from cohortflow.config import Config
 from cohortflow.events import RAW_EVENT_SCHEMA
-from cohortflow.warehouse import Warehouse
+from cohortflow.models import load_models
+from cohortflow.warehouse import Warehouse, render
 from tests.conftest import build_fresh
 from tests.reference import funnels as ref
 
@@ -262,6 +263,15 @@ SUBTLE = [(tz, funnels, events, BASE_DATE, BASE_DATE) for tz, funnels, events in
     # the same, strictly increasing: a later A and B are needed
     ("UTC", [_funnel([{"event": "A"}, {"event": "B"}, {"event": "A"}], mode="strictly_increasing")],
      [_event(1, "A", 0), _event(2, "B", 0), _event(3, "A", 0), _event(4, "B", 1), _event(5, "A", 2)]),
+    # Distinct step events (the DuckDB single pass): a whole chain at one millisecond; a later start that
+    # converts faster; a step exactly at the window's end and 1 ms after it.
+    ("UTC", [_funnel([{"event": "A"}, {"event": "B"}, {"event": "C"}])],
+     [_event(1, "C", 0), _event(2, "B", 0), _event(3, "A", 0), _event(4, "A", 10), _event(5, "B", 20),
+      _event(6, "C", 60_010), _event(7, "C", 60_011)]),
+    # the same, strictly increasing: nothing can follow at the start's millisecond; B and C share one
+    ("UTC", [_funnel([{"event": "A"}, {"event": "B"}, {"event": "C"}], mode="strictly_increasing")],
+     [_event(1, "A", 0), _event(2, "B", 0), _event(3, "C", 0), _event(4, "B", 1), _event(5, "C", 1),
+      _event(6, "A", 1), _event(7, "C", 2), _event(8, "B", 3), _event(9, "C", 60_001)]),
 ]]
 
 
@@ -285,5 +295,56 @@ def test_funnels_match_brute_force(project, engine):
         check = example(case)(check)
     try:
         check()
+    finally:
+        wh.dispose()
+
+
+def test_the_chain_path_matches_brute_force_on_duckdb(make_project, monkeypatch):
+    """On DuckDB, funnels whose steps name distinct events take a single pass (funnel_conversion_daily.duckdb.sql);
+    the chain CTEs every engine shares are checked here on DuckDB too, with that pass switched off."""
+    import dataclasses
+
+    from cohortflow import models
+
+    loaded = models.load_models()
+    assert {engine for engine, _ in loaded["funnel_conversion_daily"].overrides} == {"duckdb"}
+    chains_only = {**loaded, "funnel_conversion_daily": dataclasses.replace(loaded["funnel_conversion_daily"], overrides=())}
+    monkeypatch.setattr(models, "load_models", lambda: chains_only)
+    cfg = make_project("duckdb").config()
+    wh = Warehouse(cfg)
+    wh.bootstrap()
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(scenarios())
+    def check(scenario):
+        check_scenario(wh, scenario)
+
+    for case in SUBTLE:
+        check = example(case)(check)
+    try:
+        check()
+    finally:
+        wh.dispose()
+
+
+def test_only_funnels_of_distinct_step_events_take_the_duckdb_pass(make_project):
+    cfg = Config.model_validate({
+        "timezone": "UTC",
+        "sources": [{"name": "app", "format": "canonical", "path": "events"}],
+        "analyses": {"funnels": [
+            _funnel([{"event": "A"}, {"event": "B"}, {"event": "C"}]) | {"name": "distinct"},
+            _funnel([A_X, {"event": "A"}, {"event": "B"}]) | {"name": "repeated"},
+        ]},
+    })
+    wh = Warehouse(make_project("duckdb").config())
+    wh.bootstrap()
+    try:
+        with wh.begin() as conn:
+            load_definitions(wh, conn, cfg)
+            model = load_models()["funnel_conversion_daily"]
+            sql = render(model.sql, "duckdb", ctes=model.sql_for("duckdb"))
+            folded_sql = sql[: sql.rindex("SELECT")] + "SELECT funnel_name FROM folded_funnels JOIN funnels USING (funnel_no)"
+            folded = conn.execute(sa.text(folded_sql), {**model_params(cfg), "start_date": BASE_DATE, "end_date": BASE_DATE})
+            assert [r[0] for r in folded] == ["distinct"]
     finally:
         wh.dispose()

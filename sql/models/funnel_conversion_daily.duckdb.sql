@@ -1,0 +1,146 @@
+/* DuckDB path for the funnels whose steps name distinct events (each event then fills at most one step): one
+ordered pass per user and entry date instead of the chain CTEs. Reason for the override: the pass uses DuckDB list
+lambdas (list_reduce), which PostgreSQL does not have; at 45 million events it builds the benchmark funnel in about
+half the time and memory of the chain path (benchmarks/bench_models.py). These CTEs replace the same-named ones of
+funnel_conversion_daily.sql; the rest of the model is shared.
+
+The pass, over a user's events from the first step-1 event on E to the last one plus the window (step-1 events on E
+only), in time order (equal times: lower steps first, or in mode strictly_increasing higher steps first, so that an
+event never follows another of the same millisecond), keeps per step j:
+- R_j, the latest start of a valid chain ending at the latest step-j event so far. A step-j event x extends the chain
+  of R_(j-1) when x - R_(j-1) <= window; R_j never decreases, so the latest step-(j-1) event is the best to follow.
+- D_j, the least x - R_(j-1) over those events: the least t_j - t_1 over the valid chains.
+The level is the largest j with an R_j. */
+with
+
+folded_funnels as (
+    select
+        funnels.funnel_no,
+        funnels.step_count,
+        funnels.window_ms,
+        funnels.window_days,
+        funnels.is_strict
+    from funnels
+    inner join (
+        select
+            funnel_no,
+            count(distinct event_name) as event_names
+        from steps
+        group by funnel_no
+    ) as named
+        on named.funnel_no = funnels.funnel_no
+    where named.event_names = funnels.step_count
+),
+
+-- Every entry starts at its first step-1 event on E (the pass begins there), so the events that can extend a chain
+-- starting on E are, once per E: its later step-1 events, and later steps' events from that first start (strictly
+-- after it in mode strictly_increasing) to the last start plus the window.
+fold_events as (
+    select
+        dated_events.funnel_no,
+        dated_events.user_id,
+        entries.entry_date,
+        entries.first_start_ms,
+        {'ms': dated_events.event_ms, 'tie': dated_events.tie, 'step': dated_events.step_index} as event
+    from (
+        select
+            step_events.funnel_no,
+            step_events.user_id,
+            step_events.event_date - day_offsets.day_offset as entry_date,
+            step_events.event_ms,
+            case when folded_funnels.is_strict then -step_events.step_index else step_events.step_index end as tie,
+            step_events.step_index,
+            folded_funnels.window_ms,
+            folded_funnels.is_strict
+        from step_events
+        inner join folded_funnels
+            on folded_funnels.funnel_no = step_events.funnel_no
+        inner join day_offsets
+            on day_offsets.day_offset <= folded_funnels.window_days
+            and (step_events.step_index > 1 or day_offsets.day_offset = 0)
+    ) as dated_events
+    inner join entries
+        on entries.funnel_no = dated_events.funnel_no
+        and entries.user_id = dated_events.user_id
+        and entries.entry_date = dated_events.entry_date
+    where dated_events.event_ms between entries.first_start_ms + case when dated_events.is_strict then 1 else 0 end
+            and entries.last_start_ms + dated_events.window_ms
+        and not (dated_events.step_index = 1 and dated_events.event_ms = entries.first_start_ms)
+),
+
+-- list_sort orders the structs by ms, then tie.
+fold_lists as (
+    select
+        funnel_no,
+        user_id,
+        entry_date,
+        first_start_ms,
+        list_sort(list(event)) as events
+    from fold_events
+    group by
+        funnel_no,
+        user_id,
+        entry_date,
+        first_start_ms
+),
+
+-- state: [R_1 .. R_n, D_1 .. D_n] for a funnel of n steps (null: no chain yet), from R_1 = the first start, D_1 = 0.
+fold_states as (
+    select
+        fold_lists.funnel_no,
+        fold_lists.user_id,
+        fold_lists.entry_date,
+        folded_funnels.step_count,
+        list_reduce(
+            fold_lists.events,
+            lambda state, event: list_transform(
+                range(1, 2 * folded_funnels.step_count + 1),
+                lambda j: case
+                    when j = event.step and j = 1 then event.ms
+                    when j = event.step
+                        and event.ms - state[j - 1] <= folded_funnels.window_ms then state[j - 1]
+                    when j = folded_funnels.step_count + event.step and event.step > 1
+                        and event.ms - state[event.step - 1] <= folded_funnels.window_ms
+                        then least(state[j], event.ms - state[event.step - 1])
+                    else state[j]
+                end
+            ),
+            list_transform(
+                range(1, 2 * folded_funnels.step_count + 1),
+                lambda j: case
+                    when j = 1 then fold_lists.first_start_ms
+                    when j = folded_funnels.step_count + 1 then cast(0 as bigint)
+                end
+            )
+        ) as state
+    from fold_lists
+    inner join folded_funnels
+        on folded_funnels.funnel_no = fold_lists.funnel_no
+),
+
+-- Step 1: every entry, at once. Later steps: where the pass found a chain.
+fold_user_steps as (
+    select
+        entries.funnel_no,
+        entries.user_id,
+        entries.entry_date,
+        cast(1 as bigint) as step_index,
+        cast(0 as bigint) as ms_to_convert
+    from entries
+    inner join folded_funnels
+        on folded_funnels.funnel_no = entries.funnel_no
+    union all
+    select
+        fold_states.funnel_no,
+        fold_states.user_id,
+        fold_states.entry_date,
+        steps.step_index,
+        fold_states.state[fold_states.step_count + steps.step_index] as ms_to_convert
+    from fold_states
+    inner join steps
+        on steps.funnel_no = fold_states.funnel_no
+    where steps.step_index >= 2
+        and fold_states.state[steps.step_index] is not null
+)
+
+select * from fold_user_steps
