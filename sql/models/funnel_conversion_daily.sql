@@ -43,14 +43,12 @@ day_offsets as (
     from generate_series(0, cast(:funnel_window_days as integer)) as offsets(day_offset)
 ),
 
--- Events named by a step, from the first entry date to the last date a window can reach. event_no tells the
--- events apart cheaply within this build.
+-- Events named by a step, from the first entry date to the last date a window can reach.
 candidates as (
     select
         steps.funnel_no,
         steps.step_index,
         steps.filter_count,
-        funnel_events.event_no,
         funnel_events.event_id,
         funnel_events.user_id,
         funnel_events.event_date,
@@ -60,9 +58,7 @@ candidates as (
         funnel_events.channel,
         funnel_events.properties
     from (
-        select
-            *,
-            row_number() over () as event_no
+        select *
         from models.stg_events
         where event_date between cast(:start_date as date)
             and cast(:end_date as date) + cast(:funnel_window_days as integer)
@@ -163,8 +159,7 @@ step_events as (
     select
         candidates.funnel_no,
         candidates.step_index,
-        candidates.event_no,
-        case when candidates.step_index = 1 then candidates.event_id end as event_id,
+        candidates.event_id,
         candidates.user_id,
         candidates.event_date,
         candidates.event_ms,
@@ -351,7 +346,7 @@ multi_event_groups as (
         step_events.funnel_no,
         step_events.user_id,
         step_events.event_ms
-    having min(step_events.event_no) <> max(step_events.event_no)
+    having min(step_events.event_id) <> max(step_events.event_id)
 ),
 
 -- For a multi-event group and each set K of step classes: how many of its events match a step of K.
@@ -361,7 +356,7 @@ multi_event_set_counts as (
         step_events.user_id,
         step_events.event_ms,
         step_sets.set_no,
-        count(distinct step_events.event_no) as event_count
+        count(distinct step_events.event_id) as event_count
     from step_events
     inner join multi_event_groups
         on multi_event_groups.funnel_no = step_events.funnel_no
