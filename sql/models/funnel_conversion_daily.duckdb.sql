@@ -1,8 +1,9 @@
 /* DuckDB path for the funnels whose steps name distinct events (each event then fills at most one step): one
-ordered pass per user and entry date instead of the chain CTEs. Reason for the override: the pass uses DuckDB list
-lambdas (list_reduce), which PostgreSQL does not have; at 45 million events it builds the benchmark funnel in less than
-half the time and about half the memory of the chain path (benchmarks/bench_models.py). These CTEs replace the same-named ones of
-funnel_conversion_daily.sql; the rest of the model is shared.
+ordered pass per user and entry date instead of the chain CTEs, which keep the other funnels and the users with very
+long lists. Reason for the override: the pass uses DuckDB list lambdas (list_reduce), which PostgreSQL does not have;
+at 45 million events it builds the benchmark funnel in less than half the time and about half the memory of the
+chain CTEs (benchmarks/bench_models.py). These CTEs replace the same-named ones of funnel_conversion_daily.sql or
+come just before one that does; the rest of the model is shared.
 
 The pass, over a user's events from the first step-1 event on E to the last one plus the window (step-1 events on E
 only), in time order (equal times: lower steps first, or in mode strictly_increasing higher steps first, so that an
@@ -84,6 +85,31 @@ fold_lists as (
         first_start_ms
 ),
 
+-- A user whose list on some E is longer than :funnel_pass_max_events takes the chain CTEs for that funnel, on every E
+-- (the pass steps through the elements of a chunk's lists together: one long list would be folded alone, slowly).
+long_fold_users as (
+    select distinct
+        funnel_no,
+        user_id
+    from fold_lists
+    where len(events) > cast(:funnel_pass_max_events as integer)
+),
+
+-- The chain CTEs take the other funnels' events and the long-list users' events.
+chain_events as (
+    select step_events.*
+    from step_events
+    left join folded_funnels
+        on folded_funnels.funnel_no = step_events.funnel_no
+    where folded_funnels.funnel_no is null
+    union all
+    select step_events.*
+    from step_events
+    inner join long_fold_users
+        on long_fold_users.funnel_no = step_events.funnel_no
+        and long_fold_users.user_id = step_events.user_id
+),
+
 -- state: [R_1 .. R_n, D_1 .. D_n] for a funnel of n steps (null: no chain yet), from R_1 = the first start, D_1 = 0.
 fold_states as (
     select
@@ -116,9 +142,13 @@ fold_states as (
     from fold_lists
     inner join folded_funnels
         on folded_funnels.funnel_no = fold_lists.funnel_no
+    left join long_fold_users
+        on long_fold_users.funnel_no = fold_lists.funnel_no
+        and long_fold_users.user_id = fold_lists.user_id
+    where long_fold_users.user_id is null
 ),
 
--- Step 1: every entry, at once. Later steps: where the pass found a chain.
+-- Step 1: every entry of the pass's users, at once. Later steps: where the pass found a chain.
 fold_user_steps as (
     select
         entries.funnel_no,
@@ -129,6 +159,10 @@ fold_user_steps as (
     from entries
     inner join folded_funnels
         on folded_funnels.funnel_no = entries.funnel_no
+    left join long_fold_users
+        on long_fold_users.funnel_no = entries.funnel_no
+        and long_fold_users.user_id = entries.user_id
+    where long_fold_users.user_id is null
     union all
     select
         fold_states.funnel_no,

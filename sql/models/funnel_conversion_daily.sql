@@ -25,14 +25,6 @@ hall_bounds as (
     select * from meta.def_funnel_hall
 ),
 
--- Funnels an engine computes on a faster path of its own (fold_user_steps below gives their rows); here none.
--- On DuckDB, sql/models/funnel_conversion_daily.duckdb.sql replaces both CTEs.
-folded_funnels as (
-    select funnel_no
-    from funnels
-    where false
-),
-
 calendar as (
     select cast(day as date) as entry_date
     from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
@@ -254,6 +246,14 @@ entry_breakdowns as (
     where funnels.breakdown_segment is not null
 ),
 
+-- The events the chain CTEs below take: here all. An engine with a faster path of its own for some funnels and
+-- users (on DuckDB: sql/models/funnel_conversion_daily.duckdb.sql) keeps here the events it leaves, and gives its
+-- rows in fold_user_steps.
+chain_events as (
+    select *
+    from step_events
+),
+
 -- Owners, in one pass per user and step k >= 2 over the events of steps k (targets) and k - 1 (sources) in
 -- time order: owner_ms of a step-k event is the latest earlier millisecond of a step k - 1 event (targets
 -- sort before sources of the same millisecond). Each event is a target of its step and a source of the next.
@@ -266,9 +266,8 @@ owner_inputs as (
         event_ms,
         event_date,
         step_index
-    from step_events
+    from chain_events
     where step_index >= 2
-        and funnel_no not in (select folded_funnels.funnel_no from folded_funnels)
     union all
     select
         funnel_no,
@@ -278,9 +277,8 @@ owner_inputs as (
         event_ms,
         event_date,
         step_index
-    from step_events
+    from chain_events
     where step_index < (select max(funnels.step_count) from funnels)
-        and funnel_no not in (select folded_funnels.funnel_no from folded_funnels)
 ),
 
 -- One node per group (a user's events at one millisecond) and step it can fill: the last row of each
@@ -574,7 +572,7 @@ node_conversions as (
     where earlier_dates.event_ms - entries.last_start_ms <= earlier_dates.window_ms
 ),
 
--- Per user, E and step k <= level, for the folded funnels: the least t_k - t_1 (none here; see folded_funnels).
+-- Per user, E and step k <= level, from an engine's faster path: the least t_k - t_1 (none here; see chain_events).
 fold_user_steps as (
     select
         funnel_no,

@@ -280,12 +280,12 @@ def project(make_project, engine):
     return make_project(engine)
 
 
-def test_funnels_match_brute_force(project, engine):
-    cfg = project.config()
+def check_examples(cfg: Config, max_examples: int) -> None:
+    """The SUBTLE cases and ``max_examples`` random scenarios, in one warehouse of the project ``cfg``."""
     wh = Warehouse(cfg)
     wh.bootstrap()
 
-    @settings(max_examples=EXAMPLES[engine], deadline=None,
+    @settings(max_examples=max_examples, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(scenarios())
     def check(scenario):
@@ -299,6 +299,10 @@ def test_funnels_match_brute_force(project, engine):
         wh.dispose()
 
 
+def test_funnels_match_brute_force(project, engine):
+    check_examples(project.config(), EXAMPLES[engine])
+
+
 def test_the_chain_path_matches_brute_force_on_duckdb(make_project, monkeypatch):
     """On DuckDB, funnels whose steps name distinct events take a single pass (funnel_conversion_daily.duckdb.sql);
     the chain CTEs every engine shares are checked here on DuckDB too, with that pass switched off."""
@@ -310,21 +314,16 @@ def test_the_chain_path_matches_brute_force_on_duckdb(make_project, monkeypatch)
     assert {engine for engine, _ in loaded["funnel_conversion_daily"].overrides} == {"duckdb"}
     chains_only = {**loaded, "funnel_conversion_daily": dataclasses.replace(loaded["funnel_conversion_daily"], overrides=())}
     monkeypatch.setattr(models, "load_models", lambda: chains_only)
-    cfg = make_project("duckdb").config()
-    wh = Warehouse(cfg)
-    wh.bootstrap()
+    check_examples(make_project("duckdb").config(), 60)
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(scenarios())
-    def check(scenario):
-        check_scenario(wh, scenario)
 
-    for case in SUBTLE:
-        check = example(case)(check)
-    try:
-        check()
-    finally:
-        wh.dispose()
+def test_users_with_long_lists_take_the_chain_path_on_duckdb(make_project, monkeypatch):
+    """With the pass limited to two events per user and entry date, the users of one build split between the pass
+    and the chain CTEs; every row must still be exact."""
+    from cohortflow.analyses import funnels
+
+    monkeypatch.setattr(funnels, "PASS_MAX_EVENTS", 2)
+    check_examples(make_project("duckdb").config(), 60)
 
 
 def test_only_funnels_of_distinct_step_events_take_the_duckdb_pass(make_project):
