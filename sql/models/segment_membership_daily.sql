@@ -14,7 +14,9 @@ filter_values as (
     select * from meta.def_segment_values
 ),
 
-events as (
+-- Not materialized: each leaf kind reads only the events it needs (a materialized copy held every event of all
+-- history: 4.9 s and 5.8 GB at 45 million events, with no segment configured).
+events as not materialized (
     select
         user_id,
         event_id,
