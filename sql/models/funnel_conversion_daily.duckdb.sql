@@ -42,14 +42,15 @@ fold_events as (
         dated_events.user_id,
         entries.entry_date,
         entries.first_start_ms,
-        {'ms': dated_events.event_ms, 'tie': dated_events.tie, 'step': dated_events.step_index} as event
+        {'ms': dated_events.event_ms, 'signed_step': dated_events.signed_step} as event
     from (
         select
             step_events.funnel_no,
             step_events.user_id,
             step_events.event_date - day_offsets.day_offset as entry_date,
             step_events.event_ms,
-            case when folded_funnels.is_strict then -step_events.step_index else step_events.step_index end as tie,
+            -- the step, negative in mode strictly_increasing: the list's order at equal times (abs() is the step)
+            case when folded_funnels.is_strict then -step_events.step_index else step_events.step_index end as signed_step,
             step_events.step_index,
             folded_funnels.window_ms,
             folded_funnels.is_strict
@@ -69,7 +70,7 @@ fold_events as (
         and not (dated_events.step_index = 1 and dated_events.event_ms = entries.first_start_ms)
 ),
 
--- list_sort orders the structs by ms, then tie.
+-- list_sort orders the structs by ms, then signed_step.
 fold_lists as (
     select
         funnel_no,
@@ -99,9 +100,12 @@ long_fold_users as (
 chain_events as (
     select step_events.*
     from step_events
-    left join folded_funnels
-        on folded_funnels.funnel_no = step_events.funnel_no
-    where folded_funnels.funnel_no is null
+    inner join (
+        select funnel_no from funnels
+        except
+        select funnel_no from folded_funnels
+    ) as chain_funnels
+        on chain_funnels.funnel_no = step_events.funnel_no
     union all
     select step_events.*
     from step_events
@@ -120,12 +124,12 @@ fold_states as (
         list_reduce(
             fold_lists.events,
             lambda state, event: case
-                when event.step = 1 then list_transform(state, lambda value, j: case when j = 1 then event.ms else value end)
-                when event.ms - state[event.step - 1] <= folded_funnels.window_ms then list_transform(
+                when abs(event.signed_step) = 1 then list_transform(state, lambda value, j: case when j = 1 then event.ms else value end)
+                when event.ms - state[abs(event.signed_step) - 1] <= folded_funnels.window_ms then list_transform(
                     state,
                     lambda value, j: case
-                        when j = event.step then state[j - 1]
-                        when j = folded_funnels.step_count + event.step then least(value, event.ms - state[event.step - 1])
+                        when j = abs(event.signed_step) then state[j - 1]
+                        when j = folded_funnels.step_count + abs(event.signed_step) then least(value, event.ms - state[abs(event.signed_step) - 1])
                         else value
                     end
                 )
