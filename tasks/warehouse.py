@@ -67,9 +67,9 @@ def render(sql: str, dialect: str, pretty: bool = True, ctes: str | None = None)
 
 
 def replace_ctes(tree: exp.Expression, ctes: str) -> exp.Expression:
-    """``tree``, a WITH query, with the CTEs of ``ctes`` (a WITH query whose final SELECT is not used) in place of
-    its same-named CTEs. A CTE of ``ctes`` that ``tree`` does not have goes just before the next one that replaces
-    one of its CTEs, so it can only be read by the replacements."""
+    """``tree``, a WITH query (changed in place), with the CTEs of ``ctes`` (a WITH query whose final SELECT is not
+    used) in place of its same-named CTEs. A CTE of ``ctes`` that ``tree`` does not have goes just before the next
+    one that replaces one of its CTEs, so it can only be read by the replacements."""
     target = tree.args.get("with_")
     replacements = sqlglot.parse_one(ctes, read=SOURCE_DIALECT).args.get("with_")
     if target is None or replacements is None:
@@ -87,8 +87,7 @@ def replace_ctes(tree: exp.Expression, ctes: str) -> exp.Expression:
         pending = []
     if pending:
         raise ValueError(f"CTEs {', '.join(p.alias for p in pending)} are not followed by one that replaces a CTE of the query")
-    tree = tree.copy()
-    tree.args["with_"].set("expressions", merged)
+    target.set("expressions", merged)
     return tree
 
 
