@@ -114,6 +114,24 @@ chain_events as (
         and long_fold_users.user_id = step_events.user_id
 ),
 
+-- Their entries, found the same two ways: the chain CTEs' joins then build on these only.
+chain_entries as (
+    select entries.*
+    from entries
+    inner join (
+        select funnel_no from funnels
+        except
+        select funnel_no from folded_funnels
+    ) as chain_funnels
+        on chain_funnels.funnel_no = entries.funnel_no
+    union all
+    select entries.*
+    from entries
+    inner join long_fold_users
+        on long_fold_users.funnel_no = entries.funnel_no
+        and long_fold_users.user_id = entries.user_id
+),
+
 -- state: [R_1 .. R_n, D_1 .. D_n] for a funnel of n steps (null: no chain yet), from R_1 = the first start, D_1 = 0.
 fold_states as (
     select
@@ -150,6 +168,7 @@ fold_states as (
         on long_fold_users.funnel_no = fold_lists.funnel_no
         and long_fold_users.user_id = fold_lists.user_id
     where long_fold_users.user_id is null
+        and len(fold_lists.events) >= 2
 ),
 
 -- Step 1: every entry of the pass's users, at once. Later steps: where the pass found a chain.
@@ -179,6 +198,24 @@ fold_user_steps as (
         on steps.funnel_no = fold_states.funnel_no
     where steps.step_index >= 2
         and fold_states.state[steps.step_index] is not null
+    union all
+    -- A list of one event (a third of them; the fold costs most per list): step 2 reached if that is a step-2 event.
+    select
+        fold_lists.funnel_no,
+        fold_lists.user_id,
+        fold_lists.entry_date,
+        cast(2 as bigint) as step_index,
+        fold_lists.events[1].ms - fold_lists.first_start_ms as ms_to_convert
+    from fold_lists
+    inner join folded_funnels
+        on folded_funnels.funnel_no = fold_lists.funnel_no
+    left join long_fold_users
+        on long_fold_users.funnel_no = fold_lists.funnel_no
+        and long_fold_users.user_id = fold_lists.user_id
+    where long_fold_users.user_id is null
+        and len(fold_lists.events) = 1
+        and abs(fold_lists.events[1].signed_step) = 2
+        and fold_lists.events[1].ms - fold_lists.first_start_ms <= folded_funnels.window_ms
 )
 
 select * from fold_user_steps

@@ -254,6 +254,13 @@ chain_events as (
     from step_events
 ),
 
+-- The entries of the users the chain CTEs take (here all; an engine that keeps some users for its faster path
+-- narrows this too, so that the joins below build on the chain users' entries only).
+chain_entries as (
+    select *
+    from entries
+),
+
 -- Owners, in one pass per user and step k >= 2 over the events of steps k (targets) and k - 1 (sources) in
 -- time order: owner_ms of a step-k event is the latest earlier millisecond of a step k - 1 event (targets
 -- sort before sources of the same millisecond). Each event is a target of its step and a source of the next.
@@ -544,13 +551,21 @@ node_conversions as (
     from chains
     where step_index = pass_no
         and start_date between cast(:start_date as date) and cast(:end_date as date)
+        -- a start on E is an entry unless the funnel's segment leaves the user out on E
+        and exists (
+            select 1
+            from chain_entries
+            where chain_entries.funnel_no = chains.funnel_no
+                and chain_entries.user_id = chains.user_id
+                and chain_entries.entry_date = chains.start_date
+        )
     union all
     select
         earlier_dates.funnel_no,
         earlier_dates.user_id,
         earlier_dates.entry_date,
         earlier_dates.step_index,
-        earlier_dates.event_ms - entries.last_start_ms as ms_to_convert
+        earlier_dates.event_ms - chain_entries.last_start_ms as ms_to_convert
     from (
         select
             chains.funnel_no,
@@ -565,11 +580,11 @@ node_conversions as (
         where chains.step_index = chains.pass_no
             and chains.event_date - day_offsets.day_offset < chains.start_date
     ) as earlier_dates
-    inner join entries
-        on entries.funnel_no = earlier_dates.funnel_no
-        and entries.user_id = earlier_dates.user_id
-        and entries.entry_date = earlier_dates.entry_date
-    where earlier_dates.event_ms - entries.last_start_ms <= earlier_dates.window_ms
+    inner join chain_entries
+        on chain_entries.funnel_no = earlier_dates.funnel_no
+        and chain_entries.user_id = earlier_dates.user_id
+        and chain_entries.entry_date = earlier_dates.entry_date
+    where earlier_dates.event_ms - chain_entries.last_start_ms <= earlier_dates.window_ms
 ),
 
 -- Per user, E and step k <= level, from an engine's faster path: the least t_k - t_1 (none here; see chain_events).
@@ -601,44 +616,39 @@ user_steps as (
     select * from fold_user_steps
 ),
 
-members as (
-    select
-        funnel_no,
-        user_id,
-        entry_date,
-        'all' as breakdown_value
-    from entries
-    union all
-    select
-        entries.funnel_no,
-        entries.user_id,
-        entries.entry_date,
-        entry_breakdowns.breakdown_value
-    from entries
-    inner join entry_breakdowns
-        on entry_breakdowns.funnel_no = entries.funnel_no
-        and entry_breakdowns.user_id = entries.user_id
-        and entry_breakdowns.entry_date = entries.entry_date
-),
-
+-- Every row of user_steps is an entry's (a user, E and step k <= level): the 'all' counts need no join.
 step_counts as (
     select
-        members.funnel_no,
-        members.entry_date,
-        members.breakdown_value,
+        funnel_no,
+        entry_date,
+        'all' as breakdown_value,
+        step_index,
+        count(*) as reached_users,
+        quantile_cont(cast(ms_to_convert as double) / 1000.0, 0.5) as median_seconds,
+        quantile_cont(cast(ms_to_convert as double) / 1000.0, 0.9) as p90_seconds
+    from user_steps
+    group by
+        funnel_no,
+        entry_date,
+        step_index
+    union all
+    select
+        entry_breakdowns.funnel_no,
+        entry_breakdowns.entry_date,
+        entry_breakdowns.breakdown_value,
         user_steps.step_index,
         count(*) as reached_users,
         quantile_cont(cast(user_steps.ms_to_convert as double) / 1000.0, 0.5) as median_seconds,
         quantile_cont(cast(user_steps.ms_to_convert as double) / 1000.0, 0.9) as p90_seconds
-    from members
+    from entry_breakdowns
     inner join user_steps
-        on user_steps.funnel_no = members.funnel_no
-        and user_steps.user_id = members.user_id
-        and user_steps.entry_date = members.entry_date
+        on user_steps.funnel_no = entry_breakdowns.funnel_no
+        and user_steps.user_id = entry_breakdowns.user_id
+        and user_steps.entry_date = entry_breakdowns.entry_date
     group by
-        members.funnel_no,
-        members.entry_date,
-        members.breakdown_value,
+        entry_breakdowns.funnel_no,
+        entry_breakdowns.entry_date,
+        entry_breakdowns.breakdown_value,
         user_steps.step_index
 ),
 
