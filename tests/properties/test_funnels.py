@@ -272,6 +272,19 @@ SUBTLE = [(tz, funnels, events, BASE_DATE, BASE_DATE) for tz, funnels, events in
     ("UTC", [_funnel([{"event": "A"}, {"event": "B"}, {"event": "C"}], mode="strictly_increasing")],
      [_event(1, "A", 0), _event(2, "B", 0), _event(3, "C", 0), _event(4, "B", 1), _event(5, "C", 1),
       _event(6, "A", 1), _event(7, "C", 2), _event(8, "B", 3), _event(9, "C", 60_001)]),
+    # Lists of one or two events after the first start (read without the fold on DuckDB), one shape per user:
+    # a later start then B; B then C; B twice; C then B; B at the window's end and 1 ms after it; a later start
+    # alone; B and C at one millisecond.
+    *[(tz, [_funnel([{"event": "A"}, {"event": "B"}, {"event": "C"}], mode=mode)],
+       [_event(1, "A", 0, user="u1"), _event(2, "A", 10, user="u1"), _event(3, "B", 60_005, user="u1"),
+        _event(4, "A", 0, user="u2"), _event(5, "B", 5, user="u2"), _event(6, "C", 60_000, user="u2"),
+        _event(7, "A", 0, user="u3"), _event(8, "B", 7, user="u3"), _event(9, "B", 9, user="u3"),
+        _event(10, "A", 0, user="u4"), _event(11, "C", 3, user="u4"), _event(12, "B", 4, user="u4"),
+        _event(13, "A", 0, user="u5"), _event(14, "B", 60_000, user="u5"),
+        _event(15, "A", 0, user="u6"), _event(16, "B", 60_001, user="u6"),
+        _event(17, "A", 0, user="u7"), _event(18, "A", 30, user="u7"),
+        _event(19, "A", 0, user="u8"), _event(20, "B", 40, user="u8"), _event(21, "C", 40, user="u8")])
+      for tz in ("UTC",) for mode in ("ordered", "strictly_increasing")],
 ]]
 
 
