@@ -109,7 +109,8 @@ def load_models() -> dict[str, Model]:
                 if not text.lstrip().startswith("/*") or "reason" not in text.lower()[:1000]:
                     raise ValueError(f"sql/{layer}/{name}.{engine}.sql must open with a comment giving the reason for the override")
                 try:
-                    render(sql, engine, ctes=text)
+                    # (the call model_statements makes, so that render's cache serves the build)
+                    render(sql.strip().rstrip(";"), engine, ctes=text)
                 except (ValueError, sqlglot.errors.SqlglotError) as err:
                     raise ValueError(f"sql/{layer}/{name}.{engine}.sql: {err}") from err
                 overrides[engine] = text

@@ -235,6 +235,23 @@ class Warehouse:
                     copy.write(buf.getvalue())
         return data.num_rows
 
+    def insert_rows(self, conn: sa.Connection, table: str, rows: list[Mapping[str, Any]], chunk: int = 200) -> int:
+        """Insert a few rows (definitions from the config) inside ``conn``'s transaction: multi-row VALUES with bound
+        parameters, ``chunk`` rows per statement; a key missing from a row is null. ``table`` and the keys are names
+        from the project's code, not from the config. Cheaper than :meth:`load_arrow` for small tables (no Arrow
+        table to build, which imports pandas on first use)."""
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+        for name in columns:
+            check_identifier(name)
+        for first in range(0, len(rows), chunk):
+            part = rows[first : first + chunk]
+            values = ", ".join(
+                "(" + ", ".join(f":v{i}_{j}" for j in range(len(columns))) + ")" for i in range(len(part))
+            )
+            params = {f"v{i}_{j}": row.get(col) for i, row in enumerate(part) for j, col in enumerate(columns)}
+            conn.execute(sa.text(f"insert into {table} ({', '.join(columns)}) values {values}"), params)
+        return len(rows)
+
     def query_arrow(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         result = self.execute(conn, sql, params)
         cols = list(result.keys())

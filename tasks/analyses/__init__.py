@@ -20,8 +20,6 @@ from functools import cache
 from types import ModuleType
 from typing import Any
 
-import pyarrow as pa
-
 from cohortflow.config import Config
 
 
@@ -85,6 +83,6 @@ def load_definitions(wh, conn, cfg: Config) -> dict[str, int]:
             wh.execute(conn, f"delete from {table}")
             rows = data.get(table, [])
             if rows:
-                wh.load_arrow(conn, table, pa.Table.from_pylist(rows))
+                wh.insert_rows(conn, table, rows)
             counts[table] = len(rows)
     return counts
