@@ -11,7 +11,9 @@ event never follows another of the same millisecond), keeps per step j:
 - R_j, the latest start of a valid chain ending at the latest step-j event so far. A step-j event x extends the chain
   of R_(j-1) when x - R_(j-1) <= window; R_j never decreases, so the latest step-(j-1) event is the best to follow.
 - D_j, the least x - R_(j-1) over those events: the least t_j - t_1 over the valid chains.
-The level is the largest j with an R_j. */
+The level is the largest j with an R_j. list_reduce costs most per list, not per event (its state is a list, copied
+at every event): the lists of one or two events, two thirds of them at 45 million events, are read directly
+(short_lists) and only the longer ones are folded. */
 with
 
 folded_funnels as (
