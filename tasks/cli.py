@@ -272,14 +272,15 @@ def register_cmd(config_path, dry_run, workflow):
 @click.option("--start", "start", type=DATE, default=None, help="First date of the range (default: --date).")
 @click.option("--dialect", type=click.Choice(["duckdb", "postgres"]), default=None, help="Engine (default: the configured warehouse's).")
 def render(config_path, model, business_date, start, dialect):
-    """Print the exact SQL a model runs for a date on an engine."""
+    """Print the exact SQL a model runs for a date on an engine, and the values it binds."""
+    from cohortflow.analyses import model_params
     from cohortflow.models import render_model
 
+    cfg = _load(config_path)
     if dialect is None:
-        cfg = _load(config_path)
         dialect = "postgres" if cfg.warehouse_url.startswith("postgresql") else "duckdb"
     try:
-        click.echo(render_model(model, dialect, start or business_date, business_date))
+        click.echo(render_model(model, dialect, start or business_date, business_date, model_params(cfg)))
     except KeyError as exc:
         click.echo(f"error: {exc.args[0]}", err=True)
         sys.exit(EXIT_USAGE)

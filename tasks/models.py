@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.resources
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 import sqlglot
@@ -360,11 +362,17 @@ def built_ranges(wh: Warehouse, business_date: dt.date) -> dict[str, tuple[dt.da
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
-def render_model(name: str, dialect: str, start_date: dt.date, end_date: dt.date) -> str:
-    """The exact SQL a model runs on an engine, with the bound parameters listed."""
+def render_model(
+    name: str, dialect: str, start_date: dt.date, end_date: dt.date, params: Mapping[str, Any] | None = None
+) -> str:
+    """The exact SQL a model runs on an engine, with the value of every parameter it binds listed (``params``: the
+    project's model parameters, :func:`cohortflow.analyses.model_params`)."""
     models = load_models()
     if name not in models:
         raise KeyError(f"unknown model {name!r}; models: {', '.join(models)}")
     stmts = model_statements(models[name], dialect)
-    header = f"-- model {name} on {dialect}; bound parameters: start_date={start_date}, end_date={end_date}\n"
+    values = {**(params or {}), "start_date": start_date, "end_date": end_date}
+    used = sorted({m for stmt in stmts for m in re.findall(r"(?<![:\w]):(\w+)", stmt)}, key=lambda k: ({"start_date": 0, "end_date": 1}.get(k, 2), k))
+    bound = ", ".join(f"{k}={values[k]}" if k in values else f"{k}=(unset)" for k in used)
+    header = f"-- model {name} on {dialect}; bound parameters: {bound or 'none'}\n"
     return header + ";\n\n".join(stmts) + ";\n"

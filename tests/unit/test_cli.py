@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from click.testing import CliRunner
 
@@ -62,6 +63,16 @@ def test_render_prints_the_sql_of_each_engine(tmp_path):
     assert duck.exit_code == pg.exit_code == 0
     assert ":start_date" in pg.output and "start_date=2026-11-01" in pg.output
     assert "DOUBLE PRECISION" in pg.output and "DOUBLE PRECISION" not in duck.output
+
+
+def test_render_lists_every_parameter_the_sql_binds(tmp_path):
+    cfg = write_config(tmp_path)
+    out = _invoke("render", "funnel_conversion_daily", "--date", "20261101", "--config", str(cfg)).output
+    header = out.splitlines()[0]
+    assert header.startswith("-- model funnel_conversion_daily on duckdb; bound parameters: start_date=2026-11-01,")
+    for name in re.findall(r"(?<![:\w]):(\w+)", out.split("\n", 1)[1]):
+        assert f"{name}=" in header and f"{name}=(unset)" not in header
+    assert "funnel_pass_max_events=1000" in header
 
 
 def test_register_dry_run_prints_definitions_without_a_server(tmp_path):
