@@ -98,15 +98,18 @@ long_fold_users as (
     where len(events) > cast(:funnel_pass_max_events as integer)
 ),
 
+-- The funnels the pass leaves to the chain CTEs.
+chain_funnels as (
+    select funnel_no from funnels
+    except
+    select funnel_no from folded_funnels
+),
+
 -- The chain CTEs take the other funnels' events and the long-list users' events.
 chain_events as (
     select step_events.*
     from step_events
-    inner join (
-        select funnel_no from funnels
-        except
-        select funnel_no from folded_funnels
-    ) as chain_funnels
+    inner join chain_funnels
         on chain_funnels.funnel_no = step_events.funnel_no
     union all
     select step_events.*
@@ -120,11 +123,7 @@ chain_events as (
 chain_entries as (
     select entries.*
     from entries
-    inner join (
-        select funnel_no from funnels
-        except
-        select funnel_no from folded_funnels
-    ) as chain_funnels
+    inner join chain_funnels
         on chain_funnels.funnel_no = entries.funnel_no
     union all
     select entries.*
