@@ -362,6 +362,10 @@ def built_ranges(wh: Warehouse, business_date: dt.date) -> dict[str, tuple[dt.da
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
+# A ``:name`` bind parameter in rendered SQL (not a ``::type`` cast, nor a time like '10:30').
+BIND_PARAMETER = re.compile(r"(?<![:\w]):(\w+)")
+
+
 def render_model(
     name: str, dialect: str, start_date: dt.date, end_date: dt.date, params: Mapping[str, Any] | None = None
 ) -> str:
@@ -372,7 +376,8 @@ def render_model(
         raise KeyError(f"unknown model {name!r}; models: {', '.join(models)}")
     stmts = model_statements(models[name], dialect)
     values = {**(params or {}), "start_date": start_date, "end_date": end_date}
-    used = sorted({m for stmt in stmts for m in re.findall(r"(?<![:\w]):(\w+)", stmt)}, key=lambda k: ({"start_date": 0, "end_date": 1}.get(k, 2), k))
+    order = {"start_date": 0, "end_date": 1}
+    used = sorted({name for stmt in stmts for name in BIND_PARAMETER.findall(stmt)}, key=lambda k: (order.get(k, 2), k))
     bound = ", ".join(f"{k}={values[k]}" if k in values else f"{k}=(unset)" for k in used)
     header = f"-- model {name} on {dialect}; bound parameters: {bound or 'none'}\n"
     return header + ";\n\n".join(stmts) + ";\n"

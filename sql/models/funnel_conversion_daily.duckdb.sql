@@ -133,35 +133,12 @@ chain_entries as (
         and long_fold_users.user_id = entries.user_id
 ),
 
--- state: [R_1 .. R_n, D_1 .. D_n] for a funnel of n steps (null: no chain yet), from R_1 = the first start, D_1 = 0.
-fold_states as (
+-- The lists the pass reads: all but the long-list users', with their funnel's step count and window.
+pass_lists as not materialized (
     select
-        fold_lists.funnel_no,
-        fold_lists.user_id,
-        fold_lists.entry_date,
+        fold_lists.*,
         folded_funnels.step_count,
-        list_reduce(
-            fold_lists.events,
-            lambda state, event: case
-                when abs(event.signed_step) = 1 then list_transform(state, lambda value, j: case when j = 1 then event.ms else value end)
-                when event.ms - state[abs(event.signed_step) - 1] <= folded_funnels.window_ms then list_transform(
-                    state,
-                    lambda value, j: case
-                        when j = abs(event.signed_step) then state[j - 1]
-                        when j = folded_funnels.step_count + abs(event.signed_step) then least(value, event.ms - state[abs(event.signed_step) - 1])
-                        else value
-                    end
-                )
-                else state
-            end,
-            list_transform(
-                range(1, 2 * folded_funnels.step_count + 1),
-                lambda j: case
-                    when j = 1 then fold_lists.first_start_ms
-                    when j = folded_funnels.step_count + 1 then cast(0 as bigint)
-                end
-            )
-        ) as state
+        folded_funnels.window_ms
     from fold_lists
     inner join folded_funnels
         on folded_funnels.funnel_no = fold_lists.funnel_no
@@ -169,7 +146,39 @@ fold_states as (
         on long_fold_users.funnel_no = fold_lists.funnel_no
         and long_fold_users.user_id = fold_lists.user_id
     where long_fold_users.user_id is null
-        and len(fold_lists.events) >= 3
+),
+
+-- state: [R_1 .. R_n, D_1 .. D_n] for a funnel of n steps (null: no chain yet), from R_1 = the first start, D_1 = 0.
+fold_states as (
+    select
+        fold_lists.funnel_no,
+        fold_lists.user_id,
+        fold_lists.entry_date,
+        fold_lists.step_count,
+        list_reduce(
+            fold_lists.events,
+            lambda state, event: case
+                when abs(event.signed_step) = 1 then list_transform(state, lambda value, j: case when j = 1 then event.ms else value end)
+                when event.ms - state[abs(event.signed_step) - 1] <= fold_lists.window_ms then list_transform(
+                    state,
+                    lambda value, j: case
+                        when j = abs(event.signed_step) then state[j - 1]
+                        when j = fold_lists.step_count + abs(event.signed_step) then least(value, event.ms - state[abs(event.signed_step) - 1])
+                        else value
+                    end
+                )
+                else state
+            end,
+            list_transform(
+                range(1, 2 * fold_lists.step_count + 1),
+                lambda j: case
+                    when j = 1 then fold_lists.first_start_ms
+                    when j = fold_lists.step_count + 1 then cast(0 as bigint)
+                end
+            )
+        ) as state
+    from pass_lists as fold_lists
+    where len(fold_lists.events) >= 3
 ),
 
 -- Lists of one or two events (two thirds of them at 45 million events: the fold costs most per list, not per event)
@@ -182,21 +191,15 @@ short_lists as (
         fold_lists.user_id,
         fold_lists.entry_date,
         fold_lists.first_start_ms,
-        folded_funnels.window_ms,
+        fold_lists.window_ms,
         abs(fold_lists.events[1].signed_step) as a_step,
         fold_lists.events[1].ms as a_ms,
         abs(fold_lists.events[2].signed_step) as b_step,
         fold_lists.events[2].ms as b_ms,
         case when abs(fold_lists.events[1].signed_step) = 1 then fold_lists.events[1].ms else fold_lists.first_start_ms end
             as b_start_ms
-    from fold_lists
-    inner join folded_funnels
-        on folded_funnels.funnel_no = fold_lists.funnel_no
-    left join long_fold_users
-        on long_fold_users.funnel_no = fold_lists.funnel_no
-        and long_fold_users.user_id = fold_lists.user_id
-    where long_fold_users.user_id is null
-        and len(fold_lists.events) <= 2
+    from pass_lists as fold_lists
+    where len(fold_lists.events) <= 2
 ),
 
 short_list_steps as (

@@ -154,6 +154,7 @@ step_event_details as not materialized (
     select
         candidates.funnel_no,
         candidates.step_index,
+        candidates.filter_count,
         candidates.event_id,
         candidates.user_id,
         candidates.event_date,
@@ -179,36 +180,26 @@ step_event_details as not materialized (
     )
 ),
 
--- The same (event, step) pairs, as every path reads them: steps without filters straight from the staged events.
+-- The same (event, step) pairs without ids or properties, as every path reads them (steps without filters straight
+-- from the staged events: candidates is not materialized, so this scan reads only these columns).
 step_events as (
     select
-        steps.funnel_no,
-        steps.step_index,
-        named_events.user_id,
-        named_events.event_date,
-        cast(extract(epoch from named_events.event_time) * 1000 as bigint) as event_ms
-    from (
-        select *
-        from models.stg_events
-        where event_date between cast(:start_date as date)
-            and cast(:end_date as date) + cast(:funnel_window_days as integer)
-            and event_name in (select steps.event_name from steps where steps.filter_count = 0)
-    ) as named_events
-    inner join steps
-        on steps.event_name = named_events.event_name
-    where steps.filter_count = 0
+        funnel_no,
+        step_index,
+        user_id,
+        event_date,
+        event_ms
+    from candidates
+    where filter_count = 0
     union all
     select
-        step_event_details.funnel_no,
-        step_event_details.step_index,
-        step_event_details.user_id,
-        step_event_details.event_date,
-        step_event_details.event_ms
+        funnel_no,
+        step_index,
+        user_id,
+        event_date,
+        event_ms
     from step_event_details
-    inner join steps
-        on steps.funnel_no = step_event_details.funnel_no
-        and steps.step_index = step_event_details.step_index
-    where steps.filter_count > 0
+    where filter_count > 0
 ),
 
 -- The users who enter each funnel on each date of the range (members of its segment on E, if it names one).

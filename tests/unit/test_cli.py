@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 
 from click.testing import CliRunner
 
 from cohortflow.cli import main
+from cohortflow.models import BIND_PARAMETER
 from tests.conftest import write_config
 
 
@@ -70,7 +70,7 @@ def test_render_lists_every_parameter_the_sql_binds(tmp_path):
     out = _invoke("render", "funnel_conversion_daily", "--date", "20261101", "--config", str(cfg)).output
     header = out.splitlines()[0]
     assert header.startswith("-- model funnel_conversion_daily on duckdb; bound parameters: start_date=2026-11-01,")
-    for name in re.findall(r"(?<![:\w]):(\w+)", out.split("\n", 1)[1]):
+    for name in BIND_PARAMETER.findall(out.split("\n", 1)[1]):
         assert f"{name}=" in header and f"{name}=(unset)" not in header
     assert "funnel_pass_max_events=1000" in header
 
