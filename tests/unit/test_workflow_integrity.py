@@ -6,23 +6,14 @@ import click
 import pytest
 
 from cohortflow.cli import main
-from cohortflow.dag import BIZ_DATE, load_workflows
+from cohortflow.dag import BIZ_DATE, declaring_modules, load_workflows
 from cohortflow.runner import STAGES
 
 WORKFLOWS = load_workflows()
 
 
 def _declaring_module(wf):
-    import importlib
-    import pkgutil
-
-    import cohortflow.workflows as pkg
-
-    for info in pkgutil.iter_modules(pkg.__path__):
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
-        if getattr(module, "WORKFLOW", None) is wf:
-            return module
-    raise AssertionError(f"no module declares {wf.name}")
+    return declaring_modules()[wf.name]
 
 
 def test_at_least_the_nightly_workflow_is_declared():

@@ -8,8 +8,11 @@ objects only at registration time, so loading a declaration needs no server.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import importlib.resources
+import importlib.util
+from functools import cache
+from pathlib import Path
+from types import ModuleType
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -78,16 +81,36 @@ class Workflow:
         return out
 
 
-def load_workflows() -> dict[str, Workflow]:
-    """Every ``WORKFLOW`` declared in the ``workflows`` package, by name."""
-    import cohortflow.workflows as pkg
+def workflow_files() -> list[Path]:
+    """The declaration files of the ``workflows/`` folder (shipped beside the package; read as files)."""
+    folder = Path(str(importlib.resources.files("cohortflow.workflows")))
+    return sorted(p for p in folder.glob("*.py") if not p.name.startswith("_"))
 
-    found: dict[str, Workflow] = {}
-    for info in pkgutil.iter_modules(pkg.__path__):
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+
+def load_workflow_file(path: Path) -> ModuleType:
+    """Execute one declaration file (like a scheduler's DAG folder: the file is read, not imported by name)."""
+    spec = importlib.util.spec_from_file_location(f"cohortflow_workflow_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"cannot load workflow file {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@cache
+def declaring_modules() -> dict[str, ModuleType]:
+    """Every workflow name and the module of the file that declares it as ``WORKFLOW``."""
+    found: dict[str, ModuleType] = {}
+    for path in workflow_files():
+        module = load_workflow_file(path)
         wf = getattr(module, "WORKFLOW", None)
         if isinstance(wf, Workflow):
             if wf.name in found:
                 raise ValueError(f"workflow name {wf.name!r} declared twice")
-            found[wf.name] = wf
+            found[wf.name] = module
     return found
+
+
+def load_workflows() -> dict[str, Workflow]:
+    """Every ``WORKFLOW`` declared in the ``workflows/`` folder, by name."""
+    return {name: module.WORKFLOW for name, module in declaring_modules().items()}
