@@ -1,4 +1,4 @@
-/* Active users per day: DAU, WAU (7 days ending on the date), MAU (30 days ending on it) and stickiness. Grain: one row per activity_date. */
+/* Active users per day: DAU, WAU (7 days ending on the date), MAU (30 days ending on it) and stickiness, with whether each is final (the late-arrival window has passed, and the WAU and MAU windows lie inside the loaded history). Grain: one row per activity_date. */
 with
 
 calendar as (
@@ -32,7 +32,12 @@ final as (
         dau,
         wau,
         mau,
-        case when mau = 0 then 0.0 else cast(dau as double) / mau end as stickiness
+        case when mau = 0 then 0.0 else cast(dau as double) / mau end as stickiness,
+        activity_date + cast(:late_arrival_days as integer) <= cast(:as_of_date as date) as is_complete,
+        activity_date + cast(:late_arrival_days as integer) <= cast(:as_of_date as date)
+            and activity_date - 6 >= cast(:first_date as date) as is_wau_complete,
+        activity_date + cast(:late_arrival_days as integer) <= cast(:as_of_date as date)
+            and activity_date - 29 >= cast(:first_date as date) as is_mau_complete
     from windows
 )
 

@@ -21,7 +21,7 @@ events as (
         event_name,
         event_date
     from models.stg_events
-    where event_date <= cast(:end_date as date)
+    where event_date <= cast(:as_of_date as date)
         and event_name in (select definitions.event_name from definitions)
 ),
 
@@ -30,7 +30,7 @@ activity_days as (
         user_id,
         activity_date as event_date
     from models.user_activity_daily
-    where activity_date <= cast(:end_date as date)
+    where activity_date <= cast(:as_of_date as date)
 ),
 
 -- d0: the first-ever active date of each user, over all history.
@@ -50,7 +50,7 @@ complete_users as (
         first_active.first_date - cast(extract(isodow from first_active.first_date) as integer) + 1 as cohort_week
     from first_active
     cross join definitions
-    where first_active.first_date + definitions.window_days <= cast(:end_date as date)
+    where first_active.first_date + definitions.window_days <= cast(:as_of_date as date)
 ),
 
 event_counts as (
@@ -151,12 +151,14 @@ final as (
         cast(buckets.retained_users as bigint) as retained_users,
         cast(buckets.retained_users as double) / buckets.users as retention_rate,
         -- a week is complete once its last day's windows have ended; the overall rows never are (new cohorts keep coming)
-        coalesce(buckets.cohort_week + 6 + definitions.window_days <= cast(:end_date as date), false) as is_complete,
+        coalesce(
+            buckets.cohort_week + 6 + definitions.window_days + cast(:late_arrival_days as integer) <= cast(:as_of_date as date), false
+        ) as is_complete,
         definitions.event_name,
         definitions.first_days,
         definitions.target_from_day,
         definitions.target_to_day,
-        cast(:end_date as date) as as_of_date
+        cast(:as_of_date as date) as as_of_date
     from buckets
     inner join definitions
         on definitions.frequency_name = buckets.frequency_name

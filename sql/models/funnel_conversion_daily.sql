@@ -715,7 +715,9 @@ final as (
         end as conversion_from_previous,
         case when steps.step_index > 1 then round(reached.median_seconds, 6) end as median_seconds_to_convert,
         case when steps.step_index > 1 then round(reached.p90_seconds, 6) end as p90_seconds_to_convert,
-        cast(:end_date as date) >= grid.entry_date + coalesce(deadlines.window_days, funnels.deadline_days) as is_complete
+        cast(:as_of_date as date)
+            >= grid.entry_date + coalesce(deadlines.window_days, funnels.deadline_days) + cast(:late_arrival_days as integer)
+            as is_complete
     from grid
     inner join funnels
         on funnels.funnel_no = grid.funnel_no

@@ -1,4 +1,4 @@
-/* Retention cohorts as of the build's end date (the business date): per definition, cohort period and period number k, the cohort's users and those retained in period k (mode on: returned in period k; on_or_after: returned in any period >= k observed so far). Grain: one row per retention_name, cohort_date, breakdown_value and period_number, for the periods begun by the end date. */
+/* Retention cohorts as of the as-of date (the latest business date loaded): per definition, cohort period and period number k, the cohort's users and those retained in period k (mode on: returned in period k; on_or_after: returned in any period >= k observed so far). Grain: one row per retention_name, cohort_date, breakdown_value and period_number, for the periods begun by the as-of date. */
 with
 
 definitions as (
@@ -75,7 +75,7 @@ activity_days as (
         user_id,
         activity_date as event_date
     from models.user_activity_daily
-    where activity_date <= cast(:end_date as date)
+    where activity_date <= cast(:as_of_date as date)
 ),
 
 -- Event-level rows for the sides that need them: the named event, or any activity event for a side with filters
@@ -107,7 +107,7 @@ candidates as (
     from models.stg_events as events
     inner join event_sides
         on events.event_name = event_sides.event_name
-    where events.event_date <= cast(:end_date as date)
+    where events.event_date <= cast(:as_of_date as date)
     union all
     select
         event_sides.retention_name,
@@ -124,7 +124,7 @@ candidates as (
     from models.stg_events as events
     inner join event_sides
         on events.is_activity = event_sides.is_any_activity
-    where events.event_date <= cast(:end_date as date)
+    where events.event_date <= cast(:as_of_date as date)
         and event_sides.is_any_activity
 ),
 
@@ -574,7 +574,7 @@ retained as (
         and return_counts.cohort_date = grid.cohort_date
         and return_counts.breakdown_value = grid.breakdown_value
         and grid.period_number between return_counts.first_number and return_counts.last_number
-    where grid.period_start_date <= cast(:end_date as date)
+    where grid.period_start_date <= cast(:as_of_date as date)
     group by
         grid.retention_name,
         grid.cohort_date,
@@ -588,18 +588,22 @@ retained as (
 
 final as (
     select
-        retention_name,
-        cohort_date,
-        period,
-        breakdown_value,
-        period_number,
-        period_start_date,
-        cohort_users,
-        retained_users,
-        cast(retained_users as double) / cohort_users as retention_rate,
-        next_period_date <= cast(:end_date as date) + 1 as is_complete,
-        cast(:end_date as date) as as_of_date
+        retained.retention_name,
+        retained.cohort_date,
+        retained.period,
+        retained.breakdown_value,
+        retained.period_number,
+        retained.period_start_date,
+        retained.cohort_users,
+        retained.retained_users,
+        cast(retained.retained_users as double) / retained.cohort_users as retention_rate,
+        -- Final once the period and the late-arrival window after it have passed; in mode on_or_after a return in
+        -- any later period still raises retained_users of k >= 1, so only period 0 becomes final.
+        retained.next_period_date + cast(:late_arrival_days as integer) <= cast(:as_of_date as date) + 1
+            and (retained.period_number = 0 or definitions.retention_mode = 'on') as is_complete
     from retained
+    inner join definitions
+        on definitions.retention_name = retained.retention_name
 )
 
 select * from final

@@ -199,14 +199,17 @@ def _backfill_on_dolphinscheduler(config_path, start, end, workflow, parallelism
 
 @main.command()
 @config_option
-@click.option("--start", "start", type=DATE, required=True)
-@click.option("--end", "end", type=DATE, required=True)
+@click.option("--start", "start", type=DATE, default=None, help="First date to rebuild (with --end; default: every model whole).")
+@click.option("--end", "end", type=DATE, default=None, help="Last date to rebuild.")
 def rebuild(config_path, start, end):
-    """Rebuild every model for a date range from the loaded events, and publish it."""
+    """Rebuild the models from the loaded events and publish: the dates START..END of every model, or every model whole."""
     from cohortflow.runner import TaskFailed, rebuild_range
     from cohortflow.warehouse import WarehouseError
 
-    if end < start:
+    if (start is None) != (end is None):
+        click.echo("error: give both --start and --end, or neither (a whole rebuild)", err=True)
+        sys.exit(EXIT_USAGE)
+    if start is not None and end < start:
         click.echo("error: --end is before --start", err=True)
         sys.exit(EXIT_USAGE)
     cfg = _load(config_path)

@@ -42,6 +42,10 @@ class Source(_Strict):
     name: str
     format: Literal["ark", "sensors", "segment", "posthog", "canonical"]
     path: str = Field(description="folder under the landing root; one sub-folder per arrival date")
+    optional: bool = Field(
+        default=False,
+        description="a missing date folder means no data from this source that day (otherwise a missing folder fails the ingest)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -94,17 +98,37 @@ class Warehouse(_Strict):
 
 
 class Ingest(_Strict):
-    lookback_days: int = Field(default=7, ge=1, le=400, description="days of loaded events checked for duplicates and rebuilt by models")
-    late_arrival_days: int = Field(default=7, ge=0, le=400, description="events older than this many days before the business date are quarantined")
-    identity_reach_days: int = Field(
-        default=90,
+    lookback_days: int = Field(
+        default=7,
+        ge=1,
+        le=400,
+        description="copies of an event id loaded this many days apart or closer are duplicates of each other; at least late_arrival_days",
+    )
+    late_arrival_days: int = Field(
+        default=7,
+        ge=0,
+        le=400,
+        description="events older than this many days before the business date are quarantined; numbers are complete this long after their period",
+    )
+    identity_reach_days: int | None = Field(
+        default=None,
         ge=0,
         le=3660,
-        description="a new identity link re-attributes the anonymous id's history this far back (models rebuild those dates)",
+        description="no longer used: a new identity link re-attributes the linked id's whole history (kept so older configs load)",
     )
     max_event_name_length: int = Field(default=256, ge=1)
     max_value_length: int = Field(default=65536, ge=16, description="longest string property value accepted")
     max_line_bytes: int = Field(default=1_048_576, ge=256)
+
+    @model_validator(mode="after")
+    def _windows_agree(self) -> Ingest:
+        # A retried send arrives up to late_arrival_days after the first copy; a shorter duplicate window would load both.
+        if self.lookback_days < self.late_arrival_days:
+            raise ValueError(
+                f"lookback_days ({self.lookback_days}) must be at least late_arrival_days ({self.late_arrival_days}): "
+                "a copy of an event accepted that late must still be recognised as a duplicate"
+            )
+        return self
 
 
 class TrackedEvent(_Strict):

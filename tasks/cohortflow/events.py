@@ -154,6 +154,8 @@ RAW_EVENT_SCHEMA = pa.schema(
         ("load_date", pa.date32()),  # business date of the run that loaded it
         ("ingest_file", pa.string()),  # relative to the landing root
         ("ingest_line", pa.int64()),  # 1-based
+        # The configured source (sources[].name) the line came from: event ids are unique within a source.
+        ("source_name", pa.string()),
     ]
 )
 
@@ -166,5 +168,6 @@ QUARANTINE_SCHEMA = pa.schema(
         ("reason", pa.string()),
         ("detail", pa.string()),
         ("raw_line", pa.string()),
+        ("source_name", pa.string()),
     ]
 )

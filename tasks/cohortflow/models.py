@@ -16,6 +16,7 @@ lookback, through the business date.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.resources
 import re
 import time
@@ -29,7 +30,7 @@ import sqlglot
 import yaml
 
 from cohortflow.config import Config
-from cohortflow.warehouse import Warehouse, check_identifier, render
+from cohortflow.warehouse import Warehouse, check_identifier, date_range, render
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
 
@@ -63,6 +64,12 @@ class Model:
     is_history: bool = False
     # Planner settings applied (SET LOCAL) while the model builds on PostgreSQL; each explains its reason in the yml.
     postgres_settings: tuple[tuple[str, str], ...] = ()
+    # How far after a changed input date this model's partitions can change: days, a reach name, or "all" (through
+    # the as-of date, the default: the safe answer for a model that reads all history up to each date).
+    reach_after: str | int = "all"
+    # Partitions whose rows depend on the as-of date (is_complete, rows for periods begun by then) this far before
+    # it: a reach name; they are rebuilt when the as-of date moves.
+    as_of_reach: str | None = None
 
     def sql_for(self, dialect: str) -> str | None:
         """The engine's replacement CTEs, if any."""
@@ -136,6 +143,8 @@ def load_models() -> dict[str, Model]:
             depends_on=tuple(m.get("depends_on") or []),
             postgres_settings=_postgres_settings(name, m.get("postgres_settings")),
             is_history=bool(m.get("history", False)),
+            reach_after=m.get("reach_after", "all"),
+            as_of_reach=m.get("as_of_reach"),
         )
         if model.materialized not in ("view", "partition", "table"):
             raise ValueError(f"model {name}: materialized must be view, partition or table")
@@ -206,44 +215,16 @@ def model_statements(model: Model, dialect: str) -> list[str]:
     return [render(model.create_sql("models"), dialect), render(clear, dialect), insert]
 
 
-def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[dt.date, dt.date]:
-    """The first date the business date's load can change, through the business date.
+def create_views(wh: Warehouse, conn: sa.Connection) -> None:
+    """(Re)create the view models (the staging layer), which read raw tables only; the ingest reads them too."""
+    for model in load_models().values():
+        if model.materialized == "view":
+            for stmt in model_statements(model, wh.dialect):
+                conn.execute(sa.text(stmt))
 
-    That is the earliest of: the dates of the events it loaded (never older
-    than the late-arrival limit, which the ingest enforces; clipped to the
-    lookback); the dates of every earlier event of an anonymous id it newly
-    linked (a link re-attributes that whole history; clipped to
-    ``ingest.identity_reach_days``); and the day after the last build when
-    nights were skipped.
-    """
-    floor = business_date - dt.timedelta(days=cfg.ingest.lookback_days)
-    identity_floor = business_date - dt.timedelta(days=cfg.ingest.identity_reach_days)
-    sql = """
-        select
-            (select min(event_date) from raw.events where load_date = :d) as loaded_first,
-            (
-                select min(e.event_date)
-                from raw.events as e
-                where e.distinct_id in (
-                    select l.link_anonymous_id from raw.events as l
-                    where l.load_date = :d and l.link_anonymous_id is not null
-                )
-            ) as linked_first
-    """
-    with wh.begin() as conn:
-        loaded_first, linked_first = wh.execute(conn, sql, {"d": business_date}).one()
-        # A night that never ran leaves a gap: fill it from the day after the last build.
-        last_built = wh.scalar(
-            conn, "select max(business_date) from meta.model_builds where business_date < :d", {"d": business_date}
-        )
-    candidates = [business_date]
-    if loaded_first is not None:
-        candidates.append(max(_as_date(loaded_first), floor))
-    if linked_first is not None:
-        candidates.append(max(_as_date(linked_first), identity_floor))
-    if last_built is not None:
-        candidates.append(max(_as_date(last_built) + dt.timedelta(days=1), floor))
-    return min(candidates), business_date
+
+def _as_date(value: dt.date | dt.datetime | None) -> dt.date | None:
+    return value.date() if isinstance(value, dt.datetime) else value
 
 
 def rebuild_start(conn: sa.Connection, model: Model, start_date: dt.date) -> dt.date:
@@ -254,15 +235,25 @@ def rebuild_start(conn: sa.Connection, model: Model, start_date: dt.date) -> dt.
     return start_date if first is None else min(start_date, _as_date(first))
 
 
-def _as_date(value: dt.date | dt.datetime) -> dt.date:
-    return value.date() if isinstance(value, dt.datetime) else value
-
-
-def model_range(model: Model, cfg: Config, start_date: dt.date, end_date: dt.date) -> tuple[dt.date, dt.date]:
-    """The partitions of ``model`` that changes in ``[start_date, end_date]`` can reach."""
+def _reach(value: str | int | None, cfg: Config) -> int | None:
+    """Days of a reach declaration; None for "all"."""
     from cohortflow.analyses import reach_days
 
-    return start_date - dt.timedelta(days=reach_days(model.reach, cfg)), end_date
+    if value is None:
+        return 0
+    if value == "all":
+        return None
+    if isinstance(value, int):
+        return value
+    return reach_days(value, cfg)
+
+
+def _run_statements(wh: Warehouse, conn: sa.Connection, model: Model, params: Mapping[str, Any]) -> None:
+    if wh.dialect == "postgres":
+        for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
+            conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
+    for stmt in model_statements(model, wh.dialect):
+        conn.execute(sa.text(stmt), dict(params) if ":" in stmt else {})
 
 
 def build_models(
@@ -272,58 +263,320 @@ def build_models(
     end_date: dt.date,
     progress: Callable[[str], None] | None = None,
     *,
-    exact_range: bool = False,
+    exact_range: bool = True,
     only: set[str] | None = None,
     dependencies: bool = True,
 ) -> dict[str, tuple[dt.date, dt.date, int]]:
-    """Build every model for the dates changes in ``[start_date, end_date]`` can reach.
+    """Build models for exactly ``[start_date, end_date]`` as of ``end_date`` (history models from the first event),
+    without touching the change bookkeeping: for tests and benchmarks that time or compare one build.
 
-    Returns, per partition or table model, the range built and its rows. With
-    ``exact_range`` (a full rebuild), every model is built for exactly the range
-    (history models from the first event). ``only`` limits the build to those
-    models and, unless ``dependencies`` is false, the models they read.
+    Returns, per partition or table model, the range built and its rows. ``only`` limits the build to those models
+    and, unless ``dependencies`` is false, the models they read. Operations use :func:`build_pending`.
     """
     from cohortflow.analyses import load_definitions, model_params
 
-    extra = model_params(cfg)
+    extra = {**model_params(cfg), "as_of_date": end_date}
     with wh.begin() as conn:
         wh.lock(conn, "cohortflow:definitions")
         load_definitions(wh, conn, cfg)
     written: dict[str, tuple[dt.date, dt.date, int]] = {}
     models = load_models()
-    if only is None:
-        wanted = set(models)
-    else:
-        wanted = _with_dependencies(only, models) if dependencies else set(only)
+    wanted = set(models) if only is None else (_with_dependencies(only, models) if dependencies else set(only))
     for model in models.values():
         if model.name not in wanted:
             continue
-        lo, hi = (start_date, end_date) if exact_range else model_range(model, cfg, start_date, end_date)
         began = time.monotonic()
         with wh.begin() as conn:
-            # Builds of one model wait for each other (two dates in parallel on PostgreSQL).
             wh.lock(conn, f"cohortflow:model:{model.name}")
-            if exact_range:
-                lo = rebuild_start(conn, model, lo)
-            params = {**extra, "start_date": lo, "end_date": hi}
-            if wh.dialect == "postgres":
-                for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
-                    conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
-            for stmt in model_statements(model, wh.dialect):
-                conn.execute(sa.text(stmt), params if ":" in stmt else {})
+            lo = rebuild_start(conn, model, start_date)
+            first = _as_date(conn.execute(sa.text("select min(event_date) from raw.events")).scalar()) or lo
+            params = {**extra, "start_date": lo, "end_date": end_date, "first_date": first}
+            _run_statements(wh, conn, model, params)
             if model.materialized == "partition":
                 n = wh.scalar(
                     conn,
                     f"select count(*) from {model.table} where {model.partition_by} between :start_date and :end_date",
                     params,
                 )
-                written[model.name] = (lo, hi, n)
+                written[model.name] = (lo, end_date, n)
             elif model.materialized == "table":
-                written[model.name] = (lo, hi, wh.scalar(conn, f"select count(*) from {model.table}"))
+                written[model.name] = (lo, end_date, wh.scalar(conn, f"select count(*) from {model.table}"))
         if progress:
-            info = f": {written[model.name][2]:,} rows for {lo}..{hi}" if model.name in written else ""
+            info = f": {written[model.name][2]:,} rows for {lo}..{end_date}" if model.name in written else ""
             progress(f"  built {model.table} ({model.materialized}){info} in {time.monotonic() - began:.1f} s")
     return written
+
+
+# -- change-driven builds ------------------------------------------------------
+#
+# Every load is a change (meta.change_log) with the (user, event date) pairs it added, removed or re-attributed
+# (meta.changed_pairs). A model is built through some change id (meta.model_state): a build catches it up with the
+# changes after that id, rebuilding the partitions they can reach (its reach before and after each changed input
+# date), plus, when the as-of date (the latest business date loaded) moved, the partitions whose rows depend on it.
+# It records what it changed (meta.model_changes), which is what the models reading it, and publish, catch up with.
+# A model whose definition changed (SQL, analysis definitions, parameters), that has no state yet, or whose history
+# start moved, is rebuilt whole. The result is what a full rebuild from everything loaded gives, whatever the order
+# of the loads (property-tested).
+
+
+@dataclass
+class BuildOutcome:
+    """What one model build did: whole, or the dates rebuilt (and the rows in them); nothing when up to date."""
+
+    model: str
+    change_id: int
+    whole: bool = False
+    dates: tuple[dt.date, ...] = ()
+    rows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        return self.whole or bool(self.dates)
+
+    def describe(self) -> str:
+        if self.whole:
+            return f"rebuilt whole ({self.rows:,} rows)"
+        if not self.dates:
+            return "up to date"
+        runs = _runs(sorted(self.dates))
+        text = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in runs[:4]) + (" ..." if len(runs) > 4 else "")
+        return f"{len(self.dates)} date{'s' if len(self.dates) != 1 else ''} ({text}): {self.rows:,} rows"
+
+
+def _runs(dates: list[dt.date], max_gap: int = 3, max_runs: int = 12) -> list[tuple[dt.date, dt.date]]:
+    """Sorted dates as ranges: neighbours closer than ``max_gap`` days share a range, and at most ``max_runs``."""
+    runs: list[list[dt.date]] = []
+    for d in dates:
+        if runs and (d - runs[-1][1]).days <= max_gap:
+            runs[-1][1] = d
+        else:
+            runs.append([d, d])
+    while len(runs) > max_runs:
+        gaps = [((runs[i + 1][0] - runs[i][1]).days, i) for i in range(len(runs) - 1)]
+        _, i = min(gaps)
+        runs[i : i + 2] = [[runs[i][0], runs[i + 1][1]]]
+    return [(a, b) for a, b in runs]
+
+
+_DEFINITION_TABLE = re.compile(r"\bmeta\.(def_\w+)")
+
+
+def fingerprint(model: Model, cfg: Config, params: Mapping[str, Any], definitions: Mapping[str, Any]) -> str:
+    """What a model's rows are a function of besides the loaded events: its SQL (and overrides), the parameters it
+    binds and the rows of the definition tables it reads. A build whose fingerprint differs rebuilds the model whole."""
+    text = model.sql + "".join(sql for _, sql in model.overrides)
+    h = hashlib.blake2b(digest_size=16)
+    for part in (text, repr(model.columns), cfg.timezone):
+        h.update(part.encode())
+    used = sorted(set(BIND_PARAMETER.findall(text)) - {"start_date", "end_date", "as_of_date", "first_date"})
+    h.update(repr([(k, str(params.get(k))) for k in used]).encode())
+    for table in sorted(set(_DEFINITION_TABLE.findall(text))):
+        h.update(repr((table, definitions.get(f"meta.{table}"))).encode())
+    return h.hexdigest()
+
+
+def _state(wh: Warehouse, conn: sa.Connection, name: str) -> tuple[int, dt.date | None, dt.date | None, str] | None:
+    row = wh.execute(
+        conn,
+        "select change_id, as_of_date, first_date, fingerprint from meta.model_state where model_name = :m",
+        {"m": name},
+    ).first()
+    return None if row is None else (int(row[0]), _as_date(row[1]), _as_date(row[2]), row[3])
+
+
+def _input_dates(
+    wh: Warehouse, conn: sa.Connection, model: Model, models: dict[str, Model], low: int, high: int
+) -> set[dt.date] | None:
+    """The input dates changed by the changes in (low, high]; None when an input changed whole."""
+    params = {"lo": low, "hi": high}
+    dates: set[dt.date] = set()
+    rebuilds = wh.execute(
+        conn,
+        "select rebuild_start, rebuild_end from meta.change_log where change_id > :lo and change_id <= :hi "
+        "and kind = 'rebuild'",
+        params,
+    ).fetchall()
+    for start, end in rebuilds:
+        if start is None:
+            return None
+        dates.update(date_range(_as_date(start), _as_date(end)))
+    for dep in model.depends_on:
+        if models[dep].materialized == "view":
+            rows = wh.execute(
+                conn,
+                "select distinct event_date from meta.changed_pairs where change_id > :lo and change_id <= :hi",
+                params,
+            ).fetchall()
+            dates.update(_as_date(r[0]) for r in rows)
+            continue
+        rows = wh.execute(
+            conn,
+            "select distinct changed_date, is_all from meta.model_changes "
+            "where model_name = :m and change_id > :lo and change_id <= :hi",
+            {**params, "m": dep},
+        ).fetchall()
+        if any(r[1] for r in rows):
+            return None
+        dates.update(_as_date(r[0]) for r in rows if r[0] is not None)
+    return dates
+
+
+def _build_one(
+    wh: Warehouse,
+    conn: sa.Connection,
+    cfg: Config,
+    model: Model,
+    models: dict[str, Model],
+    params: Mapping[str, Any],
+    definitions: Mapping[str, Any],
+    *,
+    whole: bool,
+) -> BuildOutcome | None:
+    target = int(wh.scalar(conn, "select coalesce(max(change_id), 0) from meta.change_log"))
+    for dep in model.depends_on:
+        if models[dep].materialized != "view":
+            dep_state = _state(wh, conn, dep)
+            target = min(target, dep_state[0] if dep_state else 0)
+    as_of = _as_date(wh.scalar(conn, "select max(business_date) from meta.change_log where change_id <= :t", {"t": target}))
+    first = _as_date(wh.scalar(conn, "select min(event_date) from raw.events"))
+    fp = fingerprint(model, cfg, params, definitions)
+    state = _state(wh, conn, model.name)
+    if state is not None and state[0] >= target and not whole and state[3] == fp and state[2] == first:
+        return None
+    outcome = BuildOutcome(model.name, target)
+    began = time.monotonic()
+    bound = {**params, "as_of_date": as_of, "first_date": first}
+    dates: set[dt.date] | None = None
+    if not (whole or state is None or state[3] != fp or state[2] != first or model.materialized == "table"):
+        dates = _input_dates(wh, conn, model, models, state[0], target)
+    if dates is not None and as_of is not None and first is not None:
+        before, after = _reach(model.reach, cfg), _reach(model.reach_after, cfg)
+        wanted: set[dt.date] = set()
+        for d in dates:
+            lo = first if before is None else d - dt.timedelta(days=before)
+            hi = as_of if after is None else min(as_of, d + dt.timedelta(days=after))
+            if lo <= hi:
+                wanted.update(date_range(max(lo, first or lo), hi))
+        old_as_of = state[1]
+        if old_as_of is None or old_as_of < as_of:
+            zone = _reach(model.as_of_reach, cfg) if model.as_of_reach else 0
+            since = first if (old_as_of is None or zone is None) else old_as_of - dt.timedelta(days=zone) + dt.timedelta(days=1)
+            if since is not None:
+                wanted.update(date_range(max(since, first), as_of))
+        outcome.dates = tuple(sorted(wanted))
+        for lo, hi in _runs(list(outcome.dates)):
+            _run_statements(wh, conn, model, {**bound, "start_date": lo, "end_date": hi})
+            outcome.rows += wh.scalar(
+                conn,
+                f"select count(*) from {model.table} where {model.partition_by} between :lo and :hi",
+                {"lo": lo, "hi": hi},
+            )
+        if outcome.dates:
+            wh.insert_rows(
+                conn,
+                "meta.model_changes",
+                [
+                    {"model_name": model.name, "change_id": target, "user_id": None, "changed_date": d, "is_all": False}
+                    for d in outcome.dates
+                ],
+            )
+    else:
+        outcome.whole = True
+        if model.materialized == "partition":
+            wh.execute(conn, f"drop table if exists {model.table}")
+        lo = first or as_of or dt.date.today()
+        hi = as_of or lo
+        if first is not None and as_of is not None and first <= as_of:
+            _run_statements(wh, conn, model, {**bound, "start_date": lo, "end_date": hi})
+        else:
+            wh.execute(conn, model.create_sql("models"))
+            if model.materialized == "table":
+                wh.execute(conn, f"delete from {model.table}")
+        outcome.rows = int(wh.scalar(conn, f"select count(*) from {model.table}"))
+        wh.insert_rows(
+            conn,
+            "meta.model_changes",
+            [{"model_name": model.name, "change_id": target, "user_id": None, "changed_date": None, "is_all": True}],
+        )
+    wh.execute(conn, "delete from meta.model_state where model_name = :m", {"m": model.name})
+    wh.insert_rows(
+        conn,
+        "meta.model_state",
+        [
+            {
+                "model_name": model.name,
+                "change_id": target,
+                "as_of_date": as_of,
+                "first_date": first,
+                "fingerprint": fp,
+                "built_at": dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            }
+        ],
+    )
+    outcome.seconds = time.monotonic() - began
+    return outcome
+
+
+def build_pending(
+    wh: Warehouse,
+    cfg: Config,
+    progress: Callable[[str], None] | None = None,
+    *,
+    only: set[str] | None = None,
+    dependencies: bool = True,
+    whole: bool = False,
+) -> dict[str, BuildOutcome]:
+    """Catch every model (or ``only`` those, with the models they read unless ``dependencies`` is false) up with the
+    loaded changes; ``whole`` rebuilds them from scratch. Returns what each build did."""
+    from cohortflow.analyses import definition_rows, load_definitions, model_params
+
+    params = {**model_params(cfg), "late_arrival_days": cfg.ingest.late_arrival_days}
+    definitions = definition_rows(cfg)
+    wh.bootstrap()
+    with wh.begin() as conn:
+        wh.lock(conn, "cohortflow:definitions")
+        load_definitions(wh, conn, cfg)
+    models = load_models()
+    wanted = set(models) if only is None else (_with_dependencies(only, models) if dependencies else set(only))
+    done: dict[str, BuildOutcome] = {}
+    for model in models.values():
+        if model.name not in wanted:
+            continue
+        with wh.begin() as conn:
+            if model.materialized == "view":
+                _run_statements(wh, conn, model, {})
+                continue
+            # Builds of one model wait for each other (dates run in parallel on PostgreSQL).
+            wh.lock(conn, f"cohortflow:model:{model.name}")
+            outcome = _build_one(wh, conn, cfg, model, models, params, definitions, whole=whole)
+        if outcome is None:
+            if progress:
+                progress(f"  {model.table}: up to date")
+            continue
+        done[model.name] = outcome
+        if progress:
+            progress(f"  built {model.table}: {outcome.describe()} in {outcome.seconds:.1f} s")
+    return done
+
+
+def forget_changes(wh: Warehouse) -> None:
+    """Drop the change rows every model and publish have caught up with."""
+    with wh.begin() as conn:
+        low = wh.scalar(
+            conn,
+            "select min(change_id) from (select change_id from meta.model_state "
+            "union all select change_id from meta.publish_state) as s",
+        )
+        if low is None:
+            return
+        wh.execute(conn, "delete from meta.changed_pairs where change_id <= :c", {"c": low})
+        # A model's changes stay until the models reading it and publish have read them.
+        wh.execute(
+            conn,
+            "delete from meta.model_changes where change_id <= :c",
+            {"c": low},
+        )
 
 
 def _with_dependencies(names: set[str], models: dict[str, Model]) -> set[str]:
@@ -336,30 +589,6 @@ def _with_dependencies(names: set[str], models: dict[str, Model]) -> set[str]:
         out |= frontier
         frontier = {d for n in frontier for d in models[n].depends_on} - out
     return out
-
-
-def record_build(wh: Warehouse, business_date: dt.date, built: dict[str, tuple[dt.date, dt.date, int]]) -> None:
-    """Remember the ranges built for a business date; publish reads them."""
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    with wh.begin() as conn:
-        wh.execute(conn, "delete from meta.model_builds where business_date = :d", {"d": business_date})
-        for name, (lo, hi, _) in built.items():
-            wh.execute(
-                conn,
-                "insert into meta.model_builds (business_date, model_name, start_date, end_date, built_at) "
-                "values (:d, :m, :s, :e, :t)",
-                {"d": business_date, "m": name, "s": lo, "e": hi, "t": now},
-            )
-
-
-def built_ranges(wh: Warehouse, business_date: dt.date) -> dict[str, tuple[dt.date, dt.date]]:
-    with wh.begin() as conn:
-        rows = wh.execute(
-            conn,
-            "select model_name, start_date, end_date from meta.model_builds where business_date = :d",
-            {"d": business_date},
-        ).fetchall()
-    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 # A ``:name`` bind parameter in rendered SQL (not a ``::type`` cast, nor a time like '10:30').

@@ -1,10 +1,12 @@
-"""Publish: make the rebuilt partitions visible in ``reports`` at once, then snapshot.
+"""Publish: make the models' changes visible in ``reports`` at once, then snapshot.
 
-All published tables are updated in a single transaction (delete the rebuilt
-date range, insert it from ``models``), so a reader sees either the previous
-complete state or the new one. Before that, cheap invariants of the model
-outputs are checked; a violation stops the publish. After the commit each
-published table is written as a dated Parquet snapshot.
+Each published model is published through some change id (``meta.publish_state``); a publish copies, from
+``models`` to ``reports``, the partitions each model changed since then (``meta.model_changes``: dates, or the
+whole table), for every published table in a single transaction, so a reader sees either the previous complete
+state or the new one, and ``reports`` always equals what a full rebuild from everything loaded would publish. Before
+that, cheap invariants of the rows to publish are checked, and a date whose latest load failed a critical
+validation stops the publish (it would publish the bad day). After the commit each published table is written as a
+dated Parquet snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from cohortflow.config import Config
-from cohortflow.models import Model, built_ranges, published_models
+from cohortflow.models import Model, published_models
 from cohortflow.warehouse import Warehouse
 
 
@@ -25,46 +27,58 @@ class PublishError(Exception):
     """Publishing was refused: nothing changed in ``reports``."""
 
 
-# Invariants that hold for any correct build (source dialect; each query returns violating rows).
+# Invariants that hold for any correct build (source dialect; {rows} selects the rows to publish; each query
+# returns the number of violating rows).
 CHECKS = {
-    "active_users_daily": (
-        "select count(*) from models.active_users_daily "
-        "where activity_date between :start_date and :end_date "
-        "and not (dau <= wau and wau <= mau and dau >= 0)"
-    ),
-    "event_metrics_daily": (
-        "select count(*) from models.event_metrics_daily "
-        "where event_date between :start_date and :end_date "
-        "and not (count_users <= count_events and count_users >= 1)"
-    ),
-    "event_metrics_breakdown_daily": (
-        "select count(*) from models.event_metrics_breakdown_daily "
-        "where event_date between :start_date and :end_date and not (count_users <= count_events)"
-    ),
-    "session_metrics_daily": (
-        "select count(*) from models.session_metrics_daily "
-        "where session_date between :start_date and :end_date "
-        "and not (users <= sessions and bounce_rate between 0 and 1)"
-    ),
-    "path_transitions_daily": (
-        "select count(*) from models.path_transitions_daily "
-        "where session_date between :start_date and :end_date "
-        "and not (count_users >= 1 and count_users <= transition_count)"
-    ),
-    "top_paths_daily": (
-        "select count(*) from models.top_paths_daily "
-        "where session_date between :start_date and :end_date and not (count_users <= count_sessions)"
-    ),
+    "active_users_daily": "select count(*) from {rows} where not (dau <= wau and wau <= mau and dau >= 0)",
+    "event_metrics_daily": "select count(*) from {rows} where not (count_users <= count_events and count_users >= 1)",
+    "event_metrics_breakdown_daily": "select count(*) from {rows} where not (count_users <= count_events)",
+    "session_metrics_daily": "select count(*) from {rows} where not (users <= sessions and bounce_rate between 0 and 1)",
+    "path_transitions_daily": "select count(*) from {rows} where not (count_users >= 1 and count_users <= transition_count)",
+    "top_paths_daily": "select count(*) from {rows} where not (count_users <= count_sessions)",
     "retention_cohorts": (
-        "select count(*) from models.retention_cohorts "
-        "where cohort_date between :start_date and :end_date "
-        "and not (retained_users <= cohort_users and (period_number > 0 or retained_users = cohort_users))"
+        "select count(*) from {rows} "
+        "where not (retained_users <= cohort_users and (period_number > 0 or retained_users = cohort_users))"
     ),
-    "lifecycle_daily": (
-        "select count(*) from models.lifecycle_daily "
-        "where activity_date between :start_date and :end_date and not (users >= 0)"
-    ),
+    "lifecycle_daily": "select count(*) from {rows} where not (users >= 0)",
 }
+
+
+def _pending(wh: Warehouse, conn, model: Model) -> tuple[int, bool, list[dt.date]] | None:
+    """(change id to publish through, whole table?, dates) of a published model; None when nothing is new."""
+    state = wh.execute(conn, "select change_id from meta.model_state where model_name = :m", {"m": model.name}).first()
+    if state is None:
+        raise PublishError(f"model {model.name} has never been built: run the 'models' task first; nothing published")
+    built = int(state[0])
+    published = wh.scalar(conn, "select change_id from meta.publish_state where model_name = :m", {"m": model.name})
+    if published is not None and int(published) >= built:
+        return None
+    rows = wh.execute(
+        conn,
+        "select distinct changed_date, is_all from meta.model_changes "
+        "where model_name = :m and change_id > :lo and change_id <= :hi",
+        {"m": model.name, "lo": -1 if published is None else int(published), "hi": built},
+    ).fetchall()
+    whole = published is None or any(r[1] for r in rows) or not model.partition_by
+    return built, whole, sorted(r[0] for r in rows if r[0] is not None)
+
+
+def _failed_validations(wh: Warehouse, conn, low: int, high: int) -> list[str]:
+    rows = wh.execute(
+        conn,
+        """
+        select v.business_date, min(v.expectation)
+        from meta.validation_results as v
+        where v.severity = 'critical' and not v.success
+            and v.business_date in (
+                select business_date from meta.change_log where change_id > :lo and change_id <= :hi and kind = 'load'
+            )
+        group by v.business_date
+        order by v.business_date
+        """,
+        {"lo": low, "hi": high},
+    ).fetchall()
+    return [f"{d} ({e})" for d, e in rows]
 
 
 def publish(
@@ -73,39 +87,64 @@ def publish(
     business_date: dt.date,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
-    ranges = built_ranges(wh, business_date)
+    """Publish every published model's changes; returns the rows each reports table holds for what was copied."""
     models = published_models()
-    missing = [m.name for m in models if m.name not in ranges]
-    if missing:
-        raise PublishError(f"no model build recorded for {business_date} ({', '.join(missing)}): run the 'models' task first")
-    with wh.begin() as conn:
-        for model in models:
-            check = CHECKS.get(model.name)
-            params = _params(model, ranges)
-            if check and (bad := wh.scalar(conn, check, params)):
-                raise PublishError(f"model {model.name}: {bad} rows break its invariants; nothing published")
     counts: dict[str, int] = {}
+    copied: dict[str, str] = {}
     with wh.begin() as conn:
         wh.lock(conn, "cohortflow:publish")
+        pending = {m.name: _pending(wh, conn, m) for m in models}
+        todo = {name: p for name, p in pending.items() if p is not None}
+        if todo:
+            low = min(
+                int(wh.scalar(conn, "select coalesce(max(change_id), -1) from meta.publish_state where model_name = :m", {"m": n}))
+                for n in todo
+            )
+            high = max(p[0] for p in todo.values())
+            failed = _failed_validations(wh, conn, low, high)
+            if failed:
+                raise PublishError(
+                    f"the latest load of {', '.join(failed)} failed a critical validation: nothing published. "
+                    "Fix the input and rerun that date (or change the validation settings and rerun its validate task)"
+                )
         for model in models:
+            if model.name not in todo:
+                continue
+            built, whole, dates = todo[model.name]
             cols = ", ".join(c.name for c in model.columns)
-            params = _params(model, ranges)
-            where = f" where {model.partition_by} between :start_date and :end_date" if model.partition_by else ""
             wh.execute(conn, model.create_sql("reports"))
             wh.comment(conn, "table", f"reports.{model.name}", model.description)
             for c in model.columns:
                 wh.comment(conn, "column", f"reports.{model.name}.{c.name}", c.description)
-            wh.execute(conn, f"delete from reports.{model.name}{where}", params)
-            wh.execute(conn, f"insert into reports.{model.name} ({cols}) select {cols} from models.{model.name}{where}", params)
-            counts[model.name] = wh.scalar(conn, f"select count(*) from reports.{model.name}{where}", params)
+            if whole:
+                where = ""
+            else:
+                wh.execute(conn, "drop table if exists publish_dates")
+                wh.execute(conn, "create temporary table publish_dates (d date)")
+                if dates:
+                    wh.insert_rows(conn, "publish_dates", [{"d": d} for d in dates])
+                where = f" where {model.partition_by} in (select d from publish_dates)"
+            check = CHECKS.get(model.name)
+            if check and (bad := wh.scalar(conn, check.format(rows=f"(select * from models.{model.name}{where}) as r"))):
+                raise PublishError(f"model {model.name}: {bad} rows break its invariants; nothing published")
+            wh.execute(conn, f"delete from reports.{model.name}{where}")
+            wh.execute(conn, f"insert into reports.{model.name} ({cols}) select {cols} from models.{model.name}{where}")
+            counts[model.name] = wh.scalar(conn, f"select count(*) from reports.{model.name}{where}")
+            copied[model.name] = "whole table" if whole else _describe_dates(dates)
+            wh.execute(conn, "delete from meta.publish_state where model_name = :m", {"m": model.name})
+            wh.insert_rows(
+                conn,
+                "meta.publish_state",
+                [{"model_name": model.name, "change_id": built, "as_of_date": None, "published_at": _now()}],
+            )
     snapshot_dir = cfg.target_path / "snapshots" / business_date.isoformat()
     snapshot_dir.mkdir(parents=True, exist_ok=True)
     with wh.begin() as conn:
         for model in models:
+            if not wh.table_exists(conn, "reports", model.name):
+                wh.execute(conn, model.create_sql("reports"))
             cols = ", ".join(c.name for c in model.columns)
-            table = wh.query_arrow(
-                conn, f"select {cols} from reports.{model.name} order by {cols}"
-            )
+            table = wh.query_arrow(conn, f"select {cols} from reports.{model.name} order by {cols}")
             path = snapshot_dir / f"{model.name}.parquet"
             tmp = path.with_suffix(".parquet.tmp")
             pq.write_table(table, tmp)
@@ -115,11 +154,27 @@ def publish(
         if progress:
             progress(f"  reader copy for BI: {path}")
     if progress:
-        for name, n in counts.items():
-            lo, hi = ranges[name]
-            progress(f"  published reports.{name}: {n:,} rows for {lo}..{hi}")
+        if not copied:
+            progress("  reports already up to date")
+        for name, what in copied.items():
+            progress(f"  published reports.{name}: {what} ({counts[name]:,} rows)")
         progress(f"  snapshots in {snapshot_dir}")
+    from cohortflow.models import forget_changes
+
+    forget_changes(wh)
     return counts
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _describe_dates(dates: list[dt.date]) -> str:
+    if not dates:
+        return "no date"
+    if len(dates) == 1:
+        return f"{dates[0]}"
+    return f"{len(dates)} dates {dates[0]}..{dates[-1]}"
 
 
 def reader_file_path(cfg: Config) -> Path:
@@ -149,11 +204,6 @@ def publish_reader_file(wh: Warehouse, cfg: Config, models: list[Model]) -> Path
             raw.execute("detach cohortflow_reader")
     os.replace(tmp, path)
     return path
-
-
-def _params(model: Model, ranges: dict[str, tuple[dt.date, dt.date]]) -> dict[str, dt.date]:
-    lo, hi = ranges[model.name]
-    return {"start_date": lo, "end_date": hi}
 
 
 def snapshot_path(cfg: Config, business_date: dt.date, table: str) -> Path:

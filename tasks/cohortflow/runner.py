@@ -68,13 +68,11 @@ def _validate(ctx: TaskContext) -> TaskOutcome:
 
 
 def _models(ctx: TaskContext) -> TaskOutcome:
-    from cohortflow.models import affected_range, build_models, record_build
+    from cohortflow.models import build_pending
 
-    start, end = affected_range(ctx.wh, ctx.cfg, ctx.business_date)
-    ctx.echo(f"  new data changes {start}..{end}")
-    built = build_models(ctx.wh, ctx.cfg, start, end, progress=ctx.echo)
-    record_build(ctx.wh, ctx.business_date, built)
-    return TaskOutcome(None, sum(n for _, _, n in built.values()), f"{len(built)} models built")
+    built = build_pending(ctx.wh, ctx.cfg, progress=ctx.echo)
+    changed = [o for o in built.values() if o.changed]
+    return TaskOutcome(None, sum(o.rows for o in changed), f"{len(changed)} models rebuilt, the others up to date")
 
 
 def _publish(ctx: TaskContext) -> TaskOutcome:
@@ -249,30 +247,44 @@ def run_workflow(
     return run_id
 
 
-def rebuild_range(cfg: Config, wh: Warehouse, start: dt.date, end: dt.date, *, echo: Echo = print) -> str:
-    """Rebuild every model for exactly ``[start, end]`` from the loaded events, then publish it.
-
-    The as-of date of the rebuilt rows is ``end``. The result equals what the
-    nightly runs produced (a test pins this); use it after changing a model or
-    an analysis definition.
+def rebuild_range(
+    cfg: Config, wh: Warehouse, start: dt.date | None = None, end: dt.date | None = None, *, echo: Echo = print
+) -> str:
+    """Rebuild every model, then publish: the dates ``[start, end]`` of every model, or (no range) every model whole
+    from the loaded events. Past dates are recomputed with everything loaded so far, so nothing moves backwards; use
+    it after changing a model's SQL outside the project's versioning, or to check that the published tables equal a
+    full rebuild (they do, whatever ran before: a model whose SQL or definitions changed is rebuilt whole anyway).
     """
-    from cohortflow.models import build_models, record_build
+    from cohortflow.ingest import _record_change
+    from cohortflow.models import build_pending
     from cohortflow.publish import publish
 
     wh.bootstrap()
     run_id = new_run_id()
-    started = _log_start(wh, run_id, "rebuild", "rebuild", end, "cli")
+    with wh.begin() as conn:
+        as_of = wh.scalar(conn, "select max(business_date) from meta.change_log")
+    as_of = as_of.date() if isinstance(as_of, dt.datetime) else as_of
+    label = f"{start}..{end}" if start else "every model, whole"
+    log_date = end or as_of or dt.date.today()
+    started = _log_start(wh, run_id, "rebuild", "rebuild", log_date, "cli")
     t0 = time.monotonic()
-    echo(f"[rebuild] {start}..{end} (run {run_id})")
+    echo(f"[rebuild] {label} (run {run_id})")
     try:
-        built = build_models(wh, cfg, start, end, progress=echo, exact_range=True)
-        record_build(wh, end, built)
-        counts = publish(wh, cfg, end, progress=echo)
+        if start is not None:
+            with wh.begin() as conn:
+                change_id = _record_change(wh, conn, as_of or end, run_id, "rebuild", _now())
+                wh.execute(
+                    conn,
+                    "update meta.change_log set rebuild_start = :s, rebuild_end = :e where change_id = :c",
+                    {"s": start, "e": end, "c": change_id},
+                )
+        built = build_pending(wh, cfg, progress=echo, whole=start is None)
+        counts = publish(wh, cfg, log_date, progress=echo)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         _log_end(wh, run_id, "rebuild", started, FAILED, None, message[:4000])
-        raise TaskFailed(f"rebuild {start}..{end} failed: {message}") from exc
-    outcome = TaskOutcome(None, sum(counts.values()), f"rebuilt {len(built)} models for {start}..{end}")
+        raise TaskFailed(f"rebuild {label} failed: {message}") from exc
+    outcome = TaskOutcome(None, sum(counts.values()), f"rebuilt {len(built)} models ({label})")
     _log_end(wh, run_id, "rebuild", started, SUCCESS, outcome, None)
     echo(f"  {outcome.message} in {time.monotonic() - t0:.1f}s")
     return run_id

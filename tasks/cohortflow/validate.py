@@ -51,6 +51,15 @@ if TYPE_CHECKING:
     import great_expectations as gx
 
 SEVERITIES = ("critical", "warning", "info")  # highest first
+
+
+def _columns(kwargs: Mapping[str, Any]) -> str | None:
+    """The column an expectation checks, or its columns joined with '+' (compound expectations)."""
+    if kwargs.get("column"):
+        return kwargs["column"]
+    if kwargs.get("column_list"):
+        return "+".join(kwargs["column_list"])
+    return None
 EVENTS_SUITE = "raw_events"
 
 # The batch of the events suite: the rows the ingest loaded for the date.
@@ -385,7 +394,7 @@ def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str
                 skipped.append(
                     ExpectationOutcome(
                         expectation=config.type,
-                        column=config.kwargs.get("column"),
+                        column=_columns(config.kwargs),
                         severity=_severity(config),
                         success=True,
                         observed="not applicable: the tracking plan lists no events",
@@ -403,7 +412,7 @@ def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str
     outcomes = [
         ExpectationOutcome(
             expectation=r.expectation_config.type,
-            column=r.expectation_config.kwargs.get("column"),
+            column=_columns(r.expectation_config.kwargs),
             severity=_severity(r.expectation_config),
             success=bool(r.success),
             observed=_observed(r),

@@ -206,6 +206,21 @@ class Warehouse:
                 conn.execute(sa.text(f"create schema if not exists {schema}"))
             for ddl in BASE_TABLES:
                 self.execute(conn, ddl)
+            for table, column, type_, fill in MIGRATIONS:
+                schema, name = table.split(".")
+                if not self._has_column(conn, schema, name, column):
+                    self.execute(conn, f"alter table {table} add column {column} {type_}")
+                    self.execute(conn, f"update {table} set {column} = {fill}")
+
+    def _has_column(self, conn: sa.Connection, schema: str, table: str, column: str) -> bool:
+        return bool(
+            self.scalar(
+                conn,
+                "select count(*) from information_schema.columns "
+                "where table_schema = :s and table_name = :t and column_name = :c",
+                {"s": schema, "t": table, "c": column},
+            )
+        )
 
     def table_exists(self, conn: sa.Connection, schema: str, table: str) -> bool:
         return sa.inspect(conn).has_table(table, schema=schema)
@@ -295,8 +310,14 @@ BASE_TABLES = [
         link_login_id varchar,
         load_date date not null,
         ingest_file varchar not null,
-        ingest_line bigint not null
+        ingest_line bigint not null,
+        source_name varchar not null
     )
+    """,
+    # Every other copy of an event id of a source that raw.events holds (retried sends), with the same columns: kept so
+    # that a rerun that removes the copy loaded can restore another, and so that each ledger counts from the tables.
+    """
+    create table if not exists raw.duplicates as select * from raw.events where 1 = 0
     """,
     """
     create table if not exists raw.quarantine (
@@ -306,7 +327,8 @@ BASE_TABLES = [
         source_format varchar not null,
         reason varchar not null,
         detail varchar,
-        raw_line varchar
+        raw_line varchar,
+        source_name varchar
     )
     """,
     """
@@ -350,13 +372,61 @@ BASE_TABLES = [
         validated_at timestamp not null
     )
     """,
+    # Every load (and every requested rebuild) is a change; models and publish catch up with the changes in order.
     """
-    create table if not exists meta.model_builds (
+    create table if not exists meta.change_log (
+        change_id bigint not null,
         business_date date not null,
+        kind varchar not null,
+        run_id varchar not null,
+        rebuild_start date,
+        rebuild_end date,
+        created_at timestamp not null
+    )
+    """,
+    # The (resolved user, event date) pairs whose events a change added, removed or re-attributed (old and new user).
+    """
+    create table if not exists meta.changed_pairs (
+        change_id bigint not null,
+        user_id varchar not null,
+        event_date date not null
+    )
+    """,
+    # Per model: the change it is built through, the as-of date and history start it was built with, its fingerprint.
+    """
+    create table if not exists meta.model_state (
         model_name varchar not null,
-        start_date date not null,
-        end_date date not null,
+        change_id bigint not null,
+        as_of_date date,
+        first_date date,
+        fingerprint varchar not null,
         built_at timestamp not null
     )
     """,
+    # What a model build changed: partition dates (and users, for user-grain models); a null date = every row.
+    """
+    create table if not exists meta.model_changes (
+        model_name varchar not null,
+        change_id bigint not null,
+        user_id varchar,
+        changed_date date,
+        is_all boolean not null
+    )
+    """,
+    # Per published model: the change its reports table is published through.
+    """
+    create table if not exists meta.publish_state (
+        model_name varchar not null,
+        change_id bigint not null,
+        as_of_date date,
+        published_at timestamp not null
+    )
+    """,
+]
+
+# Columns added after a warehouse was first created: (table, column, type, value for existing rows).
+MIGRATIONS = [
+    ("raw.events", "source_name", "varchar", "source_format"),
+    ("raw.quarantine", "source_name", "varchar", "source_format"),
+    ("raw.duplicates", "source_name", "varchar", "source_format"),
 ]

@@ -55,6 +55,7 @@ def event_rows(day: dt.date, n: int, *, prefix: str = "") -> list[dict]:
                 "load_date": day,
                 "ingest_file": f"ark/{day}/part-0.jsonl.gz",
                 "ingest_line": i + 1,
+                "source_name": "app",
             }
         )
     return rows
@@ -126,8 +127,20 @@ def test_duplicate_event_id_fails_critical(wh, cfg):
     load(wh, rows)
     outcome = validate_day(wh, cfg, D, "run-1")
     assert outcome.status == "failed"
-    assert [r.label for r in outcome.failed_critical] == ["expect_column_values_to_be_unique(event_id)"]
+    assert [r.label for r in outcome.failed_critical] == ["expect_compound_columns_to_be_unique(source_name+event_id)"]
     assert "event_id" in outcome.summary()
+
+
+def test_same_event_id_in_two_sources_passes(wh, cfg):
+    """Event ids are unique within a source: two sources may both send id 1."""
+    rows = event_rows(D, 20)
+    other = event_rows(D, 3)
+    for r in other:
+        r["source_name"] = "other"
+        r["ingest_file"] = f"other/{D}/part-0.jsonl"
+    load(wh, rows + other)
+    outcome = validate_day(wh, cfg, D, "run-1")
+    assert not outcome.failed_critical, outcome.summary()
 
 
 def test_event_date_outside_late_arrival_window_fails_critical(wh, cfg):

@@ -86,3 +86,14 @@ def load_definitions(wh, conn, cfg: Config) -> dict[str, int]:
                 wh.insert_rows(conn, table, rows)
             counts[table] = len(rows)
     return counts
+
+
+def definition_rows(cfg: Config) -> dict[str, list[dict[str, Any]]]:
+    """Every ``meta.def_*`` table's rows for the current config (what :func:`load_definitions` writes)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for module in modules():
+        if getattr(module, "TABLES", None):
+            data = module.rows(cfg)
+            for table in module.TABLES:
+                out[table] = data.get(table, [])
+    return out

@@ -245,4 +245,8 @@ def params(cfg: Config) -> dict[str, Any]:
     return {"funnel_window_days": funnel_reach(cfg), "funnel_pass_max_events": PASS_MAX_EVENTS}
 
 
-REACH = {"funnel_window": funnel_reach}
+REACH = {
+    "funnel_window": funnel_reach,
+    # is_complete of an entry date flips once its window and the late-arrival window after it have passed.
+    "funnel_complete": lambda cfg: funnel_reach(cfg) + cfg.ingest.late_arrival_days + 1,
+}

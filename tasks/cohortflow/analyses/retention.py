@@ -133,6 +133,8 @@ def retention_reach(cfg: Config) -> int:
 
 REACH = {
     "retention_horizon": retention_reach,
+    # Rows of periods begun by the as-of date, and is_complete once a period and the late-arrival window passed.
+    "retention_complete": lambda cfg: retention_reach(cfg) + cfg.ingest.late_arrival_days + 32,
     # A change on date X changes the states of X (new, returning, resurrecting) and X + 1 (dormant, returning).
     "lifecycle": lambda cfg: 0,
 }
