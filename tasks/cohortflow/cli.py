@@ -77,7 +77,20 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_FAILED)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """Every verb: a warehouse that cannot be reached, or refuses, is one line naming it (no traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        from cohortflow.warehouse import WarehouseError
+
+        try:
+            return super().invoke(ctx)
+        except WarehouseError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cohortflow")
 def main() -> None:
     """cohortflow: product-analytics tables from raw SDK tracking logs."""
@@ -314,17 +327,46 @@ def grant_reader_cmd(config_path, role, password_env):
 
 @main.command("check-config")
 @config_option
-def check_config(config_path):
-    """Validate the project config and print the settings in force (no secrets)."""
+@click.option("--offline", is_flag=True, help="Check the file only: do not contact the warehouse.")
+def check_config(config_path, offline):
+    """Validate the project config, check that its landing root exists, the password variable is set when the
+    warehouse needs one and the warehouse answers; print the settings in force (no secrets). Exit 2 on a problem."""
+    from cohortflow.warehouse import Warehouse, WarehouseError
+
     cfg = _load(config_path)
     click.echo(f"config ok: project {cfg.project}, time zone {cfg.timezone}")
-    from cohortflow.warehouse import Warehouse
-
-    click.echo(f"  warehouse: {Warehouse(cfg).url_text}")
+    problems: list[str] = []
+    wh = _warehouse(cfg)
+    click.echo(f"  warehouse: {wh.url_text}")
     click.echo(f"  landing root: {cfg.landing_path}")
-    for s in cfg.sources:
-        click.echo(f"  source {s.name}: {s.format} files under {cfg.landing_path / s.path}/<YYYY-MM-DD>/")
+    if not cfg.landing_path.is_dir():
+        problems.append(f"landing root {cfg.landing_path} does not exist (setting landing_root)")
+    for i, src in enumerate(cfg.sources):
+        folder = cfg.landing_path / src.path
+        click.echo(f"  source {src.name}: {src.format} files under {folder}/<YYYY-MM-DD>/")
+        if cfg.landing_path.is_dir() and not folder.is_dir():
+            problems.append(f"source folder {folder} does not exist (setting sources.{i}.path)")
     click.echo(f"  outputs: {cfg.target_path}")
+    click.echo(
+        f"  windows: late arrivals accepted {cfg.ingest.late_arrival_days} days, "
+        f"duplicates recognised {cfg.ingest.lookback_days} days apart"
+    )
+    if wh.dialect == "postgres" and cfg.warehouse.password is None:
+        problems.append("the warehouse is PostgreSQL and COHORTFLOW_WAREHOUSE__PASSWORD is not set")
+    elif wh.dialect == "duckdb" and not Path(wh.engine.url.database or "").exists():
+        click.echo("  warehouse file not created yet (the first run creates it)")
+    elif not offline:
+        try:
+            with wh.begin() as conn:
+                wh.scalar(conn, "select 1")
+            click.echo("  warehouse answers")
+        except WarehouseError as exc:
+            problems.append(str(exc))
+    wh.dispose()
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if problems:
+        sys.exit(EXIT_USAGE)
 
 
 @main.command()

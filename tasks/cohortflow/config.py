@@ -456,8 +456,9 @@ class Config(_Strict):
         return url
 
 
-def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    """Overlay ``COHORTFLOW_A__B=value`` onto ``data['a']['b']`` (YAML-parsed value)."""
+def _apply_env(data: dict[str, Any], environ: dict[str, str], origins: dict[str, str] | None = None) -> dict[str, Any]:
+    """Overlay ``COHORTFLOW_A__B=value`` onto ``data['a']['b']`` (YAML-parsed value); ``origins`` gets each overridden
+    key path (``a.b``) and the variable that set it, so that errors name the variable, not the file."""
     for key, raw in sorted(environ.items()):
         if not key.startswith(ENV_PREFIX):
             continue
@@ -465,6 +466,8 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
         # Only keys of the config file; other COHORTFLOW_* variables (RUN_ID, DEBUG ...) are the CLI's.
         if not path or path[0] not in Config.model_fields or path[0] == "base_dir":
             continue
+        if origins is not None:
+            origins[".".join(path)] = key
         node = data
         for part in path[:-1]:
             if not isinstance(node.get(part), dict):
@@ -480,10 +483,15 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _format_errors(err: ValidationError, source: str, origins: dict[str, str] | None = None) -> str:
+    origins = origins or {}
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # A value set by an environment variable is named by it (the file may not even hold the key).
+        variable = next((v for k, v in origins.items() if loc == k or loc.startswith(k + ".")), None)
+        if variable:
+            loc = f"{variable} (environment variable, {loc})"
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the config reference in README.md)"
@@ -517,12 +525,13 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
             f"{cfg_path}: warehouse.password must not be written in the config file; "
             "set COHORTFLOW_WAREHOUSE__PASSWORD in the environment"
         )
-    data = _apply_env(data, dict(os.environ if environ is None else environ))
+    origins: dict[str, str] = {}
+    data = _apply_env(data, dict(os.environ if environ is None else environ), origins)
     data["base_dir"] = cfg_path.parent
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, str(cfg_path))) from None
+        raise ConfigError(_format_errors(err, str(cfg_path), origins)) from None
 
 
 def parse_business_date(value: str | dt.date) -> dt.date:
@@ -535,6 +544,7 @@ def parse_business_date(value: str | dt.date) -> dt.date:
         if re.fullmatch(shape, text):
             try:
                 return dt.datetime.strptime(text, fmt).date()
-            except ValueError:
-                break
+            except ValueError as exc:
+                # The shape is right, the calendar says no (2026-02-30, 2026-13-01).
+                raise ValueError(f"invalid date {value!r}: no such day in the calendar ({exc})") from None
     raise ValueError(f"invalid date {value!r}: expected YYYY-MM-DD or YYYYMMDD")

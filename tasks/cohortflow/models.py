@@ -70,6 +70,8 @@ class Model:
     # Partitions whose rows depend on the as-of date (is_complete, rows for periods begun by then) this far before
     # it: a reach name; they are rebuilt when the as-of date moves.
     as_of_reach: str | None = None
+    # Partition dates can lie this many days before the first event date (a week or month period's first day).
+    lead_days: int = 0
 
     def sql_for(self, dialect: str) -> str | None:
         """The engine's replacement CTEs, if any."""
@@ -145,6 +147,7 @@ def load_models() -> dict[str, Model]:
             is_history=bool(m.get("history", False)),
             reach_after=m.get("reach_after", "all"),
             as_of_reach=m.get("as_of_reach"),
+            lead_days=int(m.get("lead_days", 0)),
         )
         if model.materialized not in ("view", "partition", "table"):
             raise ValueError(f"model {name}: materialized must be view, partition or table")
@@ -385,6 +388,17 @@ def _state(wh: Warehouse, conn: sa.Connection, name: str) -> tuple[int, dt.date 
     return None if row is None else (int(row[0]), _as_date(row[1]), _as_date(row[2]), row[3])
 
 
+def history_start(wh: Warehouse, conn: sa.Connection) -> dt.date | None:
+    """The first date of the loaded history: the earliest event date or business date loaded (an empty day counts)."""
+    row = wh.execute(
+        conn,
+        "select (select min(event_date) from raw.events), "
+        "(select min(business_date) from meta.change_log where kind = 'load')",
+    ).one()
+    dates = [_as_date(v) for v in row if v is not None]
+    return min(dates) if dates else None
+
+
 def _input_dates(
     wh: Warehouse, conn: sa.Connection, model: Model, models: dict[str, Model], low: int, high: int
 ) -> set[dt.date] | None:
@@ -439,14 +453,15 @@ def _build_one(
             dep_state = _state(wh, conn, dep)
             target = min(target, dep_state[0] if dep_state else 0)
     as_of = _as_date(wh.scalar(conn, "select max(business_date) from meta.change_log where change_id <= :t", {"t": target}))
-    first = _as_date(wh.scalar(conn, "select min(event_date) from raw.events"))
+    start = history_start(wh, conn)
+    first = None if start is None else start - dt.timedelta(days=model.lead_days)
     fp = fingerprint(model, cfg, params, definitions)
     state = _state(wh, conn, model.name)
     if state is not None and state[0] >= target and not whole and state[3] == fp and state[2] == first:
         return None
     outcome = BuildOutcome(model.name, target)
     began = time.monotonic()
-    bound = {**params, "as_of_date": as_of, "first_date": first}
+    bound = {**params, "as_of_date": as_of, "first_date": start}
     dates: set[dt.date] | None = None
     if not (whole or state is None or state[3] != fp or state[2] != first or model.materialized == "table"):
         dates = _input_dates(wh, conn, model, models, state[0], target)
@@ -604,8 +619,9 @@ def render_model(
     if name not in models:
         raise KeyError(f"unknown model {name!r}; models: {', '.join(models)}")
     stmts = model_statements(models[name], dialect)
-    values = {**(params or {}), "start_date": start_date, "end_date": end_date}
-    order = {"start_date": 0, "end_date": 1}
+    # As of the end date, with the history starting at the start date (a build binds the warehouse's own).
+    values = {"as_of_date": end_date, "first_date": start_date, **(params or {}), "start_date": start_date, "end_date": end_date}
+    order = {"start_date": 0, "end_date": 1, "as_of_date": 2, "first_date": 3}
     used = sorted({name for stmt in stmts for name in BIND_PARAMETER.findall(stmt)}, key=lambda k: (order.get(k, 2), k))
     bound = ", ".join(f"{k}={values[k]}" if k in values else f"{k}=(unset)" for k in used)
     header = f"-- model {name} on {dialect}; bound parameters: {bound or 'none'}\n"
