@@ -331,7 +331,7 @@ def grant_reader_cmd(config_path, role, password_env):
 def check_config(config_path, offline):
     """Validate the project config, check that its landing root exists, the password variable is set when the
     warehouse needs one and the warehouse answers; print the settings in force (no secrets). Exit 2 on a problem."""
-    from cohortflow.warehouse import Warehouse, WarehouseError
+    from cohortflow.warehouse import WarehouseError
 
     cfg = _load(config_path)
     click.echo(f"config ok: project {cfg.project}, time zone {cfg.timezone}")

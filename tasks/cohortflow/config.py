@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cohortflow.adapters import FORMATS
 
 ENV_PREFIX = "COHORTFLOW_"
 CONFIG_ENV = "COHORTFLOW_CONFIG"

@@ -28,7 +28,6 @@ import pyarrow as pa
 from cohortflow.adapters import get_adapter
 from cohortflow.config import Config, Source
 from cohortflow.events import (
-    ENCODING,
     EVENT_IN_FUTURE,
     EVENT_TOO_LATE,
     INVALID_FIELD,

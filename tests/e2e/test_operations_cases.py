@@ -9,18 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner
 
 from cohortflow.cli import main
 from cohortflow.dag import load_workflows
-from cohortflow.runner import TaskFailed, rebuild_range, run_workflow
-from cohortflow.warehouse import Warehouse
+from cohortflow.runner import rebuild_range, run_workflow
 from tests.conftest import short_analyses
-from tests.e2e.test_operations_state import published
+from tests.e2e.reference import full_rebuild, published
 
 D = [dt.date(2026, 11, 1) + dt.timedelta(days=i) for i in range(10)]
 WF = load_workflows()["cohortflow_nightly"]
@@ -52,21 +49,6 @@ def canonical_project(make_project, engine, **overrides):
     return make_project(engine, **settings)
 
 
-def full_rebuild(project) -> dict[str, list[tuple]]:
-    """What a full rebuild of a copy of the warehouse publishes (DuckDB: a file copy)."""
-    cfg = project.config()
-    url = sa.make_url(cfg.warehouse_url)
-    copy = Path(url.database).with_name("reference.duckdb")
-    shutil.copyfile(url.database, copy)
-    ref = Warehouse(cfg, url=f"duckdb:///{copy}")
-    try:
-        rebuild_range(cfg, ref, **QUIET)
-        return published(ref)
-    finally:
-        ref.dispose()
-        copy.unlink()
-
-
 def dau(wh) -> dict[dt.date, int]:
     with wh.begin() as conn:
         return {r[0]: r[1] for r in wh.execute(conn, "select activity_date, dau from reports.active_users_daily").fetchall()}
@@ -87,8 +69,7 @@ def test_a_rerun_whose_input_lost_late_events_updates_the_earlier_dates(make_pro
         write(project, D[3], [event(f"d3-{u}", f"u{u}", at(D[3])) for u in range(5)] + late[1:])
         run_workflow(cfg, wh, WF, D[3], resume=False, **QUIET)
         assert [dau(wh)[d] for d in D[:4]] == [5, 5, 6, 5]
-        wh.dispose()
-        assert published(wh) == full_rebuild(project)
+        assert published(wh) == full_rebuild(project, wh)
     finally:
         wh.dispose()
 
@@ -195,8 +176,7 @@ def test_a_day_loaded_after_later_days_dedups_against_them_and_updates_them(make
         assert [r[0] for r in copies] == [day4], "the copy received first counts, once"
         assert ledger[day5] == 1 and ledger[day4] == 0
         assert dau(wh)[day4] == 2 and dau(wh)[day5] == 1
-        wh.dispose()
-        assert published(wh) == full_rebuild(project)
+        assert published(wh) == full_rebuild(project, wh)
     finally:
         wh.dispose()
 

@@ -20,18 +20,16 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from cohortflow.config import load_config
 from cohortflow.dag import load_workflows
 from cohortflow.models import published_models
 from cohortflow.publish import reader_file_path
 from cohortflow.runner import FAIL_ENV, TaskFailed, rebuild_range, run_workflow
-from cohortflow.warehouse import Warehouse
-from tests.conftest import Project, drop_pg_database, pg_settings, short_analyses
+from tests.conftest import Project, pg_settings, short_analyses
+from tests.e2e.reference import full_rebuild, normalise, published
 
 START = dt.date(2026, 11, 1)
 DATES = [START + dt.timedelta(days=i) for i in range(6)]
@@ -69,20 +67,6 @@ def _render(source: str, arrival: dt.date, lines) -> str:
             obj.update(link_anonymous_id=distinct, link_login_id=link, is_activity=False)
         out.append(json.dumps(obj))
     return "\n".join(out) + ("\n" if out else "")
-
-
-def _rows(conn, sql: str) -> list[tuple]:
-    rows = conn.execute(sa.text(sql)).fetchall()
-    return sorted((tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows), key=repr)
-
-
-def published(wh: Warehouse) -> dict[str, list[tuple]]:
-    with wh.engine.connect() as conn:
-        return {
-            m.name: _rows(conn, f"select {', '.join(c.name for c in m.columns)} from reports.{m.name}")
-            for m in published_models()
-            if sa.inspect(conn).has_table(m.name, schema="reports")
-        }
 
 
 class Operations(RuleBasedStateMachine):
@@ -181,44 +165,13 @@ class Operations(RuleBasedStateMachine):
 
     # -- the invariant --------------------------------------------------------
 
-    def _reference(self) -> dict[str, list[tuple]]:
-        """A full rebuild of a copy of the warehouse, from everything loaded."""
-        if self.engine_name == "duckdb":
-            self.wh.dispose()
-            url = sa.make_url(self.cfg.warehouse_url)
-            copy = Path(url.database).with_name("reference.duckdb")
-            shutil.copyfile(url.database, copy)
-            ref = Warehouse(self.cfg, url=f"duckdb:///{copy}")
-            try:
-                rebuild_range(self.cfg, ref, echo=lambda _m: None)
-                return published(ref)
-            finally:
-                ref.dispose()
-                copy.unlink()
-        self.wh.dispose()
-        base, password = pg_settings()
-        source = sa.make_url(self.project.db_url).database
-        name = "r_" + uuid.uuid4().hex[:12]
-        admin = sa.create_engine(sa.make_url(base).set(password=password), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'create database "{name}" template "{source}"'))
-        admin.dispose()
-        ref_url = str(sa.make_url(self.project.db_url).set(database=name).render_as_string(hide_password=True))
-        ref = Warehouse(self.cfg, url=ref_url)
-        try:
-            rebuild_range(self.cfg, ref, echo=lambda _m: None)
-            return published(ref)
-        finally:
-            ref.dispose()
-            drop_pg_database(ref_url, password)
-
     @invariant()
     def published_tables_equal_a_full_rebuild(self):
         if self.checked or not self.loaded:
             return
         self.checked = True
         now = published(self.wh)
-        expected = self._reference()
+        expected = full_rebuild(self.project, self.wh)
         assert set(now) == set(expected)
         for name in expected:
             assert now[name] == expected[name], f"reports.{name} differs from a full rebuild"
@@ -226,19 +179,13 @@ class Operations(RuleBasedStateMachine):
         for name in expected:
             table = pq.read_table(newest / f"{name}.parquet")
             cols = table.column_names
-            rows = sorted(
-                (tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in zip(*(table.column(c).to_pylist() for c in cols), strict=True)),
-                key=repr,
-            )
+            rows = normalise(zip(*(table.column(c).to_pylist() for c in cols), strict=True))
             assert rows == expected[name], f"the newest snapshot of {name} differs from reports"
         if self.engine_name == "duckdb":
             with duckdb.connect(str(reader_file_path(self.cfg)), read_only=True) as bi:
                 for model in published_models():
                     cols = ", ".join(c.name for c in model.columns)
-                    rows = sorted(
-                        (tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in bi.execute(f"select {cols} from {model.name}").fetchall()),
-                        key=repr,
-                    )
+                    rows = normalise(bi.execute(f"select {cols} from {model.name}").fetchall())
                     assert rows == expected[model.name], f"the BI copy of {model.name} differs from reports"
 
 

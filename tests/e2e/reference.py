@@ -1,0 +1,67 @@
+"""The reference of the operations tests: what a full rebuild of a copy of the warehouse publishes."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from cohortflow.models import published_models
+from cohortflow.runner import rebuild_range
+from cohortflow.warehouse import Warehouse
+from tests.conftest import drop_pg_database, pg_settings
+
+
+def normalise(rows) -> list[tuple]:
+    return sorted((tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows), key=repr)
+
+
+def published(wh: Warehouse) -> dict[str, list[tuple]]:
+    """Every reports table's rows (sorted, floats rounded)."""
+    with wh.engine.connect() as conn:
+        return {
+            m.name: normalise(conn.execute(sa.text(f"select {', '.join(c.name for c in m.columns)} from reports.{m.name}")).fetchall())
+            for m in published_models()
+            if sa.inspect(conn).has_table(m.name, schema="reports")
+        }
+
+
+def full_rebuild(project, wh: Warehouse) -> dict[str, list[tuple]]:
+    """Copy the project's warehouse (a file copy on DuckDB, a template database on PostgreSQL), rebuild every model
+    whole from the loaded events there and return what it publishes. ``wh`` is disposed first (a copy needs no
+    writer holding the file, and PostgreSQL copies only a database nobody is connected to)."""
+    cfg = project.config()
+    wh.dispose()
+    if project.engine_name == "duckdb":
+        url = sa.make_url(cfg.warehouse_url)
+        copy = Path(url.database).with_name(f"reference-{uuid.uuid4().hex[:8]}.duckdb")
+        shutil.copyfile(url.database, copy)
+        ref = Warehouse(cfg, url=f"duckdb:///{copy}")
+        try:
+            rebuild_range(cfg, ref, echo=lambda _m: None)
+            return published(ref)
+        finally:
+            ref.dispose()
+            copy.unlink()
+    base, password = pg_settings()
+    source = sa.make_url(project.db_url).database
+    name = "r_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(sa.make_url(base).set(password=password), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        # A template must have no other session (validation's own engine may still hold an idle one).
+        conn.execute(
+            sa.text("select pg_terminate_backend(pid) from pg_stat_activity where datname = :db and pid <> pg_backend_pid()"),
+            {"db": source},
+        )
+        conn.execute(sa.text(f'create database "{name}" template "{source}"'))
+    admin.dispose()
+    ref_url = str(sa.make_url(project.db_url).set(database=name).render_as_string(hide_password=True))
+    ref = Warehouse(cfg, url=ref_url)
+    try:
+        rebuild_range(cfg, ref, echo=lambda _m: None)
+        return published(ref)
+    finally:
+        ref.dispose()
+        drop_pg_database(ref_url, password)
