@@ -159,6 +159,14 @@ def build_fresh(wh: Warehouse, conn: sa.Connection, params: dict, names) -> None
             continue
         if model.materialized != "view":
             conn.execute(sa.text(f"drop table if exists {model.table}"))
-        model_params = {**params, "start_date": rebuild_start(conn, model, params["start_date"])}
+        model_params = {
+            "as_of_date": params["end_date"],
+            "first_date": params["start_date"],
+            "late_arrival_days": 7,
+            "scoped": False,
+            **params,
+            "model_name": model.name,
+            "start_date": rebuild_start(conn, model, params["start_date"]),
+        }
         for stmt in model_statements(model, wh.dialect):
             conn.execute(sa.text(stmt), model_params if ":" in stmt else {})

@@ -72,6 +72,9 @@ class Model:
     as_of_reach: str | None = None
     # Partition dates can lie this many days before the first event date (a week or month period's first day).
     lead_days: int = 0
+    # "user": rows are per user (a user_id column) and a build can rebuild the rows of some users only (those whose
+    # input changed, from the first date their change can reach); "date": rows are rebuilt a date at a time.
+    grain: str = "date"
 
     def sql_for(self, dialect: str) -> str | None:
         """The engine's replacement CTEs, if any."""
@@ -148,7 +151,12 @@ def load_models() -> dict[str, Model]:
             reach_after=m.get("reach_after", "all"),
             as_of_reach=m.get("as_of_reach"),
             lead_days=int(m.get("lead_days", 0)),
+            grain=m.get("grain", "date"),
         )
+        if model.grain not in ("date", "user"):
+            raise ValueError(f"model {name}: grain must be date or user")
+        if model.grain == "user" and (model.materialized != "partition" or "user_id" not in {c.name for c in model.columns}):
+            raise ValueError(f"model {name}: a user-grain model is a partition model with a user_id column")
         if model.materialized not in ("view", "partition", "table"):
             raise ValueError(f"model {name}: materialized must be view, partition or table")
         if model.materialized == "partition" and (not model.partition_by or not model.columns):
@@ -293,7 +301,7 @@ def build_models(
             wh.lock(conn, f"cohortflow:model:{model.name}")
             lo = rebuild_start(conn, model, start_date)
             first = _as_date(conn.execute(sa.text("select min(event_date) from raw.events")).scalar()) or lo
-            params = {**extra, "start_date": lo, "end_date": end_date, "first_date": first}
+            params = {**extra, "start_date": lo, "end_date": end_date, "first_date": first, "model_name": model.name, "scoped": False}
             _run_statements(wh, conn, model, params)
             if model.materialized == "partition":
                 n = wh.scalar(
@@ -332,19 +340,25 @@ class BuildOutcome:
     dates: tuple[dt.date, ...] = ()
     rows: int = 0
     seconds: float = 0.0
+    users: int = 0
 
     @property
     def changed(self) -> bool:
-        return self.whole or bool(self.dates)
+        return self.whole or bool(self.dates) or bool(self.users)
 
     def describe(self) -> str:
         if self.whole:
             return f"rebuilt whole ({self.rows:,} rows)"
-        if not self.dates:
+        parts = []
+        if self.dates:
+            runs = _runs(sorted(self.dates))
+            text = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in runs[:4]) + (" ..." if len(runs) > 4 else "")
+            parts.append(f"{len(self.dates)} date{'s' if len(self.dates) != 1 else ''} ({text})")
+        if self.users:
+            parts.append(f"{self.users:,} user{'s' if self.users != 1 else ''}")
+        if not parts:
             return "up to date"
-        runs = _runs(sorted(self.dates))
-        text = ", ".join(f"{a}" if a == b else f"{a}..{b}" for a, b in runs[:4]) + (" ..." if len(runs) > 4 else "")
-        return f"{len(self.dates)} date{'s' if len(self.dates) != 1 else ''} ({text}): {self.rows:,} rows"
+        return " and ".join(parts) + f": {self.rows:,} rows"
 
 
 def _runs(dates: list[dt.date], max_gap: int = 3, max_runs: int = 12) -> list[tuple[dt.date, dt.date]]:
@@ -400,9 +414,18 @@ def history_start(wh: Warehouse, conn: sa.Connection) -> dt.date | None:
 
 
 def _input_dates(
-    wh: Warehouse, conn: sa.Connection, model: Model, models: dict[str, Model], low: int, high: int
+    wh: Warehouse,
+    conn: sa.Connection,
+    model: Model,
+    models: dict[str, Model],
+    low: int,
+    high: int,
+    *,
+    all_users_only: bool = False,
 ) -> set[dt.date] | None:
-    """The input dates changed by the changes in (low, high]; None when an input changed whole."""
+    """The input dates changed by the changes in (low, high]; None when an input changed whole. With
+    ``all_users_only`` (a user-grain model, which rebuilds the users of user-level changes on its own) only the
+    dates changed for every user: requested rebuilds, and the date-wide changes of user-grain inputs."""
     params = {"lo": low, "hi": high}
     dates: set[dt.date] = set()
     rebuilds = wh.execute(
@@ -415,8 +438,12 @@ def _input_dates(
         if start is None:
             return None
         dates.update(date_range(_as_date(start), _as_date(end)))
+    if all_users_only and rebuilds:
+        return None  # a requested rebuild of a range rebuilds a user-grain model whole
     for dep in model.depends_on:
         if models[dep].materialized == "view":
+            if all_users_only:
+                continue
             rows = wh.execute(
                 conn,
                 "select distinct event_date from meta.changed_pairs where change_id > :lo and change_id <= :hi",
@@ -427,7 +454,8 @@ def _input_dates(
         rows = wh.execute(
             conn,
             "select distinct changed_date, is_all from meta.model_changes "
-            "where model_name = :m and change_id > :lo and change_id <= :hi",
+            "where model_name = :m and change_id > :lo and change_id <= :hi"
+            + (" and user_id is null" if all_users_only else ""),
             {**params, "m": dep},
         ).fetchall()
         if any(r[1] for r in rows):
@@ -461,24 +489,12 @@ def _build_one(
         return None
     outcome = BuildOutcome(model.name, target)
     began = time.monotonic()
-    bound = {**params, "as_of_date": as_of, "first_date": start}
+    bound = {**params, "as_of_date": as_of, "first_date": start, "model_name": model.name, "scoped": False}
     dates: set[dt.date] | None = None
     if not (whole or state is None or state[3] != fp or state[2] != first or model.materialized == "table"):
-        dates = _input_dates(wh, conn, model, models, state[0], target)
+        dates = _input_dates(wh, conn, model, models, state[0], target, all_users_only=model.grain == "user")
     if dates is not None and as_of is not None and first is not None:
-        before, after = _reach(model.reach, cfg), _reach(model.reach_after, cfg)
-        wanted: set[dt.date] = set()
-        for d in dates:
-            lo = first if before is None else d - dt.timedelta(days=before)
-            hi = as_of if after is None else min(as_of, d + dt.timedelta(days=after))
-            if lo <= hi:
-                wanted.update(date_range(max(lo, first or lo), hi))
-        old_as_of = state[1]
-        if old_as_of is None or old_as_of < as_of:
-            zone = _reach(model.as_of_reach, cfg) if model.as_of_reach else 0
-            since = first if (old_as_of is None or zone is None) else old_as_of - dt.timedelta(days=zone) + dt.timedelta(days=1)
-            if since is not None:
-                wanted.update(date_range(max(since, first), as_of))
+        wanted = _expand(model, cfg, dates, first, as_of, state[1])
         outcome.dates = tuple(sorted(wanted))
         for lo, hi in _runs(list(outcome.dates)):
             _run_statements(wh, conn, model, {**bound, "start_date": lo, "end_date": hi})
@@ -496,18 +512,12 @@ def _build_one(
                     for d in outcome.dates
                 ],
             )
+        if model.grain == "user":
+            outcome.users, rows = _build_users(wh, conn, cfg, model, models, bound, state[0], target, first, as_of)
+            outcome.rows += rows
     else:
+        _build_whole(wh, conn, model, bound, first, as_of)
         outcome.whole = True
-        if model.materialized == "partition":
-            wh.execute(conn, f"drop table if exists {model.table}")
-        lo = first or as_of or dt.date.today()
-        hi = as_of or lo
-        if first is not None and as_of is not None and first <= as_of:
-            _run_statements(wh, conn, model, {**bound, "start_date": lo, "end_date": hi})
-        else:
-            wh.execute(conn, model.create_sql("models"))
-            if model.materialized == "table":
-                wh.execute(conn, f"delete from {model.table}")
         outcome.rows = int(wh.scalar(conn, f"select count(*) from {model.table}"))
         wh.insert_rows(
             conn,
@@ -531,6 +541,123 @@ def _build_one(
     )
     outcome.seconds = time.monotonic() - began
     return outcome
+
+
+def _expand(
+    model: Model, cfg: Config, dates: set[dt.date], first: dt.date, as_of: dt.date, old_as_of: dt.date | None
+) -> set[dt.date]:
+    """The partitions changed input dates can reach (the model's reach before and after), and those whose rows
+    depend on the as-of date when it moved, inside the history ``[first, as_of]``."""
+    before, after = _reach(model.reach, cfg), _reach(model.reach_after, cfg)
+    wanted: set[dt.date] = set()
+    for d in dates:
+        lo = first if before is None else max(first, d - dt.timedelta(days=before))
+        hi = as_of if after is None else min(as_of, d + dt.timedelta(days=after))
+        if lo <= hi:
+            wanted.update(date_range(lo, hi))
+    # A user-grain model's rows exist where its users' events are (they come with the changes) unless it declares
+    # rows that depend on the as-of date; a date-grain model has a row set for every date up to the as-of date.
+    moved = old_as_of is None or old_as_of < as_of
+    if moved and (model.grain == "date" or model.as_of_reach):
+        zone = _reach(model.as_of_reach, cfg) if model.as_of_reach else 0
+        since = first if (old_as_of is None or zone is None) else old_as_of - dt.timedelta(days=zone - 1)
+        wanted.update(date_range(max(since, first), as_of))
+    return wanted
+
+
+def _build_whole(
+    wh: Warehouse, conn: sa.Connection, model: Model, bound: Mapping[str, Any], first: dt.date | None, as_of: dt.date | None
+) -> None:
+    if model.materialized == "partition":
+        wh.execute(conn, f"drop table if exists {model.table}")
+    if first is not None and as_of is not None and first <= as_of:
+        _run_statements(wh, conn, model, {**bound, "start_date": first, "end_date": as_of})
+    else:
+        wh.execute(conn, model.create_sql("models"))
+        if model.materialized == "table":
+            wh.execute(conn, f"delete from {model.table}")
+
+
+# The rows of a user-grain model that a scoped build replaces: its users' rows from their first changed date on.
+_IN_SCOPE = """exists (
+    select 1 from meta.build_scope as s
+    where s.model_name = :model_name and s.user_id = {t}.user_id and {t}.{col} >= s.from_date
+)"""
+
+
+def _build_users(
+    wh: Warehouse,
+    conn: sa.Connection,
+    cfg: Config,
+    model: Model,
+    models: dict[str, Model],
+    bound: Mapping[str, Any],
+    low: int,
+    high: int,
+    first: dt.date,
+    as_of: dt.date,
+) -> tuple[int, int]:
+    """Rebuild the rows of the users whose input changed in (low, high], each from the first date its change can
+    reach; record the (user, date) pairs of the rows replaced. Returns (users, rows written)."""
+    before = _reach(model.reach, cfg)
+    inputs = []
+    deps = [d for d in model.depends_on if models[d].materialized != "view"]
+    if any(models[d].materialized == "view" for d in model.depends_on):
+        inputs.append("select user_id, event_date as changed_date from meta.changed_pairs where change_id > :lo and change_id <= :hi")
+    for i, dep in enumerate(deps):
+        inputs.append(
+            f"select user_id, changed_date from meta.model_changes where model_name = :dep{i} "
+            "and change_id > :lo and change_id <= :hi and user_id is not null"
+        )
+    names = {f"dep{i}": dep for i, dep in enumerate(deps)}
+    params = {**bound, "lo": low, "hi": high, "first": first, "before": 0 if before is None else before, **names}
+    wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
+    from_date = "cast(:first as date)" if before is None else "greatest(min(changed_date) - cast(:before as integer), cast(:first as date))"
+    wh.execute(
+        conn,
+        f"insert into meta.build_scope (model_name, user_id, from_date) "
+        f"select :model_name, user_id, {from_date} from ({' union all '.join(inputs)}) as changes "
+        "where changed_date <= :as_of_date group by user_id",
+        params,
+    )
+    users, earliest = wh.execute(
+        conn, "select count(*), min(from_date) from meta.build_scope where model_name = :model_name", params
+    ).one()
+    if not users:
+        return 0, 0
+    col, table = model.partition_by, model.table
+    scope_old = _IN_SCOPE.format(t="t", col=col)
+    wh.execute(conn, "drop table if exists replaced_rows")
+    wh.execute(conn, f"create temporary table replaced_rows as select distinct user_id, {col} as changed_date from {table} as t where {scope_old}", params)
+    wh.execute(conn, f"delete from {table} as t where {scope_old}", params)
+    cols = ", ".join(c.name for c in model.columns)
+    select_sql = render(model.sql.strip().rstrip(";"), wh.dialect, ctes=model.sql_for(wh.dialect))
+    scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": as_of}
+    if wh.dialect == "postgres":
+        for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
+            conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
+    conn.execute(
+        sa.text(
+            f"insert into {table} ({cols})\nselect {cols} from (\n{select_sql}\n) as model_rows\nwhere "
+            + render(_IN_SCOPE.format(t="model_rows", col=col), wh.dialect)
+        ),
+        scoped,
+    )
+    written = int(wh.scalar(conn, f"select count(*) from {table} as t where {scope_old}", params))
+    wh.execute(
+        conn,
+        f"insert into replaced_rows select distinct user_id, {col} from {table} as t where {scope_old}",
+        params,
+    )
+    wh.execute(
+        conn,
+        "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
+        "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from replaced_rows",
+        params,
+    )
+    wh.execute(conn, "drop table replaced_rows")
+    wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
+    return int(users), written
 
 
 def build_pending(
@@ -620,7 +747,15 @@ def render_model(
         raise KeyError(f"unknown model {name!r}; models: {', '.join(models)}")
     stmts = model_statements(models[name], dialect)
     # As of the end date, with the history starting at the start date (a build binds the warehouse's own).
-    values = {"as_of_date": end_date, "first_date": start_date, **(params or {}), "start_date": start_date, "end_date": end_date}
+    values = {
+        "as_of_date": end_date,
+        "first_date": start_date,
+        "model_name": name,
+        "scoped": False,
+        **(params or {}),
+        "start_date": start_date,
+        "end_date": end_date,
+    }
     order = {"start_date": 0, "end_date": 1, "as_of_date": 2, "first_date": 3}
     used = sorted({name for stmt in stmts for name in BIND_PARAMETER.findall(stmt)}, key=lambda k: (order.get(k, 2), k))
     bound = ", ".join(f"{k}={values[k]}" if k in values else f"{k}=(unset)" for k in used)

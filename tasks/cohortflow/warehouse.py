@@ -413,6 +413,14 @@ BASE_TABLES = [
         is_all boolean not null
     )
     """,
+    # The users a user-grain model build rebuilds, and the first date of each (rows from it on are replaced).
+    """
+    create table if not exists meta.build_scope (
+        model_name varchar not null,
+        user_id varchar not null,
+        from_date date not null
+    )
+    """,
     # Per published model: the change its reports table is published through.
     """
     create table if not exists meta.publish_state (
