@@ -57,9 +57,22 @@ in_server_net() {
     fi
 }
 
+install_tools() {
+    local missing=()
+    command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+    command -v mvn >/dev/null || missing+=(maven)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v ip >/dev/null || missing+=(iproute2)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    [ "$(id -u)" = 0 ] || die "missing: ${missing[*]}; on Debian: sudo apt-get install ${missing[*]}" 2
+    echo "installing ${missing[*]} from Debian packages..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 build() {
-    command -v mvn >/dev/null || die "Maven (mvn) is not installed; on Debian: apt-get install maven openjdk-17-jre-headless" 2
-    command -v java >/dev/null || die "java is not installed; on Debian: apt-get install openjdk-17-jre-headless" 2
+    install_tools
     local t0=$SECONDS
     # shellcheck disable=SC2086
     mvn -B -q ${DS_MAVEN_ARGS:-} -f "$SRC/pom.xml" -Dds.out="$DS_HOME" package \

@@ -116,7 +116,7 @@ def task(config_path, name, business_date, workflow, run_id):
     from cohortflow.warehouse import WarehouseError
 
     wf = _workflow(workflow)
-    names = task_names(wf)
+    names = [t.name for t in wf.tasks] if any(t.name == name for t in wf.tasks) else task_names(wf)
     if name not in names:
         click.echo(f"error: unknown task {name!r}; tasks: {', '.join(names)}", err=True)
         sys.exit(EXIT_USAGE)

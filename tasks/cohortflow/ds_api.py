@@ -362,6 +362,24 @@ class DolphinSchedulerApi:
         page = self._call("GET", f"/projects/{self.project_code}/process-instances", query=query)
         return list((page or {}).get("totalList") or [])[:limit]
 
+    def workflows(self) -> list[dict[str, Any]]:
+        """The workflow definitions of the project."""
+        page = self._call("GET", f"/projects/{self.project_code}/process-definition", query={"pageNo": 1, "pageSize": 100})
+        return list((page or {}).get("totalList") or [])
+
+    def task_attempts(self, instance_id: int) -> list[dict[str, Any]]:
+        """Every task instance of a workflow instance, reruns included (``task_instances`` has the current ones)."""
+        page = self._call(
+            "GET",
+            f"/projects/{self.project_code}/task-instances",
+            query={"processInstanceId": int(instance_id), "pageNo": 1, "pageSize": 500},
+        )
+        return list((page or {}).get("totalList") or [])
+
+    def definition(self, workflow_code: int) -> dict[str, Any]:
+        """The workflow definition as the server holds it: tasks and relations."""
+        return self._call("GET", f"/projects/{self.project_code}/process-definition/{int(workflow_code)}") or {}
+
     def task_instances(self, instance_id: int) -> list[dict[str, Any]]:
         """The task instances of one workflow instance."""
         data = self._call("GET", f"/projects/{self.project_code}/process-instances/{int(instance_id)}/tasks")
@@ -380,11 +398,9 @@ def _business_date(schedule_time: Any) -> str:
 
 
 def server_status(api: DolphinSchedulerApi, limit: int = 10) -> str:
-    """Recent workflow instances on the server with their task states, as text."""
+    """Recent workflow instances on the server with their task states, then the workflows' schedules, as text."""
     instances = api.recent_instances(limit)
-    if not instances:
-        return f"no workflow instances in project {api.project}"
-    out: list[str] = []
+    out: list[str] = [] if instances else [f"no workflow instances in project {api.project}"]
     for inst in instances:
         out.append(
             f"instance {inst.get('id')}  {inst.get('name', '')}  {inst.get('state', '?')}  "
@@ -396,4 +412,8 @@ def server_status(api: DolphinSchedulerApi, limit: int = 10) -> str:
                 f"  {t.get('name', '?'):<10} {t.get('state', '?'):<16} {t.get('startTime') or '-'} -> {t.get('endTime') or '-'}"
                 f"{retries}"
             )
+    for wf in api.workflows():
+        sched = api.schedule(int(wf["code"]))
+        when = f"schedule '{sched.get('crontab')}' in {sched.get('timezoneId')}, {sched.get('releaseState')}" if sched else "no schedule"
+        out.append(f"workflow {wf.get('name')} (code {wf.get('code')}, {wf.get('releaseState', '?')}): {when}")
     return "\n".join(out)
