@@ -18,7 +18,7 @@ case "${1:-}" in
     ds31) extra="[ds31]" ;;
     ds32) extra="[ds32]" ;;
     test) extra="[test,ds31]" ;;
-    test-ds32) extra="[test,ds32]"; venv=.venv-ds32 ;;
+    test-ds32) extra="[ds32]"; venv=.venv-ds32 ;;  # plus pytest below (its offline tests need no more)
     *) echo "usage: $0 [ds31|ds32|test|test-ds32]" >&2; exit 2 ;;
 esac
 [ -x "$venv/bin/python" ] || "$PY" -m venv "$venv"
@@ -28,5 +28,9 @@ if ! "$venv/bin/python" -m pip install --disable-pip-version-check -e ".$extra" 
     tail -n 40 "$log" >&2
     echo "pip install failed; full log in $log" >&2
     exit 1
+fi
+if [ "$venv" = .venv-ds32 ]; then
+    pytest_pin=$("$venv/bin/python" -c 'import tomllib; print(next(r for r in tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"] if r.startswith("pytest")))')
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "$pytest_pin" >>"$log" 2>&1
 fi
 "$venv/bin/cohortflow" --version >/dev/null

@@ -222,6 +222,7 @@ def payload(sdk_wf) -> dict[str, Any]:
     define = sdk_wf.get_define()
     define.pop("tasks", None)  # the Task objects; their definitions are taskDefinitionJson
     define["taskRelationJson"] = sorted(define["taskRelationJson"], key=lambda r: (r["preTaskCode"], r["postTaskCode"]))
+    define["globalParams"] = sdk_wf.param_json  # what submit() sends for ``param``
     define["schedule"] = sdk_wf.schedule_json
     define["onlineSchedule"] = sdk_wf.online_schedule
     return define
