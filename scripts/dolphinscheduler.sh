@@ -12,7 +12,9 @@
 # 3.1.1 binds its RPC ports and the embedded ZooKeeper on every interface, so when run as root
 # it runs in a network namespace of its own (DS_NETNS=auto|1|0) where only its loopback exists:
 # reach it with `exec` (e.g. `scripts/dolphinscheduler.sh exec .venv/bin/cohortflow status --server`).
-# A PostgreSQL warehouse is then reached through its Unix socket (the filesystem is shared).
+# Services of the machine that tasks need, such as a PostgreSQL warehouse, are reached there
+# through their Unix sockets: DS_FORWARD="5432=/var/run/postgresql/.s.PGSQL.5432 ..." makes each
+# reachable at 127.0.0.1:PORT inside the namespace (scripts/dolphinscheduler/forward.py).
 #
 # Tasks run `cohortflow` by the absolute path that `cohortflow register` writes into them;
 # they source $DS_STATE_DIR/task-env.sh first: put secrets such as COHORTFLOW_WAREHOUSE__PASSWORD
@@ -20,7 +22,7 @@
 #
 # Settings: DS_STATE_DIR (default /tmp/cohortflow-dolphinscheduler), DS_API_PORT (12345),
 # DS_GATEWAY_PORT (25333), DS_MASTER_PORT (5678), DS_WORKER_PORT (1234), DS_ALERT_PORT (50052),
-# DS_NETNS (auto), DS_READY_TIMEOUT (240 s), MAVEN_OPTS / DS_MAVEN_ARGS for the build.
+# DS_NETNS (auto), DS_FORWARD (none), DS_READY_TIMEOUT (240 s), DS_MAVEN_ARGS for the build.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -137,8 +139,13 @@ start() {
         cd "$STATE"
         export DS_HOME PATH="$STATE/bin:$PATH"
         if [ "$netns" = 1 ]; then
-            # a new network namespace whose only interface is its own loopback; the shell then becomes java
-            exec setsid unshare -n sh -c 'ip link set lo up && exec "$@"' sh "${java_cmd[@]}"
+            # a new network namespace whose only interface is its own loopback; the forwarder (if any)
+            # starts in it, and the shell then becomes java (the forwarder stays in its process group)
+            export DS_FORWARD="${DS_FORWARD:-}" DS_FORWARDER="$SRC/forward.py"
+            exec setsid unshare -n sh -c '
+                ip link set lo up || exit 1
+                if [ -n "$DS_FORWARD" ]; then python3 "$DS_FORWARDER" $DS_FORWARD >>logs/forward.log 2>&1 & fi
+                exec "$@"' sh "${java_cmd[@]}"
         else
             exec setsid "${java_cmd[@]}"
         fi

@@ -6,7 +6,7 @@
 #   2. the offline tests of the 3.2.x definitions in .venv-ds32 (SDK 4.1.0; the two SDKs
 #      cannot share an environment);
 #   3. the DolphinScheduler integration tests, inside the server's network namespace
-#      (PostgreSQL reached there through its Unix socket).
+#      (where the PostgreSQL cluster's Unix socket is forwarded to the same 127.0.0.1 port).
 # Each pytest run may select nothing (exit 5) when arguments narrow the suite; not all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,8 @@ cleanup() {
 trap cleanup EXIT
 scripts/dolphinscheduler.sh build
 mkdir -p target
-scripts/dolphinscheduler.sh start >target/dolphinscheduler-start.log 2>&1 &
+DS_FORWARD="$COHORTFLOW_PG_PORT=$COHORTFLOW_PG_DIR/.s.PGSQL.$COHORTFLOW_PG_PORT" \
+    scripts/dolphinscheduler.sh start >target/dolphinscheduler-start.log 2>&1 &
 ds_starter=$!
 echo "set-up took $((SECONDS - t0)) s (the DolphinScheduler server starts while the suite runs)" >&2
 eval "$(scripts/pgcluster.sh env)"
@@ -44,8 +45,6 @@ fi
 ds_starter=""
 cat target/dolphinscheduler-start.log >&2
 eval "$(scripts/dolphinscheduler.sh env)"
-# inside the server's network namespace the cluster's loopback port is out of reach; its socket is not
-export COHORTFLOW_TEST_PG_URL="postgresql+psycopg://cohortflow@/cohortflow?host=$COHORTFLOW_PG_DIR&port=$COHORTFLOW_PG_PORT"
 run scripts/dolphinscheduler.sh exec .venv/bin/python -m pytest -m dolphinscheduler "$@"
 scripts/dolphinscheduler.sh status >&2 || true
 
