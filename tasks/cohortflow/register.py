@@ -144,20 +144,18 @@ def _connect(sdk: ModuleType, cfg: Config, token: str | None) -> None:
     ds = cfg.dolphinscheduler
     where = f"{ds.gateway_address}:{ds.gateway_port}"
     try:
-        sdk.connect(cfg, token)
+        version = sdk.connect(cfg, token)
     except Py4JError as exc:
         hint = f" and that {TOKEN_ENV} is its auth token" if sdk.GENERATION != "3.1" else ""
         raise GatewayError(
             f"cannot reach the DolphinScheduler Python gateway at {where} ({_py4j_reason(exc)}); check that the API "
             f"server runs with python-gateway enabled{hint}"
         ) from None
-    except Exception as exc:  # the adapter's version check
-        if type(exc).__name__ == "VersionMismatch":
-            raise GatewayError(
-                f"the gateway at {where} is DolphinScheduler {exc.args[0]}; apache-dolphinscheduler {sdk.SDK_VERSION} "
-                f"needs {sdk.GENERATION}.x"
-            ) from None
-        raise
+    if not sdk.version_ok(version):
+        raise GatewayError(
+            f"the gateway at {where} is DolphinScheduler {version}; apache-dolphinscheduler {sdk.SDK_VERSION} "
+            f"needs {sdk.GENERATION}.x (install the other extra: ds31 for 3.1.x, ds32 for 3.2.x)"
+        )
 
 
 def register(

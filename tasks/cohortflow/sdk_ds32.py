@@ -229,23 +229,21 @@ def payload(sdk_wf) -> dict[str, Any]:
 
 
 def connect(cfg: Config, token: str) -> str:
-    """Point the SDK's gateway at the configured address and check it answers with a matching version."""
-    from pydolphinscheduler.constants import Version
-    from pydolphinscheduler.utils.versions import version_match
-
+    """Point the SDK's gateway at the configured address; return the DolphinScheduler version it reports."""
     ds = cfg.dolphinscheduler
     gateway = _sdk(cfg)["gateway"]
     gateway.address, gateway.port, gateway.auth_token = ds.gateway_address, ds.gateway_port, token
     gateway._gateway = None
     with _quiet_loggers("py4j"):
-        version = str(gateway.get_gateway_version())
-    if not version_match(Version.DS, version):
-        raise VersionMismatch(version)
-    return version
+        return str(gateway.get_gateway_version())
 
 
-class VersionMismatch(Exception):
-    """The gateway is not a DolphinScheduler 3.2.x."""
+def version_ok(version: str) -> bool:
+    """Whether the server's version is one this SDK speaks (3.2.x)."""
+    from pydolphinscheduler.constants import Version
+    from pydolphinscheduler.utils.versions import version_match
+
+    return bool(version_match(Version.DS, version))
 
 
 def submit(sdk_wf, password: str) -> int:

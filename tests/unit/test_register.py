@@ -286,3 +286,16 @@ def test_registration_submits_each_workflow_with_tenant_and_password_from_the_en
     assert all(s[3]["schedule"]["timezoneId"] == ZONE for s in submitted)
     assert "updates these workflows in place" in lines[-1]
     assert not any("s3cret" in line or "gateway-token" in line for line in lines)
+
+
+def test_a_gateway_of_another_generation_is_a_clear_error(cfg_path, monkeypatch):
+    """SDK 4.1.0 against a 3.1 server: stop before submitting anything, and say which extra fits."""
+    cfg, path = cfg_path
+    monkeypatch.setenv("PYDS_JAVA_GATEWAY_AUTH_TOKEN", "gateway-token")
+    monkeypatch.setenv("PYDS_USER_PASSWORD", "s3cret-user")
+    monkeypatch.setattr(sdk_ds32, "connect", lambda c, token: "3.1.1")
+    submitted = []
+    monkeypatch.setattr(sdk_ds32, "submit", lambda wf, pw: submitted.append(wf))
+    with pytest.raises(reg.GatewayError, match=r"is DolphinScheduler 3\.1\.1; apache-dolphinscheduler 4\.1\.0 needs 3\.2\.x .*ds31"):
+        reg.register(cfg, dry_run=False, config_path=path, api=_FakeApi())
+    assert submitted == []
