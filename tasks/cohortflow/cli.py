@@ -290,10 +290,15 @@ def register_cmd(config_path, dry_run, workflow):
     from cohortflow.config import find_config_path
     from cohortflow.register import GatewayError, RegistrationError, register
 
+    from cohortflow.ds_api import DSApiError, DSConfigError
+
     cfg = _load(config_path)
     try:
         register(cfg, dry_run, workflow=workflow, config_path=find_config_path(config_path), echo=click.echo)
-    except GatewayError as exc:
+    except (GatewayError, DSApiError) as exc:
+        if isinstance(exc, DSConfigError):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
         _fail(str(exc))
     except RegistrationError as exc:
         click.echo(f"error: {exc}", err=True)

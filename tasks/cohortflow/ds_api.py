@@ -223,6 +223,7 @@ class DolphinSchedulerApi:
         end: dt.date,
         parallelism: int | None = None,
         run_mode: str = RUN_MODE_SERIAL,
+        failure_strategy: str = "END",
     ) -> Any:
         """Start a backfill ("complement data") of business dates ``start``..``end``; return the trigger code.
 
@@ -238,7 +239,7 @@ class DolphinSchedulerApi:
             "processDefinitionCode": self.workflow_code,
             "scheduleTime": json.dumps(complement_schedule(start, end)),
             "execType": "COMPLEMENT_DATA",
-            "failureStrategy": "END",
+            "failureStrategy": failure_strategy,
             "warningType": warning_type,
             "warningGroupId": warning_group_id or None,
             "runMode": run_mode,
@@ -266,8 +267,13 @@ class DolphinSchedulerApi:
         return alert_settings(self.cfg)
 
     def start_date(self, business_date: dt.date) -> Any:
-        """Run the workflow for one business date now (a one-date complement run, so the date is exact)."""
-        return self.start_backfill(business_date, business_date)
+        """Run the workflow for one business date now (a one-date complement run, so the date is exact).
+
+        A failed task stops only what depends on it (``failureStrategy=CONTINUE``,
+        as scheduled runs do): the other branches finish, so a rerun from the
+        failed task runs that task and its downstream only.
+        """
+        return self.start_backfill(business_date, business_date, failure_strategy="CONTINUE")
 
     def rerun_failed(self, instance_id: int) -> Any:
         """Rerun a finished instance from its failed tasks: they and their downstream run again, the rest is kept."""

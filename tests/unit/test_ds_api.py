@@ -364,6 +364,7 @@ def test_runs_started_here_alert_the_group_register_set_up(tmp_path, ds_server):
     api.start_date(dt.date(2026, 11, 1))
     form = ds_server.requests[-1]["form"]
     assert (form["warningType"], form["warningGroupId"]) == ("FAILURE", "4")
+    assert form["failureStrategy"] == "CONTINUE"  # a failed model stops its downstream only
     assert json.loads(form["scheduleTime"]) == {
         "complementStartDate": "2026-11-02 00:00:00",
         "complementEndDate": "2026-11-02 23:59:59",
