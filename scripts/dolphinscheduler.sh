@@ -208,8 +208,10 @@ status() {
     fi
     local pid; pid=$(cat "$STATE/server.pid")
     local session; session=$(login)
-    local rss; rss=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status" 2>/dev/null || echo '?')
-    echo "DolphinScheduler $DS_VERSION running: pid $pid, RSS ${rss} MiB, masters $(registered "$session" masters), workers $(registered "$session" workers), REST $API$( [ -f "$STATE/netns" ] && echo ' (own network namespace)')"
+    local rss peak
+    rss=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status" 2>/dev/null || echo '?')
+    peak=$(awk '/VmHWM/ {print int($2/1024)}' "/proc/$pid/status" 2>/dev/null || echo '?')
+    echo "DolphinScheduler $DS_VERSION running: pid $pid, RSS ${rss} MiB (peak ${peak} MiB), up $(ps -o etimes= -p "$pid" | tr -d ' ') s, masters $(registered "$session" masters), workers $(registered "$session" workers), REST $API$( [ -f "$STATE/netns" ] && echo ' (own network namespace)')"
 }
 
 kill_server() {
