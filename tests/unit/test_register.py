@@ -15,9 +15,6 @@ import shlex
 import subprocess
 import sys
 import textwrap
-import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from unittest.mock import patch
 
