@@ -1,10 +1,61 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: install, start a throwaway PostgreSQL on
-# loopback, run pytest on DuckDB and PostgreSQL, stop the server. Arguments go to pytest.
+# The whole test suite on a fresh machine: install, start a throwaway PostgreSQL and a
+# DolphinScheduler 3.1.1 server on loopback, run pytest, stop both. Arguments go to pytest.
+#
+#   1. the suite on DuckDB and PostgreSQL in .venv (SDK 3.1.1), while the server starts;
+#   2. the offline tests of the 3.2.x definitions in .venv-ds32 (SDK 4.1.0; the two SDKs
+#      cannot share an environment);
+#   3. the DolphinScheduler integration tests, inside the server's network namespace
+#      (where the PostgreSQL cluster's Unix socket is forwarded to the same 127.0.0.1 port).
+# Each pytest run may select nothing (exit 5) when arguments narrow the suite; not all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export COHORTFLOW_PG_DIR=${COHORTFLOW_PG_DIR:-/tmp/cohortflow-pgtest}
+export COHORTFLOW_PG_PORT=${COHORTFLOW_PG_PORT:-55432}
+export DS_STATE_DIR=${DS_STATE_DIR:-/tmp/cohortflow-dolphinscheduler}
+t0=$SECONDS
 scripts/bootstrap.sh test
+scripts/bootstrap.sh test-ds32
 scripts/pgcluster.sh start
-trap 'scripts/pgcluster.sh stop' EXIT
+ds_starter=""
+cleanup() {
+    [ -n "$ds_starter" ] && kill "$ds_starter" 2>/dev/null || true
+    scripts/dolphinscheduler.sh stop || true
+    scripts/pgcluster.sh stop
+}
+trap cleanup EXIT
+scripts/dolphinscheduler.sh build
+mkdir -p target
+DS_FORWARD="$COHORTFLOW_PG_PORT=$COHORTFLOW_PG_DIR/.s.PGSQL.$COHORTFLOW_PG_PORT" \
+    scripts/dolphinscheduler.sh start >target/dolphinscheduler-start.log 2>&1 &
+ds_starter=$!
+echo "set-up took $((SECONDS - t0)) s (the DolphinScheduler server starts while the suite runs)" >&2
 eval "$(scripts/pgcluster.sh env)"
-.venv/bin/python -m pytest "$@"
+
+codes=()
+run() { local rc=0; "$@" || rc=$?; codes+=("$rc"); }
+run .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" "$@"
+run .venv-ds32/bin/python -m pytest -m sdk32 "$@" tests/unit/test_register.py
+if ! wait "$ds_starter"; then
+    ds_starter=""
+    cat target/dolphinscheduler-start.log >&2
+    echo "the DolphinScheduler server did not start: its integration tests did not run" >&2
+    exit 1
+fi
+ds_starter=""
+cat target/dolphinscheduler-start.log >&2
+eval "$(scripts/dolphinscheduler.sh env)"
+run scripts/dolphinscheduler.sh exec .venv/bin/python -m pytest -m dolphinscheduler "$@"
+scripts/dolphinscheduler.sh status >&2 || true
+
+status=0 selected=0
+for rc in "${codes[@]}"; do
+    case "$rc" in
+        0) selected=1 ;;
+        5) ;;
+        *) selected=1; status=$rc ;;
+    esac
+done
+[ "$selected" = 1 ] || status=5
+echo "test runs exited ${codes[*]} (DuckDB/PostgreSQL, SDK 4.1.0 offline, DolphinScheduler); whole run $((SECONDS - t0)) s" >&2
+exit "$status"

@@ -10,7 +10,12 @@
 - publish:  swap the new partitions into ``reports`` at once, write Parquet snapshots
 
 Each task runs ``cohortflow task <name> --date <business date>``; on
-DolphinScheduler the date is the built-in ``${system.biz.date}``.
+DolphinScheduler the date is the built-in ``${system.biz.date}``, passed as the
+workflow parameter ``bizdate``. On a server ``models`` is one task per SQL model
+(edges from the models' ``depends_on``), and on a DuckDB warehouse (one writer)
+every task waits for the one before it:
+
+    ingest ──► validate ──► stg_identities ──► stg_events ──► ... models ... ──► publish
 """
 
 from cohortflow.dag import Task, Workflow
@@ -36,6 +41,7 @@ WORKFLOW = Workflow(
             description="Rebuild model tables for every date the new data can change (bounded by the lookback).",
             upstream=("ingest",),
             timeout_minutes=120,
+            per_model=True,
         ),
         Task(
             name="publish",

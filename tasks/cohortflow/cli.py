@@ -125,16 +125,18 @@ def run(config_path, business_date, workflow, restart):
 @click.option("--run-id", default=None, help="Run id to log under (default: a new one, or $COHORTFLOW_RUN_ID).")
 def task(config_path, name, business_date, workflow, run_id):
     """Run one task of a workflow (the command a DolphinScheduler Shell task runs)."""
-    from cohortflow.runner import STAGES, TaskFailed, run_task
+    from cohortflow.runner import TaskFailed, run_task, task_names
     from cohortflow.warehouse import WarehouseError
 
-    if name not in STAGES:
-        click.echo(f"error: unknown task {name!r}; tasks: {', '.join(STAGES)}", err=True)
+    wf = _workflow(workflow)
+    names = [t.name for t in wf.tasks] if any(t.name == name for t in wf.tasks) else task_names(wf)
+    if name not in names:
+        click.echo(f"error: unknown task {name!r}; tasks: {', '.join(names)}", err=True)
         sys.exit(EXIT_USAGE)
     cfg = _load(config_path)
     wh = _warehouse(cfg)
     try:
-        run_task(cfg, wh, _workflow(workflow), name, business_date, run_id=run_id, runner="cli", echo=click.echo)
+        run_task(cfg, wh, wf, name, business_date, run_id=run_id, runner="cli", echo=click.echo)
     except (TaskFailed, WarehouseError) as exc:
         _fail(str(exc))
     finally:
@@ -212,6 +214,39 @@ def _backfill_on_dolphinscheduler(config_path, start, end, workflow, parallelism
 
 @main.command()
 @config_option
+@click.option(
+    "--on",
+    "on",
+    type=click.Choice(["dolphinscheduler"]),
+    required=True,
+    help="Where the failed run is (a local run resumes with 'cohortflow run --date D').",
+)
+@click.option("--workflow", default="cohortflow_nightly", show_default=True)
+@click.option("--instance", "instance_id", type=int, default=None, help="Workflow instance id (default: the latest failed one).")
+def rerun(config_path, on, workflow, instance_id):
+    """Rerun a failed workflow instance from its failed tasks (they and their downstream run again)."""
+    from cohortflow.ds_api import DolphinSchedulerApi, DSApiError, DSConfigError
+
+    cfg = _load(config_path)
+    _workflow(workflow)
+    try:
+        api = DolphinSchedulerApi(cfg, workflow)
+        if instance_id is None:
+            instance_id = int(api.latest_failed_instance()["id"])
+        api.rerun_failed(instance_id)
+    except DSConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except DSApiError as exc:
+        _fail(str(exc))
+    click.echo(
+        f"instance {instance_id} of {workflow} rerun from its failed tasks on DolphinScheduler; "
+        "follow it with 'cohortflow status --server'"
+    )
+
+
+@main.command()
+@config_option
 @click.option("--start", "start", type=DATE, default=None, help="First date to rebuild (with --end; default: every model whole).")
 @click.option("--end", "end", type=DATE, default=None, help="Last date to rebuild.")
 def rebuild(config_path, start, end):
@@ -271,10 +306,15 @@ def register_cmd(config_path, dry_run, workflow):
     from cohortflow.config import find_config_path
     from cohortflow.register import GatewayError, RegistrationError, register
 
+    from cohortflow.ds_api import DSApiError, DSConfigError
+
     cfg = _load(config_path)
     try:
         register(cfg, dry_run, workflow=workflow, config_path=find_config_path(config_path), echo=click.echo)
-    except GatewayError as exc:
+    except (GatewayError, DSApiError) as exc:
+        if isinstance(exc, DSConfigError):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
         _fail(str(exc))
     except RegistrationError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -397,6 +397,28 @@ class DolphinScheduler(_Strict):
     api_url: str = "http://127.0.0.1:12345/dolphinscheduler"
     worker_group: str = "default"
     alert_group: int | None = Field(default=None, ge=1, description="id of the DolphinScheduler alarm group notified on failure")
+    alert_webhook: str | None = Field(
+        default=None,
+        description="URL that 'cohortflow register' sets up as an HTTP alert (plugin instance and alert group) for failed runs",
+    )
+    executable: str | None = Field(
+        default=None,
+        description="absolute path of the cohortflow executable on the workers (default: the registering environment's)",
+    )
+
+    @field_validator("executable")
+    @classmethod
+    def _absolute(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("must be an absolute path (tasks must not depend on the worker's PATH)")
+        return v
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
 
 class Config(_Strict):

@@ -34,6 +34,9 @@ class Task:
     retry_interval_minutes: int = 5
     timeout_minutes: int = 60
     timeout_notify_strategy: TimeoutStrategy = "WARNFAILED"
+    # On a server this task becomes one task per SQL model, with the edges of the models'
+    # ``depends_on`` (see :mod:`cohortflow.server_dag`); the local runner runs it as one task.
+    per_model: bool = False
 
     def command_args(self, date_text: str) -> list[str]:
         """The CLI arguments (after ``cohortflow``) that run this task for a date."""

@@ -1,9 +1,13 @@
-"""A small client of the DolphinScheduler 3.2 REST API: backfills and run states.
+"""A small client of the DolphinScheduler REST API (3.1 and 3.2): runs, backfills, reruns, alerts, schedules.
 
 The SDK (:mod:`cohortflow.register`) only defines workflows; starting a
-backfill and reading instance states are REST-only. This client uses the
+backfill, rerunning from the failed task, reading instance states, setting up
+alerts and bringing a schedule online are REST-only. This client uses the
 standard library (``urllib``) and the endpoints of the API server at
-``cfg.dolphinscheduler.api_url`` (``.../dolphinscheduler``):
+``cfg.dolphinscheduler.api_url`` (``.../dolphinscheduler``). 3.1 and 3.2 share
+these paths (3.3 renamed ``process-definition``/``process-instances`` to
+``workflow-*``, and has no SDK release); 3.2 also wants the tenant of a run
+(``tenantCode``), which 3.1 ignores.
 
 - ``POST /login`` (form ``userName``, ``userPassword``) returns a ``sessionId``,
   sent back as the ``sessionId`` header; or an access token is sent as the
@@ -14,6 +18,11 @@ standard library (``urllib``) and the endpoints of the API server at
   ``execType=COMPLEMENT_DATA`` starts a backfill ("complement data").
 - ``GET /projects/{code}/process-instances`` and ``.../process-instances/{id}/tasks``
   read the states.
+- ``POST /projects/{code}/executors/execute`` with ``START_FAILURE_TASK_PROCESS``
+  reruns an instance from its failed tasks (same instance; succeeded tasks kept).
+- ``GET /projects/{code}/schedules`` and ``POST .../schedules/{id}/online``.
+- ``/ui-plugins``, ``/alert-plugin-instances`` and ``/alert-groups`` set up the
+  failure alert (an HTTP alert plugin instance and its group).
 
 Every answer is ``{"code": 0, "msg": "success", "data": ...}``; anything else
 becomes a :class:`DSApiError` whose one-line message names the method and URL
@@ -214,6 +223,7 @@ class DolphinSchedulerApi:
         end: dt.date,
         parallelism: int | None = None,
         run_mode: str = RUN_MODE_SERIAL,
+        failure_strategy: str = "END",
     ) -> Any:
         """Start a backfill ("complement data") of business dates ``start``..``end``; return the trigger code.
 
@@ -223,18 +233,13 @@ class DolphinSchedulerApi:
         """
         if run_mode not in (RUN_MODE_SERIAL, RUN_MODE_PARALLEL):
             raise DSConfigError(f"run mode must be {RUN_MODE_SERIAL} or {RUN_MODE_PARALLEL}, got {run_mode!r}")
-        from cohortflow.register import RegistrationError, alert_settings
-
         ds = self.cfg.dolphinscheduler
-        try:
-            warning_type, warning_group_id = alert_settings(self.cfg)
-        except RegistrationError as exc:
-            raise DSConfigError(str(exc)) from None
+        warning_type, warning_group_id = self.alert_settings()
         form = {
             "processDefinitionCode": self.workflow_code,
             "scheduleTime": json.dumps(complement_schedule(start, end)),
             "execType": "COMPLEMENT_DATA",
-            "failureStrategy": "END",
+            "failureStrategy": failure_strategy,
             "warningType": warning_type,
             "warningGroupId": warning_group_id or None,
             "runMode": run_mode,
@@ -250,6 +255,111 @@ class DolphinSchedulerApi:
         }
         return self._call("POST", f"/projects/{self.project_code}/executors/start-process-instance", form=form)
 
+    def alert_settings(self) -> tuple[str, int]:
+        """(warning type, alert group id) of runs started here: the group that ``register`` set up, else the configured one."""
+        from cohortflow.server_dag import alert_settings
+
+        ds = self.cfg.dolphinscheduler
+        if ds.alert_webhook:
+            group = self.find_alert_group(f"cohortflow-{ds.project}")
+            if group is not None:
+                return "FAILURE", group
+        return alert_settings(self.cfg)
+
+    def start_date(self, business_date: dt.date) -> Any:
+        """Run the workflow for one business date now (a one-date complement run, so the date is exact).
+
+        A failed task stops only what depends on it (``failureStrategy=CONTINUE``,
+        as scheduled runs do): the other branches finish, so a rerun from the
+        failed task runs that task and its downstream only.
+        """
+        return self.start_backfill(business_date, business_date, failure_strategy="CONTINUE")
+
+    def rerun_failed(self, instance_id: int) -> Any:
+        """Rerun a finished instance from its failed tasks: they and their downstream run again, the rest is kept."""
+        form = {"processInstanceId": int(instance_id), "executeType": "START_FAILURE_TASK_PROCESS"}
+        return self._call("POST", f"/projects/{self.project_code}/executors/execute", form=form)
+
+    def instance(self, instance_id: int) -> dict[str, Any]:
+        return self._call("GET", f"/projects/{self.project_code}/process-instances/{int(instance_id)}") or {}
+
+    def latest_failed_instance(self) -> dict[str, Any]:
+        for inst in self.recent_instances(50):
+            if inst.get("state") == "FAILURE":
+                return inst
+        raise DSApiError(f"no failed instance of {self.workflow or 'any workflow'} among the latest 50 in project {self.project}")
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def schedule(self, workflow_code: int) -> dict[str, Any] | None:
+        page = self._call(
+            "GET",
+            f"/projects/{self.project_code}/schedules",
+            query={"processDefinitionCode": int(workflow_code), "pageNo": 1, "pageSize": 10},
+        )
+        items = (page or {}).get("totalList") or []
+        return items[0] if items else None
+
+    def ensure_schedule_online(self, workflow_code: int) -> dict[str, Any]:
+        """Bring the workflow's schedule online if it is not (SDK 3.1.1 leaves a re-submitted one offline)."""
+        sched = self.schedule(workflow_code)
+        if sched is None:
+            raise DSApiError(f"workflow {workflow_code} in project {self.project} has no schedule")
+        if sched.get("releaseState") != "ONLINE":
+            self._call("POST", f"/projects/{self.project_code}/schedules/{int(sched['id'])}/online")
+            sched = self.schedule(workflow_code) or sched
+        return sched
+
+    # -- alerts -----------------------------------------------------------------------------
+
+    def find_alert_group(self, name: str) -> int | None:
+        for group in self._call("GET", "/alert-groups/list") or []:
+            if group.get("groupName") == name:
+                return int(group["id"])
+        return None
+
+    def ensure_webhook_alert(self, name: str, url: str) -> int:
+        """An HTTP alert plugin instance that POSTs to ``url`` and an alert group holding it, both named ``name``.
+
+        Created, or updated in place when they exist; returns the alert group id.
+        The POST body is JSON: ``{"source": "cohortflow", "text": <the alert>}``.
+        """
+        plugins = self._call("GET", "/ui-plugins/query-by-type", query={"pluginType": "ALERT"}) or []
+        http = next((p for p in plugins if str(p.get("pluginName", "")).lower() == "http"), None)
+        if http is None:
+            raise DSApiError(f"DolphinScheduler API GET {self._url('/ui-plugins/query-by-type')}: no Http alert plugin")
+        detail = self._call("GET", f"/ui-plugins/{int(http['id'])}") or {}
+        params = json.loads(detail.get("pluginParams") or "[]")
+        values = {
+            "url": url,
+            "requestType": "POST",
+            "headerParams": json.dumps({"Content-Type": "application/json"}),
+            "bodyParams": json.dumps({"source": "cohortflow"}),
+            "contentField": "text",
+        }
+        for param in params:
+            if param.get("field") in values:
+                param["value"] = values[param["field"]]
+        form = {"instanceName": name, "pluginInstanceParams": json.dumps(params)}
+        existing = next(
+            (i for i in self._call("GET", "/alert-plugin-instances/list") or [] if i.get("instanceName") == name), None
+        )
+        if existing is None:
+            self._call("POST", "/alert-plugin-instances", form={**form, "pluginDefineId": int(http["id"])})
+            existing = next(i for i in self._call("GET", "/alert-plugin-instances/list") or [] if i.get("instanceName") == name)
+        else:
+            self._call("PUT", f"/alert-plugin-instances/{int(existing['id'])}", form=form)
+        group_form = {"groupName": name, "description": "cohortflow: failed runs", "alertInstanceIds": str(existing["id"])}
+        group = self.find_alert_group(name)
+        if group is None:
+            self._call("POST", "/alert-groups", form=group_form)
+            group = self.find_alert_group(name)
+        else:
+            self._call("PUT", f"/alert-groups/{group}", form=group_form)
+        if group is None:
+            raise DSApiError(f"DolphinScheduler API POST {self._url('/alert-groups')}: the group {name!r} was not created")
+        return group
+
     def recent_instances(self, limit: int = 10) -> list[dict[str, Any]]:
         """The latest workflow instances of the project (of the workflow, when one was given), newest first."""
         query = {"pageNo": 1, "pageSize": limit}
@@ -257,6 +367,24 @@ class DolphinSchedulerApi:
             query["processDefineCode"] = self.workflow_code
         page = self._call("GET", f"/projects/{self.project_code}/process-instances", query=query)
         return list((page or {}).get("totalList") or [])[:limit]
+
+    def workflows(self) -> list[dict[str, Any]]:
+        """The workflow definitions of the project."""
+        page = self._call("GET", f"/projects/{self.project_code}/process-definition", query={"pageNo": 1, "pageSize": 100})
+        return list((page or {}).get("totalList") or [])
+
+    def task_attempts(self, instance_id: int) -> list[dict[str, Any]]:
+        """Every task instance of a workflow instance, reruns included (``task_instances`` has the current ones)."""
+        page = self._call(
+            "GET",
+            f"/projects/{self.project_code}/task-instances",
+            query={"processInstanceId": int(instance_id), "pageNo": 1, "pageSize": 500},
+        )
+        return list((page or {}).get("totalList") or [])
+
+    def definition(self, workflow_code: int) -> dict[str, Any]:
+        """The workflow definition as the server holds it: tasks and relations."""
+        return self._call("GET", f"/projects/{self.project_code}/process-definition/{int(workflow_code)}") or {}
 
     def task_instances(self, instance_id: int) -> list[dict[str, Any]]:
         """The task instances of one workflow instance."""
@@ -276,11 +404,9 @@ def _business_date(schedule_time: Any) -> str:
 
 
 def server_status(api: DolphinSchedulerApi, limit: int = 10) -> str:
-    """Recent workflow instances on the server with their task states, as text."""
+    """Recent workflow instances on the server with their task states, then the workflows' schedules, as text."""
     instances = api.recent_instances(limit)
-    if not instances:
-        return f"no workflow instances in project {api.project}"
-    out: list[str] = []
+    out: list[str] = [] if instances else [f"no workflow instances in project {api.project}"]
     for inst in instances:
         out.append(
             f"instance {inst.get('id')}  {inst.get('name', '')}  {inst.get('state', '?')}  "
@@ -292,4 +418,8 @@ def server_status(api: DolphinSchedulerApi, limit: int = 10) -> str:
                 f"  {t.get('name', '?'):<10} {t.get('state', '?'):<16} {t.get('startTime') or '-'} -> {t.get('endTime') or '-'}"
                 f"{retries}"
             )
+    for wf in api.workflows():
+        sched = api.schedule(int(wf["code"]))
+        when = f"schedule '{sched.get('crontab')}' in {sched.get('timezoneId')}, {sched.get('releaseState')}" if sched else "no schedule"
+        out.append(f"workflow {wf.get('name')} (code {wf.get('code')}, {wf.get('releaseState', '?')}): {when}")
     return "\n".join(out)

@@ -89,6 +89,44 @@ STAGES: dict[str, Callable[[TaskContext], TaskOutcome]] = {
     "publish": _publish,
 }
 
+
+def _model_stage(name: str) -> Callable[[TaskContext], TaskOutcome]:
+    """One model as a task (a server runs a ``per_model`` task as one task per model)."""
+
+    def build_one(ctx: TaskContext) -> TaskOutcome:
+        from cohortflow.models import build_pending
+
+        built = build_pending(ctx.wh, ctx.cfg, progress=ctx.echo, only={name}, dependencies=False)
+        outcome = built.get(name)
+        if outcome is None:
+            return TaskOutcome(None, None, f"{name} up to date")
+        return TaskOutcome(None, outcome.rows, f"built {name}: {outcome.describe()}")
+
+    return build_one
+
+
+def stage(workflow: Workflow, name: str) -> Callable[[TaskContext], TaskOutcome]:
+    """The function of a task: a declared stage, or a model of a ``per_model`` task."""
+    if name in STAGES and any(t.name == name for t in workflow.tasks):
+        return STAGES[name]
+    if any(t.per_model for t in workflow.tasks):
+        from cohortflow.models import load_models
+
+        if name in load_models():
+            return _model_stage(name)
+    workflow.task(name)  # raises KeyError naming the workflow
+    raise KeyError(f"task {name!r} of workflow {workflow.name!r} has no stage function")
+
+
+def task_names(workflow: Workflow) -> list[str]:
+    """Every task name ``cohortflow task`` accepts for a workflow: its stages and, for a per-model task, the models."""
+    from cohortflow.models import load_models
+
+    names = [t.name for t in workflow.tasks]
+    if any(t.per_model for t in workflow.tasks):
+        names += list(load_models())
+    return names
+
 # Test hook: make a named task fail (e.g. COHORTFLOW_FAIL_TASK=models) to exercise reruns.
 FAIL_ENV = "COHORTFLOW_FAIL_TASK"
 
@@ -158,7 +196,7 @@ def run_task(
     echo: Echo = print,
 ) -> TaskOutcome:
     """Run one stage for one date, logging it; raise TaskFailed with a clear reason on failure."""
-    workflow.task(name)  # unknown names fail here, before anything is logged
+    stage_fn = stage(workflow, name)  # unknown names fail here, before anything is logged
     run_id = run_id or os.environ.get("COHORTFLOW_RUN_ID") or new_run_id()
     wh.bootstrap()
     started = _log_start(wh, run_id, workflow.name, name, business_date, runner)
@@ -167,7 +205,7 @@ def run_task(
     try:
         if os.environ.get(FAIL_ENV) == name:
             raise TaskFailed(f"failure injected by {FAIL_ENV}={name}")
-        outcome = STAGES[name](TaskContext(cfg, wh, business_date, run_id, echo))
+        outcome = stage_fn(TaskContext(cfg, wh, business_date, run_id, echo))
     except Exception as exc:  # every failure is logged, then re-raised as one line
         message = str(exc).strip() or type(exc).__name__
         if not isinstance(exc, TaskFailed | KeyboardInterrupt):
