@@ -24,7 +24,30 @@ def test_unknown_task_is_a_usage_error(tmp_path):
 def test_bad_date_is_a_usage_error(tmp_path):
     cfg = write_config(tmp_path)
     result = _invoke("run", "--date", "2026-02-30", "--config", str(cfg))
+    assert result.exit_code == 2 and "no such day in the calendar" in result.output
+    result = _invoke("run", "--date", "2026-1-30", "--config", str(cfg))
     assert result.exit_code == 2 and "YYYY-MM-DD or YYYYMMDD" in result.output
+
+
+def test_an_environment_override_error_names_the_variable(tmp_path):
+    cfg = write_config(tmp_path)
+    result = _invoke("check-config", "--config", str(cfg), env={"COHORTFLOW_INGEST__LOOKBACK_DAYS": "zero"})
+    assert result.exit_code == 2 and "COHORTFLOW_INGEST__LOOKBACK_DAYS (environment variable" in result.output
+
+
+def test_check_config_reports_a_missing_landing_root_and_password(tmp_path):
+    cfg = write_config(tmp_path, warehouse={"url": "postgresql+psycopg://cohortflow@127.0.0.1:1/db"})
+    result = _invoke("check-config", "--config", str(cfg))
+    assert result.exit_code == 2
+    assert "landing root" in result.output and "does not exist" in result.output
+    assert "COHORTFLOW_WAREHOUSE__PASSWORD is not set" in result.output
+
+
+def test_a_warehouse_that_does_not_answer_is_one_line(tmp_path):
+    cfg = write_config(tmp_path, warehouse={"url": "postgresql+psycopg://cohortflow@127.0.0.1:1/db"})
+    result = CliRunner().invoke(main, ["status", "--config", str(cfg)], env={"COHORTFLOW_WAREHOUSE__PASSWORD": "pw"})
+    assert result.exit_code == 1
+    assert result.output.startswith("error: warehouse 127.0.0.1:") and len(result.output.strip().splitlines()) == 1
 
 
 def test_bad_config_is_a_usage_error_naming_the_key(tmp_path):
