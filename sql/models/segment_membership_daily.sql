@@ -10,6 +10,11 @@ nodes as (
     select * from meta.def_segment_nodes
 ),
 
+-- The users a scoped build rebuilds (every user otherwise).
+scope as (
+    select user_id from meta.build_scope where model_name = :model_name
+),
+
 filter_values as (
     select * from meta.def_segment_values
 ),
@@ -30,6 +35,7 @@ events as not materialized (
         is_activity
     from models.stg_events
     where event_date <= cast(:end_date as date)
+        and (not cast(:scoped as boolean) or user_id in (select scope.user_id from scope))
 ),
 
 -- First-ever activity over all history (not the lookback): the universe and the first_seen leaves.
@@ -39,6 +45,7 @@ first_activity as (
         min(activity_date) as first_active_date
     from models.user_activity_daily
     where activity_date <= cast(:end_date as date)
+        and (not cast(:scoped as boolean) or user_id in (select scope.user_id from scope))
     group by user_id
 ),
 

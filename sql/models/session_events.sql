@@ -1,6 +1,11 @@
 /* Activity events in sessions: a session is a run of one user's activity events with no gap longer than the session timeout. Grain: one row per activity event, in the partition of its session's date (the local date of the session's first event). */
 with
 
+-- The users a scoped build rebuilds (every user otherwise).
+scope as (
+    select user_id from meta.build_scope where model_name = :model_name
+),
+
 -- Through the day after the range: a session that starts on the last date can run past midnight.
 events as (
     select
@@ -12,6 +17,7 @@ events as (
     from models.stg_events
     where is_activity
         and event_date between cast(:start_date as date) and cast(:end_date as date) + 1
+        and (not cast(:scoped as boolean) or user_id in (select scope.user_id from scope))
 ),
 
 -- Whether the first events of the range continue a session only depends on each user's
@@ -24,6 +30,7 @@ latest_before as (
     from models.stg_events
     where is_activity
         and event_date between cast(:start_date as date) - 2 and cast(:start_date as date) - 1
+        and (not cast(:scoped as boolean) or user_id in (select scope.user_id from scope))
     group by user_id
 ),
 

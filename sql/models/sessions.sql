@@ -1,6 +1,11 @@
 /* Sessions: one user's run of activity events with no gap longer than the session timeout, with its span and first and last events. Grain: one row per session, partitioned by session_date (the local date of its first event). */
 with
 
+-- The users a scoped build rebuilds (every user otherwise).
+scope as (
+    select user_id from meta.build_scope where model_name = :model_name
+),
+
 session_events as (
     select
         session_date,
@@ -12,6 +17,7 @@ session_events as (
         is_last_event
     from models.session_events
     where session_date between cast(:start_date as date) and cast(:end_date as date)
+        and (not cast(:scoped as boolean) or user_id in (select scope.user_id from scope))
 ),
 
 final as (

@@ -69,12 +69,15 @@ class Model:
     reach_after: str | int = "all"
     # Partitions whose rows depend on the as-of date (is_complete, rows for periods begun by then) this far before
     # it: a reach name; they are rebuilt when the as-of date moves.
-    as_of_reach: str | None = None
+    as_of_reach: str | int | None = None
     # Partition dates can lie this many days before the first event date (a week or month period's first day).
     lead_days: int = 0
     # "user": rows are per user (a user_id column) and a build can rebuild the rows of some users only (those whose
     # input changed, from the first date their change can reach); "date": rows are rebuilt a date at a time.
     grain: str = "date"
+    # A reach before, per input, where an input's changes reach less far than the model's ``reach`` (e.g. segment
+    # membership, read on the entry or cohort date only).
+    input_reach: dict = field(default_factory=dict)
 
     def sql_for(self, dialect: str) -> str | None:
         """The engine's replacement CTEs, if any."""
@@ -152,6 +155,7 @@ def load_models() -> dict[str, Model]:
             as_of_reach=m.get("as_of_reach"),
             lead_days=int(m.get("lead_days", 0)),
             grain=m.get("grain", "date"),
+            input_reach=dict(m.get("input_reach") or {}),
         )
         if model.grain not in ("date", "user"):
             raise ValueError(f"model {name}: grain must be date or user")
@@ -402,6 +406,16 @@ def _state(wh: Warehouse, conn: sa.Connection, name: str) -> tuple[int, dt.date 
     return None if row is None else (int(row[0]), _as_date(row[1]), _as_date(row[2]), row[3])
 
 
+def _history_end(wh: Warehouse, conn: sa.Connection, model: Model, as_of: dt.date | None) -> dt.date | None:
+    """The last date a build of ``model`` covers: the as-of date; for a user-grain model whose rows do not depend on
+    it, the last event date when later (an event dated after its receipt day), so that its rows are there when the
+    as-of date reaches them."""
+    if model.grain != "user" or model.as_of_reach is not None or as_of is None:
+        return as_of
+    last = _as_date(wh.scalar(conn, "select max(event_date) from raw.events"))
+    return as_of if last is None else max(as_of, last)
+
+
 def history_start(wh: Warehouse, conn: sa.Connection) -> dt.date | None:
     """The first date of the loaded history: the earliest event date or business date loaded (an empty day counts)."""
     row = wh.execute(
@@ -422,12 +436,13 @@ def _input_dates(
     high: int,
     *,
     all_users_only: bool = False,
-) -> set[dt.date] | None:
-    """The input dates changed by the changes in (low, high]; None when an input changed whole. With
-    ``all_users_only`` (a user-grain model, which rebuilds the users of user-level changes on its own) only the
-    dates changed for every user: requested rebuilds, and the date-wide changes of user-grain inputs."""
+) -> dict[str, set[dt.date]] | None:
+    """The input dates changed by the changes in (low, high], per input ("" for requested rebuilds of a range);
+    None when an input changed whole. With ``all_users_only`` (a user-grain model, which rebuilds the users of
+    user-level changes on its own) only the dates changed for every user: requested rebuilds, and the date-wide
+    changes of user-grain inputs."""
     params = {"lo": low, "hi": high}
-    dates: set[dt.date] = set()
+    out: dict[str, set[dt.date]] = {"": set()}
     rebuilds = wh.execute(
         conn,
         "select rebuild_start, rebuild_end from meta.change_log where change_id > :lo and change_id <= :hi "
@@ -437,7 +452,7 @@ def _input_dates(
     for start, end in rebuilds:
         if start is None:
             return None
-        dates.update(date_range(_as_date(start), _as_date(end)))
+        out[""].update(date_range(_as_date(start), _as_date(end)))
     if all_users_only and rebuilds:
         return None  # a requested rebuild of a range rebuilds a user-grain model whole
     for dep in model.depends_on:
@@ -449,7 +464,7 @@ def _input_dates(
                 "select distinct event_date from meta.changed_pairs where change_id > :lo and change_id <= :hi",
                 params,
             ).fetchall()
-            dates.update(_as_date(r[0]) for r in rows)
+            out.setdefault(dep, set()).update(_as_date(r[0]) for r in rows)
             continue
         rows = wh.execute(
             conn,
@@ -460,8 +475,8 @@ def _input_dates(
         ).fetchall()
         if any(r[1] for r in rows):
             return None
-        dates.update(_as_date(r[0]) for r in rows if r[0] is not None)
-    return dates
+        out.setdefault(dep, set()).update(_as_date(r[0]) for r in rows if r[0] is not None)
+    return out
 
 
 def _build_one(
@@ -490,7 +505,7 @@ def _build_one(
     outcome = BuildOutcome(model.name, target)
     began = time.monotonic()
     bound = {**params, "as_of_date": as_of, "first_date": start, "model_name": model.name, "scoped": False}
-    dates: set[dt.date] | None = None
+    dates: dict[str, set[dt.date]] | None = None
     if not (whole or state is None or state[3] != fp or state[2] != first or model.materialized == "table"):
         dates = _input_dates(wh, conn, model, models, state[0], target, all_users_only=model.grain == "user")
     if dates is not None and as_of is not None and first is not None:
@@ -516,7 +531,7 @@ def _build_one(
             outcome.users, rows = _build_users(wh, conn, cfg, model, models, bound, state[0], target, first, as_of)
             outcome.rows += rows
     else:
-        _build_whole(wh, conn, model, bound, first, as_of)
+        _build_whole(wh, conn, model, bound, first, _history_end(wh, conn, model, as_of))
         outcome.whole = True
         outcome.rows = int(wh.scalar(conn, f"select count(*) from {model.table}"))
         wh.insert_rows(
@@ -544,22 +559,32 @@ def _build_one(
 
 
 def _expand(
-    model: Model, cfg: Config, dates: set[dt.date], first: dt.date, as_of: dt.date, old_as_of: dt.date | None
+    model: Model,
+    cfg: Config,
+    inputs: dict[str, set[dt.date]],
+    first: dt.date,
+    as_of: dt.date,
+    old_as_of: dt.date | None,
 ) -> set[dt.date]:
-    """The partitions changed input dates can reach (the model's reach before and after), and those whose rows
-    depend on the as-of date when it moved, inside the history ``[first, as_of]``."""
-    before, after = _reach(model.reach, cfg), _reach(model.reach_after, cfg)
+    """The partitions changed input dates can reach (the input's reach before, the model's after; a requested
+    rebuild exactly its dates), and those whose rows depend on the as-of date when it moved, inside the history
+    ``[first, as_of]``."""
     wanted: set[dt.date] = set()
-    for d in dates:
-        lo = first if before is None else max(first, d - dt.timedelta(days=before))
-        hi = as_of if after is None else min(as_of, d + dt.timedelta(days=after))
-        if lo <= hi:
-            wanted.update(date_range(lo, hi))
+    for source, dates in inputs.items():
+        if source:
+            before, after = _reach(model.input_reach.get(source, model.reach), cfg), _reach(model.reach_after, cfg)
+        else:
+            before, after = 0, 0
+        for d in dates:
+            lo = first if before is None else max(first, d - dt.timedelta(days=before))
+            hi = as_of if after is None else min(as_of, d + dt.timedelta(days=after))
+            if lo <= hi:
+                wanted.update(date_range(lo, hi))
     # A user-grain model's rows exist where its users' events are (they come with the changes) unless it declares
     # rows that depend on the as-of date; a date-grain model has a row set for every date up to the as-of date.
     moved = old_as_of is None or old_as_of < as_of
-    if moved and (model.grain == "date" or model.as_of_reach):
-        zone = _reach(model.as_of_reach, cfg) if model.as_of_reach else 0
+    if moved and (model.grain == "date" or model.as_of_reach is not None):
+        zone = 0 if model.as_of_reach is None else _reach(model.as_of_reach, cfg)
         since = first if (old_as_of is None or zone is None) else old_as_of - dt.timedelta(days=zone - 1)
         wanted.update(date_range(max(since, first), as_of))
     return wanted
@@ -599,25 +624,32 @@ def _build_users(
 ) -> tuple[int, int]:
     """Rebuild the rows of the users whose input changed in (low, high], each from the first date its change can
     reach; record the (user, date) pairs of the rows replaced. Returns (users, rows written)."""
-    before = _reach(model.reach, cfg)
     inputs = []
-    deps = [d for d in model.depends_on if models[d].materialized != "view"]
-    if any(models[d].materialized == "view" for d in model.depends_on):
-        inputs.append("select user_id, event_date as changed_date from meta.changed_pairs where change_id > :lo and change_id <= :hi")
-    for i, dep in enumerate(deps):
-        inputs.append(
-            f"select user_id, changed_date from meta.model_changes where model_name = :dep{i} "
-            "and change_id > :lo and change_id <= :hi and user_id is not null"
-        )
-    names = {f"dep{i}": dep for i, dep in enumerate(deps)}
-    params = {**bound, "lo": low, "hi": high, "first": first, "before": 0 if before is None else before, **names}
+    names: dict[str, Any] = {}
+    for i, dep in enumerate(model.depends_on):
+        before = _reach(model.input_reach.get(dep, model.reach), cfg)
+        column = "event_date" if models[dep].materialized == "view" else "changed_date"
+        from_date = "cast(:first as date)" if before is None else f"{column} - {int(before)}"
+        if models[dep].materialized == "view":
+            if any(models[d].materialized == "view" for d in model.depends_on[:i]):
+                continue  # the staging views share one change record
+            inputs.append(
+                f"select user_id, {from_date} as from_date from meta.changed_pairs "
+                "where change_id > :lo and change_id <= :hi"
+            )
+        else:
+            names[f"dep{i}"] = dep
+            inputs.append(
+                f"select user_id, {from_date} as from_date from meta.model_changes where model_name = :dep{i} "
+                "and change_id > :lo and change_id <= :hi and user_id is not null"
+            )
+    params = {**bound, "lo": low, "hi": high, "first": first, **names}
     wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
-    from_date = "cast(:first as date)" if before is None else "greatest(min(changed_date) - cast(:before as integer), cast(:first as date))"
     wh.execute(
         conn,
-        f"insert into meta.build_scope (model_name, user_id, from_date) "
-        f"select :model_name, user_id, {from_date} from ({' union all '.join(inputs)}) as changes "
-        "where changed_date <= :as_of_date group by user_id",
+        "insert into meta.build_scope (model_name, user_id, from_date) "
+        f"select :model_name, user_id, greatest(min(from_date), cast(:first as date)) from ({' union all '.join(inputs)}) as changes "
+        "group by user_id",
         params,
     )
     users, earliest = wh.execute(
@@ -632,7 +664,7 @@ def _build_users(
     wh.execute(conn, f"delete from {table} as t where {scope_old}", params)
     cols = ", ".join(c.name for c in model.columns)
     select_sql = render(model.sql.strip().rstrip(";"), wh.dialect, ctes=model.sql_for(wh.dialect))
-    scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": as_of}
+    scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": _history_end(wh, conn, model, as_of)}
     if wh.dialect == "postgres":
         for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
             conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})

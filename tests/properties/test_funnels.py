@@ -317,15 +317,15 @@ def test_funnels_match_brute_force(project, engine):
 
 
 def test_the_chain_path_matches_brute_force_on_duckdb(make_project, monkeypatch):
-    """On DuckDB, funnels whose steps name distinct events take a single pass (funnel_conversion_daily.duckdb.sql);
+    """On DuckDB, funnels whose steps name distinct events take a single pass (funnel_user_steps.duckdb.sql);
     the chain CTEs every engine shares are checked here on DuckDB too, with that pass switched off."""
     import dataclasses
 
     from cohortflow import models
 
     loaded = models.load_models()
-    assert {engine for engine, _ in loaded["funnel_conversion_daily"].overrides} == {"duckdb"}
-    chains_only = {**loaded, "funnel_conversion_daily": dataclasses.replace(loaded["funnel_conversion_daily"], overrides=())}
+    assert {engine for engine, _ in loaded["funnel_user_steps"].overrides} == {"duckdb"}
+    chains_only = {**loaded, "funnel_user_steps": dataclasses.replace(loaded["funnel_user_steps"], overrides=())}
     monkeypatch.setattr(models, "load_models", lambda: chains_only)
     check_examples(make_project("duckdb").config(), 60)
 
@@ -353,10 +353,10 @@ def test_only_funnels_of_distinct_step_events_take_the_duckdb_pass(make_project)
     try:
         with wh.begin() as conn:
             load_definitions(wh, conn, cfg)
-            model = load_models()["funnel_conversion_daily"]
+            model = load_models()["funnel_user_steps"]
             sql = render(model.sql, "duckdb", ctes=model.sql_for("duckdb"))
             folded_sql = sql[: sql.rindex("SELECT")] + "SELECT funnel_name FROM folded_funnels JOIN funnels USING (funnel_no)"
-            folded = conn.execute(sa.text(folded_sql), {**model_params(cfg), "start_date": BASE_DATE, "end_date": BASE_DATE})
+            folded = conn.execute(sa.text(folded_sql), {**model_params(cfg), "start_date": BASE_DATE, "end_date": BASE_DATE, "scoped": False, "model_name": "funnel_user_steps"})
             assert [r[0] for r in folded] == ["distinct"]
     finally:
         wh.dispose()

@@ -38,7 +38,7 @@ def test_replacing_needs_with_queries():
 
 
 def test_the_funnel_override_applies_to_duckdb_only():
-    model = load_models()["funnel_conversion_daily"]
+    model = load_models()["funnel_user_steps"]
     duck = "\n".join(model_statements(model, "duckdb"))
     pg = "\n".join(model_statements(model, "postgresql"))
     assert "LIST_REDUCE" in duck and "fold_states" in duck

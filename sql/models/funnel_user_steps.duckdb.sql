@@ -2,7 +2,7 @@
 ordered pass per user and entry date instead of the chain CTEs, which keep the other funnels and the users with very
 long lists. Reason for the override: the pass uses DuckDB list lambdas (list_reduce), which PostgreSQL does not have;
 at 45 million events it builds the benchmark funnel in less than half the time and about half the memory of the
-chain CTEs (benchmarks/bench_models.py). These CTEs replace the same-named ones of funnel_conversion_daily.sql or
+chain CTEs (benchmarks/bench_models.py). These CTEs replace the same-named ones of funnel_user_steps.sql or
 come just before one that does; the rest of the model is shared.
 
 The pass, over a user's events from the first step-1 event on E to the last one plus the window (step-1 events on E

@@ -1,0 +1,524 @@
+/* Retention per user, the user-grain step of retention_cohorts: for each definition, each cohort a user belongs to (first_time: the period of their first-ever start event; recurring: every period with a start event), with each breakdown value ('all' and the user's value), a row for the membership (period numbers 0 to 0) and rows for the periods k >= 1 the user counts as retained in (mode on: one row per return period; on_or_after: one row 1 to the last period returned, capped at the horizon). A build can take some users only: the users whose events changed, all their cohorts. Grain: one row per retention_name, cohort_date, user_id, breakdown_value and period range. */
+with
+
+definitions as (
+    select
+        retention_name,
+        start_event,
+        return_event,
+        period,
+        horizon,
+        cohort_type,
+        retention_mode,
+        breakdown,
+        segment_name,
+        breakdown_segment
+    from meta.def_retention
+),
+
+filters as (
+    select
+        retention_name,
+        side,
+        filter_no,
+        property,
+        op,
+        value_kind,
+        value_text,
+        value_number,
+        is_negated
+    from meta.def_retention_filters
+),
+
+sides as (
+    select
+        retention_name,
+        'start' as side,
+        start_event as event_name,
+        breakdown
+    from definitions
+    union all
+    select
+        retention_name,
+        'return' as side,
+        return_event as event_name,
+        cast(null as varchar) as breakdown
+    from definitions
+),
+
+-- A side that is "any activity" with no filter and no breakdown only needs the user's active days,
+-- computed once from distinct (user, date) pairs; the others look at each event.
+side_kinds as (
+    select
+        sides.retention_name,
+        sides.side,
+        definitions.period,
+        sides.event_name,
+        sides.breakdown,
+        (
+            sides.event_name is null
+            and sides.breakdown is null
+            and not exists (
+                select 1
+                from filters
+                where filters.retention_name = sides.retention_name
+                    and filters.side = sides.side
+            )
+        ) as is_plain_activity
+    from sides
+    inner join definitions
+        on definitions.retention_name = sides.retention_name
+),
+
+-- The users a scoped build rebuilds (every user otherwise).
+scope as (
+    select user_id from meta.build_scope where model_name = :model_name
+),
+
+activity_days as (
+    select
+        user_id,
+        activity_date as event_date
+    from models.user_activity_daily
+    where not cast(:scoped as boolean) or user_id in (select scope.user_id from scope)
+),
+
+-- Event-level rows for the sides that need them: the named event, or any activity event for a side with filters
+-- or a breakdown. Both are equi-joins so that nothing is scanned when no side needs events.
+event_sides as (
+    select
+        retention_name,
+        side,
+        breakdown,
+        event_name,
+        event_name is null as is_any_activity
+    from side_kinds
+    where not is_plain_activity
+),
+
+candidates as (
+    select
+        event_sides.retention_name,
+        event_sides.side,
+        event_sides.breakdown,
+        events.event_id,
+        events.user_id,
+        events.event_time,
+        events.event_date,
+        events.platform,
+        events.app_version,
+        events.channel,
+        events.properties
+    from models.stg_events as events
+    inner join event_sides
+        on events.event_name = event_sides.event_name
+    where (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
+    union all
+    select
+        event_sides.retention_name,
+        event_sides.side,
+        event_sides.breakdown,
+        events.event_id,
+        events.user_id,
+        events.event_time,
+        events.event_date,
+        events.platform,
+        events.app_version,
+        events.channel,
+        events.properties
+    from models.stg_events as events
+    inner join event_sides
+        on events.is_activity = event_sides.is_any_activity
+    where (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
+        and event_sides.is_any_activity
+),
+
+filter_inputs as (
+    select
+        candidates.retention_name,
+        candidates.side,
+        candidates.event_id,
+        filters.filter_no,
+        filters.op,
+        filters.value_kind,
+        filters.value_text,
+        filters.value_number,
+        filters.is_negated,
+        case filters.property
+            when 'platform' then candidates.platform
+            when 'app_version' then candidates.app_version
+            when 'channel' then candidates.channel
+            else prop(candidates.properties, filters.property)
+        end as property_value
+    from candidates
+    inner join filters
+        on filters.retention_name = candidates.retention_name
+        and filters.side = candidates.side
+),
+
+filter_values as (
+    select
+        retention_name,
+        side,
+        event_id,
+        filter_no,
+        op,
+        value_kind,
+        value_text,
+        value_number,
+        is_negated,
+        property_value,
+        -- a number only when the text is a plain decimal number (the cast can then never fail)
+        case
+            when regexp_matches(property_value, '^-?[0-9]{1,200}([.][0-9]{1,200})?([eE][-+]?[0-9]{1,2})?$')
+                then cast(property_value as double)
+        end as property_number
+    from filter_inputs
+),
+
+-- Per event and filter: does any listed value match? Negated ops (neq, not_in, is_not_set) hold when none does.
+-- Number values compare numerically, strings and booleans as text (ordered in binary, whatever the collation).
+filter_results as (
+    select
+        retention_name,
+        side,
+        event_id,
+        filter_no,
+        is_negated,
+        coalesce(bool_or(
+            case
+                when op in ('is_set', 'is_not_set') then property_value is not null
+                when op = 'contains' then strpos(property_value, value_text) > 0
+                when value_kind = 'number' then case
+                    when op in ('eq', 'neq', 'in', 'not_in') then property_number = value_number
+                    when op = 'gt' then property_number > value_number
+                    when op = 'gte' then property_number >= value_number
+                    when op = 'lt' then property_number < value_number
+                    when op = 'lte' then property_number <= value_number
+                end
+                else case
+                    when op in ('eq', 'neq', 'in', 'not_in') then property_value = value_text
+                    when op = 'gt' then property_value collate "C" > value_text
+                    when op = 'gte' then property_value collate "C" >= value_text
+                    when op = 'lt' then property_value collate "C" < value_text
+                    when op = 'lte' then property_value collate "C" <= value_text
+                end
+            end
+        ), false) as is_value_match
+    from filter_values
+    group by
+        retention_name,
+        side,
+        event_id,
+        filter_no,
+        is_negated
+),
+
+failed_events as (
+    select distinct
+        retention_name,
+        side,
+        event_id
+    from filter_results
+    where is_value_match = is_negated
+),
+
+matched_events as (
+    select candidates.*
+    from candidates
+    where not exists (
+        select 1
+        from failed_events
+        where failed_events.retention_name = candidates.retention_name
+            and failed_events.side = candidates.side
+            and failed_events.event_id = candidates.event_id
+    )
+),
+
+-- The active periods of each user for the plain sides, once per period type in use.
+-- Calendar periods: the Monday of the ISO week, the first of the month.
+plain_periods as (
+    select
+        'day' as period,
+        user_id,
+        event_date as period_date
+    from activity_days
+    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'day')
+    union all
+    select distinct
+        'week' as period,
+        user_id,
+        event_date - cast(extract(isodow from event_date) as integer) + 1 as period_date
+    from activity_days
+    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'week')
+    union all
+    select distinct
+        'month' as period,
+        user_id,
+        event_date - cast(extract(day from event_date) as integer) + 1 as period_date
+    from activity_days
+    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'month')
+),
+
+matched_periods as (
+    select distinct
+        matched_events.retention_name,
+        matched_events.side,
+        matched_events.user_id,
+        case definitions.period
+            when 'day' then matched_events.event_date
+            when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
+            else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
+        end as period_date
+    from matched_events
+    inner join definitions
+        on definitions.retention_name = matched_events.retention_name
+),
+
+side_period_dates as (
+    select
+        side_kinds.retention_name,
+        side_kinds.side,
+        plain_periods.user_id,
+        plain_periods.period_date
+    from plain_periods
+    inner join side_kinds
+        on side_kinds.period = plain_periods.period
+    where side_kinds.is_plain_activity
+    union all
+    select
+        retention_name,
+        side,
+        user_id,
+        period_date
+    from matched_periods
+),
+
+-- A running number per period, so that k is a subtraction; 1970-01-05 is a Monday.
+side_periods as (
+    select
+        side_period_dates.retention_name,
+        side_period_dates.side,
+        side_period_dates.user_id,
+        side_period_dates.period_date,
+        case definitions.period
+            when 'day' then cast(side_period_dates.period_date - date '1970-01-05' as bigint)
+            when 'week' then cast((side_period_dates.period_date - date '1970-01-05') / 7 as bigint)
+            else cast(extract(year from side_period_dates.period_date) as bigint) * 12
+                + cast(extract(month from side_period_dates.period_date) as bigint)
+        end as period_index
+    from side_period_dates
+    inner join definitions
+        on definitions.retention_name = side_period_dates.retention_name
+),
+
+start_periods as (
+    select * from side_periods where side = 'start'
+),
+
+return_periods as (
+    select * from side_periods where side = 'return'
+),
+
+-- first_time: the period of the first-ever start event (all history up to the as-of date).
+first_time_members as (
+    select
+        start_periods.retention_name,
+        start_periods.user_id,
+        min(start_periods.period_date) as cohort_date,
+        min(start_periods.period_index) as cohort_index
+    from start_periods
+    inner join definitions
+        on definitions.retention_name = start_periods.retention_name
+    where definitions.cohort_type = 'first_time'
+    group by
+        start_periods.retention_name,
+        start_periods.user_id
+),
+
+cohort_members as (
+    select
+        retention_name,
+        user_id,
+        cohort_date,
+        cohort_index
+    from first_time_members
+    where cohort_date between cast(:start_date as date) and cast(:end_date as date)
+    union all
+    select
+        start_periods.retention_name,
+        start_periods.user_id,
+        start_periods.period_date as cohort_date,
+        start_periods.period_index as cohort_index
+    from start_periods
+    inner join definitions
+        on definitions.retention_name = start_periods.retention_name
+    where definitions.cohort_type = 'recurring'
+        and start_periods.period_date between cast(:start_date as date) and cast(:end_date as date)
+),
+
+segment_members as (
+    select
+        cohort_members.retention_name,
+        cohort_members.user_id,
+        cohort_members.cohort_date,
+        cohort_members.cohort_index
+    from cohort_members
+    inner join definitions
+        on definitions.retention_name = cohort_members.retention_name
+    -- a join, not "segment is null or exists (...)": PostgreSQL plans that OR as a subplan per row
+    left join models.segment_membership_daily as membership
+        on membership.segment_name = definitions.segment_name
+        and membership.as_of_date = cohort_members.cohort_date
+        and membership.user_id = cohort_members.user_id
+    where definitions.segment_name is null
+        or membership.user_id is not null
+),
+
+breakdown_events as (
+    select
+        matched_events.retention_name,
+        matched_events.user_id,
+        matched_events.event_time,
+        matched_events.event_id,
+        case definitions.period
+            when 'day' then matched_events.event_date
+            when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
+            else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
+        end as period_date,
+        case matched_events.breakdown
+            when 'platform' then matched_events.platform
+            when 'app_version' then matched_events.app_version
+            when 'channel' then matched_events.channel
+            else prop(matched_events.properties, matched_events.breakdown)
+        end as breakdown_value
+    from matched_events
+    inner join definitions
+        on definitions.retention_name = matched_events.retention_name
+    where matched_events.side = 'start'
+        and matched_events.breakdown is not null
+),
+
+-- The breakdown value is the property on the user's earliest start event of the cohort period.
+first_breakdowns as (
+    select
+        retention_name,
+        user_id,
+        period_date,
+        breakdown_value,
+        row_number() over (
+            partition by retention_name, user_id, period_date
+            order by event_time, event_id collate "C"
+        ) as event_rank
+    from breakdown_events
+),
+
+members as (
+    select
+        retention_name,
+        user_id,
+        cohort_date,
+        cohort_index,
+        'all' as breakdown_value
+    from segment_members
+    union all
+    select
+        segment_members.retention_name,
+        segment_members.user_id,
+        segment_members.cohort_date,
+        segment_members.cohort_index,
+        coalesce(first_breakdowns.breakdown_value, '(none)') as breakdown_value
+    from segment_members
+    inner join first_breakdowns
+        on first_breakdowns.retention_name = segment_members.retention_name
+        and first_breakdowns.user_id = segment_members.user_id
+        and first_breakdowns.period_date = segment_members.cohort_date
+        and first_breakdowns.event_rank = 1
+    union all
+    -- Membership of the breakdown segment on the cohort date.
+    select
+        segment_members.retention_name,
+        segment_members.user_id,
+        segment_members.cohort_date,
+        segment_members.cohort_index,
+        case
+            when membership.user_id is not null then 'in ' || definitions.breakdown_segment
+            else 'not in ' || definitions.breakdown_segment
+        end as breakdown_value
+    from segment_members
+    inner join definitions
+        on definitions.retention_name = segment_members.retention_name
+    left join models.segment_membership_daily as membership
+        on membership.segment_name = definitions.breakdown_segment
+        and membership.as_of_date = segment_members.cohort_date
+        and membership.user_id = segment_members.user_id
+    where definitions.breakdown_segment is not null
+),
+
+last_returns as (
+    select
+        retention_name,
+        user_id,
+        max(period_index) as last_index
+    from return_periods
+    group by
+        retention_name,
+        user_id
+),
+
+-- The period numbers each member counts as retained in, as a range [first_number, last_number].
+member_returns as (
+    select
+        members.retention_name,
+        members.cohort_date,
+        members.user_id,
+        members.breakdown_value,
+        return_periods.period_index - members.cohort_index as first_number,
+        return_periods.period_index - members.cohort_index as last_number
+    from members
+    inner join definitions
+        on definitions.retention_name = members.retention_name
+    inner join return_periods
+        on return_periods.retention_name = members.retention_name
+        and return_periods.user_id = members.user_id
+    where definitions.retention_mode = 'on'
+        and return_periods.period_index - members.cohort_index between 1 and definitions.horizon
+    union all
+    select
+        members.retention_name,
+        members.cohort_date,
+        members.user_id,
+        members.breakdown_value,
+        1 as first_number,
+        least(last_returns.last_index - members.cohort_index, definitions.horizon) as last_number
+    from members
+    inner join definitions
+        on definitions.retention_name = members.retention_name
+    inner join last_returns
+        on last_returns.retention_name = members.retention_name
+        and last_returns.user_id = members.user_id
+    where definitions.retention_mode = 'on_or_after'
+        and last_returns.last_index > members.cohort_index
+),
+
+final as (
+    select
+        retention_name,
+        cohort_date,
+        user_id,
+        breakdown_value,
+        0 as first_number,
+        0 as last_number
+    from members
+    union all
+    select
+        retention_name,
+        cohort_date,
+        user_id,
+        breakdown_value,
+        first_number,
+        last_number
+    from member_returns
+)
+
+select * from final
