@@ -319,9 +319,12 @@ BASE_TABLES = [
         events_loaded bigint not null,
         duplicates_removed bigint not null,
         lines_quarantined bigint not null,
-        loaded_at timestamp not null
+        loaded_at timestamp not null,
+        damage varchar
     )
     """,
+    # Added later: what broke a damaged file off (null: the file was read to its end).
+    "alter table meta.ingest_ledger add column if not exists damage varchar",
     """
     create table if not exists meta.run_log (
         run_id varchar not null,
