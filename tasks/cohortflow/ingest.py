@@ -43,6 +43,7 @@ from cohortflow.events import (
     LineError,
     canonical_json,
 )
+from cohortflow.faults import checkpoint
 from cohortflow.linereader import FileLines
 from cohortflow.privacy import PrivacyError, Pseudonymizer
 from cohortflow.warehouse import Warehouse
@@ -505,6 +506,7 @@ def load_day(
             schema=LEDGER_SCHEMA,
         )
         wh.load_arrow(conn, "meta.ingest_ledger", ledger_rows)
+        checkpoint("ingest", cfg.target_path)
         loaded = wh.scalar(conn, "select count(*) from raw.events where load_date = :d", params)
         if loaded != ledger.events_loaded or not ledger.balanced:
             raise IngestError(

@@ -29,6 +29,7 @@ import sqlglot
 import yaml
 
 from cohortflow.config import Config
+from cohortflow.faults import checkpoint
 from cohortflow.warehouse import Warehouse, check_identifier, render
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
@@ -320,6 +321,7 @@ def build_models(
                 written[model.name] = (lo, hi, n)
             elif model.materialized == "table":
                 written[model.name] = (lo, hi, wh.scalar(conn, f"select count(*) from {model.table}"))
+        checkpoint("models", cfg.target_path)
         if progress:
             info = f": {written[model.name][2]:,} rows for {lo}..{hi}" if model.name in written else ""
             progress(f"  built {model.table} ({model.materialized}){info} in {time.monotonic() - began:.1f} s")

@@ -45,6 +45,7 @@ import pyarrow as pa
 
 from cohortflow.config import Config
 from cohortflow.events import RAW_EVENT_SCHEMA
+from cohortflow.faults import checkpoint
 from cohortflow.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -421,6 +422,7 @@ def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str
         row_count=row_count,
         parameters=params,
     )
+    checkpoint("validate", cfg.target_path)
     outcome.result_path = _write_result_json(wh, cfg, outcome, result)
     store_outcome(wh, outcome)
     log.info("validation %s %s: %s", suite.name, business_date, outcome.status)
