@@ -23,15 +23,18 @@ from pathlib import Path
 
 FAULT_ENV = "COHORTFLOW_FAULT"
 POINTS = ("ingest", "validate", "models", "publish", "snapshots", "reader_copy")
+_fired: set[str] = set()
 
 
 def checkpoint(point: str, target: Path | None = None) -> None:
+    """Act on the fault named by ``COHORTFLOW_FAULT`` the first time this process reaches ``point``."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
     name, _, action = spec.partition(":")
-    if name != point:
+    if name != point or point in _fired:
         return
+    _fired.add(point)
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "pause" and target is not None:
