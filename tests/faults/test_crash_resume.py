@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -127,11 +129,13 @@ def test_postgres_stopped_mid_task_then_restarted(tmp_path, baseline):
 
     pg_settings()
     want = baseline("postgres")
-    cluster = {**os.environ, "COHORTFLOW_PG_DIR": str(tmp_path / "pg"), "COHORTFLOW_PG_PORT": str(free_port())}
+    # Outside pytest's folders (mode 700): the server runs as the 'postgres' user, which must reach its files.
+    pg_dir = Path(tempfile.gettempdir()) / f"cohortflow-pg-{uuid.uuid4().hex[:8]}"
+    cluster = {**os.environ, "COHORTFLOW_PG_DIR": str(pg_dir), "COHORTFLOW_PG_PORT": str(free_port())}
     _pgcluster(cluster, "start")
     try:
         project = make(tmp_path / "p", "duckdb")
-        password = (tmp_path / "pg" / "password").read_text().strip()
+        password = (pg_dir / "password").read_text().strip()
         project.environ = {
             "COHORTFLOW_WAREHOUSE__URL": f"postgresql+psycopg://cohortflow@127.0.0.1:{cluster['COHORTFLOW_PG_PORT']}/cohortflow",
             "COHORTFLOW_WAREHOUSE__PASSWORD": password,
