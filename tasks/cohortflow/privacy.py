@@ -1,19 +1,21 @@
 """Optional pseudonymisation at ingest (config ``privacy``), applied before anything is stored.
 
-* ``pseudonymize_ids``: the distinct id, both ids of an identity link, the
-  event id and the id-bearing properties (``id_properties``) are replaced by a
-  keyed hash, HMAC-SHA-256 with the key in ``COHORTFLOW_PRIVACY__KEY`` (from
-  the environment only). Equal ids give equal pseudonyms, so identity
-  stitching, deduplication, funnels and retention work as before; without the
-  key nobody can recompute or reverse them. Quarantined lines then keep their
-  reason, file and line number but not their raw text.
+* ``pseudonymize_ids``: the distinct id, both ids of an identity link and the
+  id-bearing properties (``id_properties``) are replaced by a keyed hash,
+  HMAC-SHA-256 with the key in ``COHORTFLOW_PRIVACY__KEY`` (from the
+  environment only). Equal ids give equal pseudonyms, so identity stitching,
+  deduplication, funnels and retention work as before; without the key nobody
+  can recompute or reverse them. An event id the source sent is kept (it
+  orders events of equal time); a content-hash event id (``h:``, for sources
+  that send none) is recomputed from the pseudonymised event, so it cannot be
+  used to test guesses of a raw id. Quarantined lines then keep their reason,
+  file and line number but not their raw text.
 * ``drop_properties``: property keys removed wherever they occur (any depth).
 * ``drop_ip_properties``: properties that hold an IP address removed: keys
   named like one (``ip``, ``$ip``, ``client_ip``, ``ip_address``...) and any
   string value that is an IPv4 or IPv6 address.
 
-Pseudonyms look like ``p:`` + 32 hex digits (128 bits of the HMAC); event ids
-``k:`` + 32 hex digits.
+Pseudonyms look like ``p:`` + 32 hex digits (128 bits of the HMAC).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import re
 from typing import Any
 
 from cohortflow.config import Privacy
-from cohortflow.events import CanonicalEvent
+from cohortflow.events import CanonicalEvent, hashed_event_id
 
 KEY_ENV = "COHORTFLOW_PRIVACY__KEY"
 MIN_KEY_CHARS = 16
@@ -61,10 +63,10 @@ class Pseudonymizer:
         """Quarantined raw lines would show the ids in clear: they are not stored when ids are pseudonymised."""
         return self._key is not None
 
-    def pseudonym(self, value: str, prefix: str = "p:") -> str:
+    def pseudonym(self, value: str) -> str:
         assert self._key is not None
         digest = hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-        return prefix + digest[:32]
+        return "p:" + digest[:32]
 
     def apply(self, ev: CanonicalEvent) -> CanonicalEvent:
         if not self.active:
@@ -78,13 +80,14 @@ class Pseudonymizer:
                 ev.link_anonymous_id = self.pseudonym(ev.link_anonymous_id)
             if ev.link_login_id is not None:
                 ev.link_login_id = self.pseudonym(ev.link_login_id)
-            ev.event_id = self.pseudonym(ev.event_id, "k:")
             if self._id_props and any(k in self._id_props for k in props):
                 props = {
                     k: self.pseudonym(str(v)) if k in self._id_props and isinstance(v, (str, int)) and not isinstance(v, bool) else v
                     for k, v in props.items()
                 }
         ev.properties = props
+        if self._key is not None and ev.event_id.startswith("h:"):
+            ev.event_id = hashed_event_id(ev.app_id, ev.distinct_id, ev.event_name, ev.event_time_ms, ev.properties)
         return ev
 
     def _without_dropped(self, value: Any) -> Any:
