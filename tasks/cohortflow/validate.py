@@ -46,6 +46,7 @@ import pyarrow as pa
 from cohortflow.config import Config
 from cohortflow.events import RAW_EVENT_SCHEMA
 from cohortflow.faults import checkpoint
+from cohortflow.iofail import OutputError, describe
 from cohortflow.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -467,8 +468,12 @@ def _write_result_json(wh: Warehouse, cfg: Config, outcome: ValidationOutcome, r
     if password:
         text = text.replace(str(password), "***")
     path = cfg.target_path / "validation" / f"{outcome.suite}-{outcome.business_date.isoformat()}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(describe(exc, path, "the validation result")) from None
     return path
