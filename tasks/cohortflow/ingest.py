@@ -340,8 +340,10 @@ def parse_day(
                 try:
                     if len(raw) > ctx.max_line:
                         raise LineError(VALUE_TOO_LONG, f"line of {len(raw)} bytes > {ctx.max_line}")
-                    ev = privacy.apply(parse(raw))
+                    ev = parse(raw)
                     received, local, props_json = ctx.check(ev)
+                    if privacy.active:  # after the checks, which judge the ids as sent
+                        props_json = _pseudonymized(privacy, ev)
                 except LineError as err:
                     fl.lines_quarantined += 1
                     ledger.quarantine_reasons[err.reason] = ledger.quarantine_reasons.get(err.reason, 0) + 1
@@ -398,6 +400,12 @@ def _pseudonymizer(cfg: Config) -> Pseudonymizer:
         return Pseudonymizer(cfg.privacy)
     except PrivacyError as exc:
         raise IngestError(str(exc)) from None
+
+
+def _pseudonymized(privacy: Pseudonymizer, ev: CanonicalEvent) -> bytes:
+    """Apply the privacy settings to a checked event; return its properties' JSON text."""
+    privacy.apply(ev)
+    return canonical_json(ev.properties)
 
 
 def _withheld(number: int) -> str:
