@@ -139,7 +139,9 @@ def wait_for(path: Path, timeout: float = 300) -> None:
 def small_filesystem(where: Path, size_mb: int):
     """A tmpfs of ``size_mb`` at ``where`` (root only); skipped outside CI when it cannot be mounted."""
     where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(where)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0755", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"cannot mount a tmpfs for the disk-full test: {proc.stderr.strip()}")

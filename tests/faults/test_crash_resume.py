@@ -162,6 +162,55 @@ def test_postgres_stopped_mid_task_then_restarted(tmp_path, baseline):
         _pgcluster(cluster, "stop")
 
 
+@pytest.fixture
+def own_cluster():
+    """A PostgreSQL cluster of the test's own (started by scripts/pgcluster.sh), which it may halt or starve."""
+    import os
+
+    pg_settings()
+    made = []
+
+    def start(pg_dir: Path) -> tuple[Project, dict]:
+        cluster = {**os.environ, "COHORTFLOW_PG_DIR": str(pg_dir), "COHORTFLOW_PG_PORT": str(free_port())}
+        made.append(cluster)
+        _pgcluster(cluster, "start")
+        return cluster
+
+    yield start
+    for cluster in made:
+        _pgcluster(cluster, "stop")
+
+
+def _on_cluster(project: Project, cluster: dict) -> Project:
+    password = (Path(cluster["COHORTFLOW_PG_DIR"]) / "password").read_text().strip()
+    project.environ = {
+        "COHORTFLOW_WAREHOUSE__URL": f"postgresql+psycopg://cohortflow@127.0.0.1:{cluster['COHORTFLOW_PG_PORT']}/cohortflow",
+        "COHORTFLOW_WAREHOUSE__PASSWORD": password,
+    }
+    return project
+
+
+def test_disk_full_under_the_postgres_warehouse(tmp_path, baseline, own_cluster):
+    """The server's data directory fills up while the models build: the task fails naming the full disk, and once
+    space is freed the rerun equals an undisturbed run."""
+    want = baseline("postgres")
+    fs_dir = Path(tempfile.gettempdir()) / f"cohortflow-pgfull-{uuid.uuid4().hex[:8]}"
+    with small_filesystem(fs_dir, 512) as fs:
+        cluster = own_cluster(fs / "pg")
+        project = _on_cluster(make(tmp_path / "p", "duckdb"), cluster)
+        assert run_night(project, DATES[0]).returncode == 0
+        err = _disk_full_night(project, fs, "models")
+        assert "no space left on device" in err.lower(), err
+        assert project.environ["COHORTFLOW_WAREHOUSE__PASSWORD"] not in err
+        # Start the server again should the full disk have stopped it (if it is still running, this does nothing).
+        subprocess.run([str(REPO / "scripts" / "pgcluster.sh"), "resume"], env=cluster, capture_output=True, timeout=300)
+        for d in DATES[1:]:
+            proc = run_night(project, d)
+            assert proc.returncode == 0, proc.stderr
+        assert_same(capture(project), want)
+        _pgcluster(cluster, "stop")
+
+
 def _disk_full_night(project: Project, fs: Path, point: str) -> str:
     """Run the second night, fill ``fs`` while it waits at ``point``, let it fail; free the space; return the
     failure's line (the run's message, then the line saying how to resume)."""
