@@ -266,3 +266,31 @@ def test_disk_full_under_the_snapshots_and_reader_copy(engine, tmp_path, baselin
             assert_same(capture(project), want)
         finally:
             project.cleanup()
+
+
+def test_two_publishes_of_one_date_at_once(tmp_path):
+    """Two publishes of the same date at the same time (PostgreSQL admits both): they take turns under the publish
+    lock, so each snapshot is whole and equals the published table, and no temporary file is left."""
+    import os
+    import sys
+
+    pg_settings()
+    project = make(tmp_path / "p", "postgres")
+    try:
+        assert run_night(project, DATES[0]).returncode == 0
+        env = {**os.environ, **project.environ, "COHORTFLOW_CONFIG": str(project.config_path)}
+        env.pop(FAULT_ENV, None)
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "cohortflow.cli", "task", "publish", "--date", str(DATES[0])],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        results = [p.communicate(timeout=600) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], results
+        state = capture(project)
+        assert state["leftovers"] == [] and state["marker"] == ("complete", DATES[0].isoformat())
+        for name, rows in state["snapshots"].items():
+            table = name.split("/")[-1].removesuffix(".parquet")
+            assert rows == sorted(state[f"reports.{table}"], key=repr), f"snapshot {name} differs from reports.{table}"
+    finally:
+        project.cleanup()
