@@ -4,6 +4,8 @@
 #   scripts/pgcluster.sh start   install PostgreSQL from Debian if absent, init and start a cluster
 #   scripts/pgcluster.sh env     print the environment the tests read (export lines)
 #   scripts/pgcluster.sh stop    stop the cluster and delete its files
+#   scripts/pgcluster.sh halt    stop the server at once (as a crash would), keeping its files
+#   scripts/pgcluster.sh resume  start a halted cluster again
 #
 # Settings: COHORTFLOW_PG_DIR (default /tmp/cohortflow-pgtest), COHORTFLOW_PG_PORT (55432).
 # The cluster uses scram-sha-256 password authentication on 127.0.0.1 only; the
@@ -35,6 +37,11 @@ install() {
     fi
 }
 
+server_start() {
+    as_owner "$1/pg_ctl" -D "$DATA" -l "$STATE_DIR/server.log" -w -t 60 start \
+        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE_DIR -c max_connections=50 -c fsync=off -c shared_buffers=256MB" >/dev/null
+}
+
 start() {
     install
     local bin; bin=$(pg_bin)
@@ -52,8 +59,7 @@ start() {
     [ "$(id -u)" = 0 ] && chown postgres: "$STATE_DIR/superuser.pw"
     as_owner "$bin/initdb" -D "$DATA" -U postgres --auth=scram-sha-256 --pwfile="$STATE_DIR/superuser.pw" \
         --encoding=UTF8 --locale=C.UTF-8 >"$STATE_DIR/initdb.log" 2>&1 || { cat "$STATE_DIR/initdb.log" >&2; exit 1; }
-    as_owner "$bin/pg_ctl" -D "$DATA" -l "$STATE_DIR/server.log" -w -t 60 start \
-        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE_DIR -c max_connections=50 -c fsync=off -c shared_buffers=256MB" >/dev/null
+    server_start "$bin"
     PGPASSWORD="$pw" "$bin/psql" -q -h 127.0.0.1 -p "$PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 \
         -v pw="$pw" <<'SQL'
 select format('create role cohortflow login createrole createdb password %L', :'pw') \gexec
@@ -68,6 +74,16 @@ print_env() {
     [ -f "$STATE_DIR/password" ] || { echo "no cluster: run '$0 start' first" >&2; exit 1; }
     echo "export COHORTFLOW_TEST_PG_URL=postgresql+psycopg://$DB_USER@127.0.0.1:$PORT/$DB_NAME"
     echo "export COHORTFLOW_TEST_PG_PASSWORD=$(cat "$STATE_DIR/password")"
+    # The server's log: the secret tests read it.
+    echo "export COHORTFLOW_TEST_PG_LOG=$STATE_DIR/server.log"
+}
+
+halt() {
+    as_owner "$(pg_bin)/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null
+}
+
+resume() {
+    server_start "$(pg_bin)"
 }
 
 stop() {
@@ -82,5 +98,7 @@ case "${1:-}" in
     start) start ;;
     env) print_env ;;
     stop) stop ;;
-    *) echo "usage: $0 start|env|stop" >&2; exit 2 ;;
+    halt) halt ;;
+    resume) resume ;;
+    *) echo "usage: $0 start|env|stop|halt|resume" >&2; exit 2 ;;
 esac

@@ -290,9 +290,17 @@ def status(config_path, limit, server):
         except DSApiError as exc:
             _fail(str(exc))
         return
+    from cohortflow.status import busy_status, is_busy
+    from cohortflow.warehouse import WarehouseError
+
     wh = _warehouse(cfg)
     try:
         click.echo(local_status(wh, limit))
+    except WarehouseError as exc:
+        if wh.dialect == "duckdb" and is_busy(str(exc)):
+            click.echo(busy_status(cfg, "DuckDB admits one process at a time"))
+            return
+        _fail(str(exc))
     finally:
         wh.dispose()
 
@@ -358,8 +366,8 @@ def grant_reader_cmd(config_path, role, password_env):
     try:
         for statement in grant_reader(wh, role, os.environ.get(password_env) or None):
             click.echo(statement)
-    except (WarehouseError, ValueError) as exc:
-        _fail(str(exc))
+    except (WarehouseError, ValueError, OSError) as exc:
+        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     finally:
         wh.dispose()
     click.echo(f"role {role} can read reports.* (and nothing else of the warehouse)")

@@ -3,8 +3,14 @@
 Every key can be overridden by an environment variable named
 ``COHORTFLOW_`` + the upper-cased key path joined by ``__``, e.g.
 ``COHORTFLOW_WAREHOUSE__URL`` or ``COHORTFLOW_INGEST__LOOKBACK_DAYS``. Secrets
-(the warehouse password) are read from the environment only and never
-defaulted: ``COHORTFLOW_WAREHOUSE__PASSWORD``.
+(the warehouse password, the pseudonymisation key) are read from the
+environment only and never defaulted: ``COHORTFLOW_WAREHOUSE__PASSWORD``,
+``COHORTFLOW_PRIVACY__KEY``.
+
+The whole document is checked before any data is touched
+(:func:`check_text`): control and invisible characters, NUL, globs in paths,
+over-long names and passwords in any URL are refused, naming the key and never
+echoing the value (it may hold a secret).
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import unicodedata
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +33,15 @@ CONFIG_ENV = "COHORTFLOW_CONFIG"
 DEFAULT_CONFIG_NAME = "cohortflow.yml"
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# Characters a file or folder name of the landing root may not hold: the ingest reads paths literally, never as
+# patterns, so a pattern would silently find nothing.
+_GLOB_CHARS = frozenset("*?[]{}")
+# The longest text any config value may be (a name, a filter value, a description).
+MAX_TEXT_CHARS = 4096
+# Secrets: the keys whose values are read from the environment only.
+SECRET_KEYS = {("warehouse", "password"): "COHORTFLOW_WAREHOUSE__PASSWORD", ("privacy", "key"): "COHORTFLOW_PRIVACY__KEY"}
+# Query parameters of a URL that carry a secret (compared case-insensitively, as substrings).
+_SECRET_PARAMS = ("password", "passwd", "pwd", "secret", "token")
 
 
 class ConfigError(Exception):
@@ -59,7 +76,14 @@ class Source(_Strict):
         p = Path(v)
         if p.is_absolute() or ".." in p.parts:
             raise ValueError("must be a relative path inside the landing root (no '..', not absolute)")
+        _no_glob(v)
         return v
+
+
+def _no_glob(v: str) -> str:
+    if any(c in _GLOB_CHARS for c in v):
+        raise ValueError("must be a literal path: wildcard characters (* ? [ ] { }) are not allowed")
+    return v
 
 
 class Warehouse(_Strict):
@@ -89,11 +113,30 @@ class Warehouse(_Strict):
     def _url(cls, v: str) -> str:
         if not (v.startswith("duckdb://") or v.startswith("postgresql")):
             raise ValueError("must be a duckdb:/// or postgresql+psycopg:// URL")
-        if re.match(r"^[a-z+]+://[^/@]*:[^/@]+@", v):
+        if url_secret(v):
             raise ValueError(
                 "must not contain a password; set it in the environment as COHORTFLOW_WAREHOUSE__PASSWORD"
             )
         return v
+
+
+def url_secret(value: str) -> str | None:
+    """Where a URL holds a secret ("user info", "query parameter NAME"), else None.
+
+    The user info is everything before the first ``@`` after ``://``; a ``:`` in it is read as user:password, whatever
+    the password holds (``/``, ``@``, ``?``, percent escapes). Query parameter names are compared decoded.
+    """
+    m = re.match(r"^[A-Za-z][A-Za-z0-9+.\-]*://", value)
+    if m is None:
+        return None
+    rest = value[m.end() :]
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        return "user info"
+    if "?" in rest:
+        for key, _ in urllib.parse.parse_qsl(rest.split("?", 1)[1], keep_blank_values=True):
+            if any(word in key.lower() for word in _SECRET_PARAMS):
+                return "query parameter"
+    return None
 
 
 class Ingest(_Strict):
@@ -128,6 +171,22 @@ class Ingest(_Strict):
                 "a copy of an event accepted that late must still be recognised as a duplicate"
             )
         return self
+
+
+class Privacy(_Strict):
+    """Pseudonymisation and property drops at ingest (see :mod:`cohortflow.privacy`)."""
+
+    pseudonymize_ids: bool = Field(default=False, description="replace user, device and anonymous ids by a keyed hash (HMAC-SHA-256) at ingest")
+    key: str | None = Field(default=None, repr=False, exclude=True, description="from COHORTFLOW_PRIVACY__KEY only")
+    id_properties: list[str] = Field(
+        default_factory=lambda: [
+            "$device_id", "device_id", "$anon_distinct_id", "$original_id", "original_id", "anonymous_id",
+            "anonymousId", "login_id", "user_id", "userId", "distinct_id", "alias",
+        ],
+        description="top-level properties that hold ids: hashed like the ids when pseudonymize_ids is on",
+    )
+    drop_properties: list[str] = Field(default_factory=list, description="property keys removed (at any depth) before storing")
+    drop_ip_properties: bool = Field(default=False, description="remove properties named like an IP address field or holding an IP address")
 
 
 class TrackedEvent(_Strict):
@@ -434,6 +493,7 @@ class Config(_Strict):
     analyses: Analyses = Field(default_factory=Analyses)
     schedule: Schedule = Field(default_factory=Schedule)
     dolphinscheduler: DolphinScheduler = Field(default_factory=DolphinScheduler)
+    privacy: Privacy = Field(default_factory=Privacy)
     # Folder of the config file: relative paths resolve against it.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -443,8 +503,22 @@ class Config(_Strict):
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown IANA time zone {v!r} (e.g. 'UTC', 'Asia/Shanghai', 'America/New_York')") from None
+            raise ValueError("unknown IANA time zone (e.g. 'UTC', 'Asia/Shanghai', 'America/New_York')") from None
         return v
+
+    @field_validator("landing_root", "target_dir")
+    @classmethod
+    def _literal_path(cls, v: str) -> str:
+        return _no_glob(v)
+
+    @model_validator(mode="after")
+    def _name_lengths(self) -> Config:
+        """An event name longer than the ingest accepts could never match an event: refuse it here, by key."""
+        limit = self.ingest.max_event_name_length
+        for key, name in _event_names(self):
+            if len(name) > limit:
+                raise ValueError(f"{key}: event name of {len(name)} characters is longer than ingest.max_event_name_length ({limit})")
+        return self
 
     @model_validator(mode="after")
     def _unique_sources(self) -> Config:
@@ -477,6 +551,83 @@ class Config(_Strict):
         return url
 
 
+def _event_names(cfg: Config):
+    """(key path, event name) of every event name the config refers to."""
+    for i, e in enumerate(cfg.tracking_plan.events):
+        yield f"tracking_plan.events.{i}.name", e.name
+    a = cfg.analyses
+    for i, f in enumerate(a.funnels):
+        for j, step in enumerate(f.steps):
+            yield f"analyses.funnels.{i}.steps.{j}.event", step.event
+    for i, r in enumerate(a.retention):
+        for part in ("start", "returning"):
+            ref = getattr(r, part)
+            if ref.event is not None:
+                yield f"analyses.retention.{i}.{'return' if part == 'returning' else part}.event", ref.event
+    for i, fr in enumerate(a.frequency_retention):
+        yield f"analyses.frequency_retention.{i}.event", fr.event
+    if a.paths.start_event is not None:
+        yield "analyses.paths.start_event", a.paths.start_event
+    for i, seg in enumerate(a.segments):
+        stack = [(f"analyses.segments.{i}.rule", seg.rule)]
+        while stack:
+            key, rule = stack.pop()
+            if rule.did_event is not None:
+                yield f"{key}.did_event", rule.did_event
+            for word, children in (("and", rule.and_), ("or", rule.or_)):
+                stack.extend((f"{key}.{word}.{j}", c) for j, c in enumerate(children or []))
+            if rule.not_ is not None:
+                stack.append((f"{key}.not", rule.not_))
+
+
+def _bad_char(text: str, allow: str = "") -> str | None:
+    """The first character of ``text`` no config value may hold (control, format/invisible, separators other than the
+    space, private-use or unassigned), as ``U+XXXX (category)``; None when all are printable."""
+    for c in text:
+        if c == " " or c in allow or c.isprintable():
+            continue
+        return f"U+{ord(c):04X} ({unicodedata.category(c)})"
+    return None
+
+
+def check_text(data: Any, where: str = "") -> list[str]:
+    """Problems of the raw config document, each ``key: why`` (never the value, which may hold a secret).
+
+    Every mapping key and string value: printable characters only (descriptions may also hold tabs and line
+    breaks), at most ``MAX_TEXT_CHARS`` characters; a URL anywhere must not hold a password.
+    """
+    problems: list[str] = []
+    if isinstance(data, dict):
+        for k, v in data.items():
+            key = f"{where}.{k}" if where else str(k)
+            if isinstance(k, str):
+                if (bad := _bad_char(k)) is not None:
+                    problems.append(f"{where or '(top level)'}: a key contains an invisible or control character {bad}")
+                    continue
+                if len(k) > MAX_TEXT_CHARS:
+                    problems.append(f"{where or '(top level)'}: a key is longer than {MAX_TEXT_CHARS} characters")
+                    continue
+            problems.extend(check_text(v, key) if not isinstance(v, str) else _check_string(v, key, str(k)))
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            key = f"{where}.{i}"
+            problems.extend(check_text(v, key) if not isinstance(v, str) else _check_string(v, key, ""))
+    return problems
+
+
+def _check_string(value: str, key: str, leaf: str) -> list[str]:
+    secret_env = next((env for path, env in SECRET_KEYS.items() if key == ".".join(path)), None)
+    if secret_env is not None:
+        return []  # a secret is never looked at here (it comes from the environment, refused in the file)
+    if (bad := _bad_char(value, allow="\t\n\r" if leaf == "description" else "")) is not None:
+        return [f"{key}: contains an invisible or control character {bad}; only printable characters are allowed"]
+    if len(value) > MAX_TEXT_CHARS:
+        return [f"{key}: is {len(value)} characters long; at most {MAX_TEXT_CHARS} are allowed"]
+    if (where := url_secret(value)) is not None:
+        return [f"{key}: a URL must not contain a password ({where}); passwords come from the environment only"]
+    return []
+
+
 def _apply_env(data: dict[str, Any], environ: dict[str, str], origins: dict[str, str] | None = None) -> dict[str, Any]:
     """Overlay ``COHORTFLOW_A__B=value`` onto ``data['a']['b']`` (YAML-parsed value); ``origins`` gets each overridden
     key path (``a.b``) and the variable that set it, so that errors name the variable, not the file."""
@@ -494,7 +645,7 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str], origins: dict[str,
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        if path == ["warehouse", "password"]:
+        if tuple(path) in SECRET_KEYS:
             node[path[-1]] = raw  # secrets are never YAML-parsed (a password like 'yes' stays a string)
         else:
             try:
@@ -513,7 +664,9 @@ def _format_errors(err: ValidationError, source: str, origins: dict[str, str] | 
         variable = next((v for k, v in origins.items() if loc == k or loc.startswith(k + ".")), None)
         if variable:
             loc = f"{variable} (environment variable, {loc})"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"] and re.match(r"^[\w.]+: ", msg):
+            loc, msg = msg.split(": ", 1)  # a model-level check that names its key itself
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see the config reference in README.md)"
         elif e["type"] == "missing":
@@ -532,22 +685,42 @@ def find_config_path(path: str | Path | None = None) -> Path:
     return candidate.resolve()
 
 
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """Where and why the YAML is invalid, without the offending text (the line may hold a secret)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    # Keep quoted token names ('<scalar>', ':') but no quoted document text.
+    problem = re.sub(r"'([^']*)'", lambda m: m.group(0) if len(m.group(1)) <= 2 or m.group(1).startswith("<") else "'...'", problem)
+    problem = re.sub(r'"[^"]*"', '"..."', problem)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {problem}"
+
+
 def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     """Load, env-overlay and validate the project config; raise ConfigError with a readable message."""
     cfg_path = find_config_path(path)
     try:
-        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        text = cfg_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{cfg_path}: not valid UTF-8 (at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{cfg_path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{cfg_path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{cfg_path}: {_yaml_error(exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{cfg_path}: the top level must be a mapping of keys")
-    if "password" in (data.get("warehouse") or {}):
-        raise ConfigError(
-            f"{cfg_path}: warehouse.password must not be written in the config file; "
-            "set COHORTFLOW_WAREHOUSE__PASSWORD in the environment"
-        )
+    for (section, key), env in SECRET_KEYS.items():
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(
+                f"{cfg_path}: {section}.{key} must not be written in the config file; set {env} in the environment"
+            )
     origins: dict[str, str] = {}
     data = _apply_env(data, dict(os.environ if environ is None else environ), origins)
+    problems = check_text(data)
+    if problems:
+        raise ConfigError("\n".join([f"invalid configuration in {cfg_path}:", *(f"  - {p}" for p in problems)]))
     data["base_dir"] = cfg_path.parent
     try:
         return Config.model_validate(data)

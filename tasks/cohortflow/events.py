@@ -27,7 +27,8 @@ MISSING_FIELD = "missing_field"
 INVALID_FIELD = "invalid_field"
 INVALID_TIMESTAMP = "invalid_timestamp"
 UNSUPPORTED_TYPE = "unsupported_type"
-EVENT_IN_FUTURE = "event_after_receipt"
+EVENT_AFTER_RECEIPT = "event_after_receipt"
+EVENT_IN_FUTURE = "event_in_future"
 EVENT_TOO_LATE = "event_too_late"
 VALUE_TOO_LONG = "value_too_long"
 ENCODING = "invalid_encoding"
@@ -39,6 +40,7 @@ REASONS = (
     INVALID_FIELD,
     INVALID_TIMESTAMP,
     UNSUPPORTED_TYPE,
+    EVENT_AFTER_RECEIPT,
     EVENT_IN_FUTURE,
     EVENT_TOO_LATE,
     VALUE_TOO_LONG,

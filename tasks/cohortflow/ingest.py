@@ -11,13 +11,17 @@ ledger (``meta.ingest_ledger``) records, per file,
 
 Rerunning D replaces exactly what D loaded: the delete of D's rows and the
 new load happen in one transaction.
+
+One bad line or file never stops the day: every line is judged on its own
+(:meth:`_Context.check`), and a file that breaks off (a truncated ``.gz``, a
+plain file named ``.gz``, a read error) is recorded in the ledger as damaged
+(``damage``) with the lines read before the break loaded or quarantined,
+while the day's other files load.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ import pyarrow as pa
 from cohortflow.adapters import get_adapter
 from cohortflow.config import Config, Source
 from cohortflow.events import (
+    EVENT_AFTER_RECEIPT,
     EVENT_IN_FUTURE,
     EVENT_TOO_LATE,
     INVALID_FIELD,
@@ -38,10 +43,29 @@ from cohortflow.events import (
     LineError,
     canonical_json,
 )
+from cohortflow.faults import checkpoint
+from cohortflow.linereader import FileLines
+from cohortflow.privacy import PrivacyError, Pseudonymizer
 from cohortflow.warehouse import Warehouse
 
 DAY_MS = 86_400_000
 MAX_STORED_RAW_CHARS = 100_000  # quarantined raw text beyond this is cut, and the cut noted
+
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("load_date", pa.date32()),
+        ("run_id", pa.string()),
+        ("source_name", pa.string()),
+        ("ingest_file", pa.string()),
+        ("lines_read", pa.int64()),
+        ("events_loaded", pa.int64()),
+        ("duplicates_removed", pa.int64()),
+        ("lines_quarantined", pa.int64()),
+        ("loaded_at", pa.timestamp("us")),
+        ("damage", pa.string()),
+    ]
+)
 
 
 class IngestError(Exception):
@@ -56,6 +80,8 @@ class FileLedger:
     events_loaded: int = 0
     duplicates_removed: int = 0
     lines_quarantined: int = 0
+    # What broke the file off (None: read to its end); the lines before the break are counted above.
+    damage: str | None = None
 
     @property
     def balanced(self) -> bool:
@@ -102,7 +128,13 @@ class Ledger:
         if self.quarantine_reasons:
             reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(self.quarantine_reasons.items()))
             text += f" ({reasons})"
+        for f in self.damaged_files:
+            text += f"\n  damaged file {f.ingest_file}: {f.damage}; its {f.lines_read:,} lines before the break are counted"
         return text
+
+    @property
+    def damaged_files(self) -> list[FileLedger]:
+        return [f for f in self.files if f.damage is not None]
 
 
 # -- reading ---------------------------------------------------------------
@@ -142,15 +174,9 @@ def day_files(cfg: Config, source: Source, business_date: dt.date, index: int = 
 
 
 def iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw bytes without the line ending)."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as fh:
-            reader = io.BufferedReader(fh, buffer_size=1 << 20) if opener is gzip.open else fh
-            for number, line in enumerate(reader, start=1):
-                yield number, line.rstrip(b"\r\n")
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise IngestError(f"cannot read {path}: {exc}") from None
+    """(1-based line number, raw bytes without the line ending); a file that breaks off ends at the break
+    (:class:`cohortflow.linereader.FileLines` says why)."""
+    return iter(FileLines(path))
 
 
 # -- checks that need the run's context -------------------------------------
@@ -169,6 +195,10 @@ class _Context:
         # Receipt time of lines that carry none: the end of the arrival date (local).
         end_local = dt.datetime.combine(business_date + dt.timedelta(days=1), dt.time(), self.tz)
         self.default_received_ms = int(end_local.timestamp() * 1000)
+        # The latest time a line that arrived on D can carry, as event or receipt time: the end of the day after
+        # D (local), i.e. one day of clock skew after the end of the arrival date (validation's max_event_date).
+        latest_local = dt.datetime.combine(business_date + dt.timedelta(days=2), dt.time(), self.tz)
+        self.latest_ms = int(latest_local.timestamp() * 1000)
         self.oldest_date = business_date - dt.timedelta(days=limits.late_arrival_days)
         self._offset_cache: dict[int, int] = {}
 
@@ -183,21 +213,51 @@ class _Context:
         for key in (ev.distinct_id, ev.link_anonymous_id, ev.link_login_id):
             if key is not None and len(key) > self.max_name:
                 raise LineError(VALUE_TOO_LONG, f"id of {len(key)} chars > {self.max_name}")
-        for text in (ev.event_name, ev.distinct_id, ev.link_anonymous_id, ev.link_login_id, ev.app_id,
-                     ev.platform, ev.app_version, ev.channel, ev.session_id):
-            if text is not None and "\x00" in text:
-                raise LineError(INVALID_FIELD, "a name or id contains a NUL character")
-        props_json = canonical_json(ev.properties)
+        self.check_event_id(ev)
+        self.check_storable_text(ev)
+        props_json = storable_properties(ev)
         # No string inside can be longer than the whole document: walk it only when that is long.
         if len(props_json) > self.max_value:
             _check_values(ev.properties, self.max_value)
-        received = ev.received_at_ms if ev.received_at_ms is not None else self.default_received_ms
-        if ev.event_time_ms > received + DAY_MS:
-            raise LineError(EVENT_IN_FUTURE, "event time is more than one day after its receipt")
+        received = self.check_times(ev)
         local = self.local_date(ev.event_time_ms)
         if local < self.oldest_date:
             raise LineError(EVENT_TOO_LATE, f"event date {local} is older than the late-arrival limit {self.oldest_date}")
         return received, local, props_json
+
+    def check_event_id(self, ev: CanonicalEvent) -> None:
+        """A source's event id is an id like the others: at most ``max_event_name_length`` characters after its
+        two-character prefix (and never less than the 32 hex digits of the ids the adapters derive)."""
+        limit = max(self.max_name, 32)
+        if len(ev.event_id) > limit + 2:
+            raise LineError(VALUE_TOO_LONG, f"event id of {len(ev.event_id) - 2} chars > {limit}")
+
+    @staticmethod
+    def check_storable_text(ev: CanonicalEvent) -> None:
+        """No text column of any warehouse holds a NUL character (PostgreSQL refuses it): such a line is quarantined
+        on every engine alike."""
+        for text in (ev.event_id, ev.event_name, ev.distinct_id, ev.link_anonymous_id, ev.link_login_id, ev.app_id,
+                     ev.platform, ev.app_version, ev.channel, ev.session_id):
+            if text is not None and "\x00" in text:
+                raise LineError(INVALID_FIELD, "a name or id contains a NUL character")
+
+    def check_times(self, ev: CanonicalEvent) -> int:
+        """Judge the line's times against the business date, whatever it claims about its receipt; return the
+        receipt time to store.
+
+        An event or receipt time after the latest time the arrival date allows is ``event_in_future``; an event
+        more than one day after its (plausible) receipt is ``event_after_receipt``.
+        """
+        if ev.event_time_ms >= self.latest_ms:
+            raise LineError(EVENT_IN_FUTURE, f"event date {self.local_date(ev.event_time_ms)} is after the arrival date "
+                                             f"{self.business_date} allows")
+        if ev.received_at_ms is not None and ev.received_at_ms >= self.latest_ms:
+            raise LineError(EVENT_IN_FUTURE, f"receipt date {self.local_date(ev.received_at_ms)} is after the arrival "
+                                             f"date {self.business_date} allows")
+        received = ev.received_at_ms if ev.received_at_ms is not None else self.default_received_ms
+        if ev.event_time_ms > received + DAY_MS:
+            raise LineError(EVENT_AFTER_RECEIPT, "event time is more than one day after its receipt")
+        return received
 
 
 def _check_values(value: object, limit: int, depth: int = 0) -> None:
@@ -212,6 +272,36 @@ def _check_values(value: object, limit: int, depth: int = 0) -> None:
     elif isinstance(value, list):
         for v in value:
             _check_values(v, limit, depth + 1)
+
+
+# What a NUL character in a property key or value is stored as, on every engine: the Unicode replacement character.
+NUL_REPLACEMENT = "\ufffd"
+
+
+def storable_properties(ev: CanonicalEvent) -> bytes:
+    """The event's properties as the JSON text to store.
+
+    PostgreSQL reads that text as ``jsonb``, which refuses the ``\\u0000`` escape (a NUL character): every NUL in a
+    property key or value is stored as U+FFFD instead, on every engine alike, so the line loads and every model builds
+    on both. (A NUL in a name or id quarantines the line instead: see :meth:`_Context.check_storable_text`.)
+    """
+    props_json = canonical_json(ev.properties)
+    if b"\\u0000" in props_json:
+        cleaned = _without_nul(ev.properties)
+        if cleaned != ev.properties:
+            ev.properties = cleaned
+            props_json = canonical_json(cleaned)
+    return props_json
+
+
+def _without_nul(value: object) -> object:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT)
+    if isinstance(value, dict):
+        return {_without_nul(k) if isinstance(k, str) else k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 def _raw_text(raw: bytes) -> str:
@@ -242,6 +332,7 @@ def parse_day(
 ) -> Batch:
     """Read, map and check every line of the day's files (deduplication happens in the load)."""
     ctx = _Context(cfg, business_date)
+    privacy = _pseudonymizer(cfg)
     batch = Batch(ledger=Ledger(business_date))
     ledger = batch.ledger
     root = cfg.landing_path
@@ -253,13 +344,16 @@ def parse_day(
             rel = str(path.resolve().relative_to(root))
             fl = FileLedger(source.name, rel)
             ledger.files.append(fl)
-            for number, raw in iter_lines(path):
+            lines = FileLines(path)
+            for number, raw in lines:
                 fl.lines_read += 1
                 try:
                     if len(raw) > ctx.max_line:
                         raise LineError(VALUE_TOO_LONG, f"line of {len(raw)} bytes > {ctx.max_line}")
                     ev = parse(raw)
                     received, local, props_json = ctx.check(ev)
+                    if privacy.active:  # after the checks, which judge the ids as sent
+                        props_json = _pseudonymized(privacy, ev)
                 except LineError as err:
                     fl.lines_quarantined += 1
                     ledger.quarantine_reasons[err.reason] = ledger.quarantine_reasons.get(err.reason, 0) + 1
@@ -269,7 +363,7 @@ def parse_day(
                     q_cols["source_format"].append(source.format)
                     q_cols["reason"].append(err.reason)
                     q_cols["detail"].append(err.detail[:500])
-                    q_cols["raw_line"].append(_raw_text(raw))
+                    q_cols["raw_line"].append(_withheld(number) if privacy.withholds_raw_text else _raw_text(raw))
                     q_cols["source_name"].append(source.name)
                     continue
                 fl.events_loaded += 1  # until the load counts the duplicates among them
@@ -293,9 +387,27 @@ def parse_day(
                 ev_cols["ingest_file"].append(rel)
                 ev_cols["ingest_line"].append(number)
                 ev_cols["source_name"].append(source.name)
+            fl.damage = lines.damage
             if progress:
                 progress(f"  read {rel}: {fl.lines_read:,} lines")
     return batch
+
+
+def _pseudonymizer(cfg: Config) -> Pseudonymizer:
+    try:
+        return Pseudonymizer(cfg.privacy)
+    except PrivacyError as exc:
+        raise IngestError(str(exc)) from None
+
+
+def _pseudonymized(privacy: Pseudonymizer, ev: CanonicalEvent) -> bytes:
+    """Apply the privacy settings to a checked event; return its properties' JSON text."""
+    privacy.apply(ev)
+    return canonical_json(ev.properties)
+
+
+def _withheld(number: int) -> str:
+    return f"[raw text withheld: ids are pseudonymised; see line {number} of the landing file]"
 
 
 def _events_table(batch: Batch) -> pa.Table:
@@ -514,6 +626,7 @@ def _recount_ledgers(wh: Warehouse, conn, business_date: dt.date, ledger: Ledger
                 "duplicates_removed": f.duplicates_removed,
                 "lines_quarantined": f.lines_quarantined,
                 "loaded_at": now,
+                "damage": f.damage,
             }
             for f in ledger.files
         ],
@@ -531,20 +644,6 @@ def _recount_ledgers(wh: Warehouse, conn, business_date: dt.date, ledger: Ledger
             {"loaded": loaded, "dups": dups, "ld": load_date, "f": ingest_file},
         )
 
-
-LEDGER_SCHEMA = pa.schema(
-    [
-        ("load_date", pa.date32()),
-        ("run_id", pa.string()),
-        ("source_name", pa.string()),
-        ("ingest_file", pa.string()),
-        ("lines_read", pa.int64()),
-        ("events_loaded", pa.int64()),
-        ("duplicates_removed", pa.int64()),
-        ("lines_quarantined", pa.int64()),
-        ("loaded_at", pa.timestamp("us")),
-    ]
-)
 
 
 def load_day(
@@ -583,6 +682,7 @@ def load_day(
             # Fresh statistics for the next load's duplicate check and tonight's models: autovacuum analyses
             # raw.events only after enough changes, and with stale counts a demo night's ingest took 27 s, not 0.5 s.
             wh.execute(conn, "analyze raw.events")
+        checkpoint("ingest", cfg.target_path)
         change_id = _record_change(wh, conn, business_date, run_id, "load", now)
         wh.execute(
             conn,

@@ -30,6 +30,7 @@ import sqlglot
 import yaml
 
 from cohortflow.config import Config
+from cohortflow.faults import checkpoint
 from cohortflow.warehouse import Warehouse, check_identifier, date_range, render
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
@@ -724,6 +725,7 @@ def build_pending(
             # Builds of one model wait for each other (dates run in parallel on PostgreSQL).
             wh.lock(conn, f"cohortflow:model:{model.name}")
             outcome = _build_one(wh, conn, cfg, model, models, params, definitions, whole=whole)
+        checkpoint("models", cfg.target_path)  # (fault tests: a model committed, the rest not built)
         if outcome is None:
             if progress:
                 progress(f"  {model.table}: up to date")

@@ -7,18 +7,30 @@ state or the new one, and ``reports`` always equals what a full rebuild from eve
 that, cheap invariants of the rows to publish are checked, and a date whose latest load failed a critical
 validation stops the publish (it would publish the bad day). After the commit each published table is written as a
 dated Parquet snapshot.
+
+The whole publish (reports, snapshots, the DuckDB reader copy) runs under one
+publish lock, so two publishes never interleave their files. Temporary files
+have unique names and the ones a killed publish left are removed at the next
+publish. ``target/published/state.json`` (:func:`write_state`) says
+``publishing`` from before the reports commit until the snapshots and the
+reader copy agree with it, then ``complete`` with the business date.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from cohortflow.config import Config
+from cohortflow.faults import checkpoint
+from cohortflow.iofail import OutputError, describe
 from cohortflow.models import Model, published_models
 from cohortflow.warehouse import Warehouse
 
@@ -89,10 +101,33 @@ def publish(
 ) -> dict[str, int]:
     """Publish every published model's changes; returns the rows each reports table holds for what was copied."""
     models = published_models()
+    with wh.session_lock("cohortflow:publish"):
+        remove_stale_temp_files(cfg)
+        write_state(cfg, "publishing", business_date)
+        counts, copied = _publish_reports(wh, cfg, models)
+        snapshot_dir = write_snapshots(wh, cfg, business_date, models)
+        if wh.dialect == "duckdb":
+            path = publish_reader_file(wh, cfg, models)
+            if progress:
+                progress(f"  reader copy for BI: {path}")
+        write_state(cfg, "complete", business_date)
+    if progress:
+        if not copied:
+            progress("  reports already up to date")
+        for name, what in copied.items():
+            progress(f"  published reports.{name}: {what} ({counts[name]:,} rows)")
+        progress(f"  snapshots in {snapshot_dir}")
+    from cohortflow.models import forget_changes
+
+    forget_changes(wh)
+    return counts
+
+
+def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model]) -> tuple[dict[str, int], dict[str, str]]:
+    """Every published model's changes into ``reports``, in one transaction (under the publish lock)."""
     counts: dict[str, int] = {}
     copied: dict[str, str] = {}
     with wh.begin() as conn:
-        wh.lock(conn, "cohortflow:publish")
         pending = {m.name: _pending(wh, conn, m) for m in models}
         todo = {name: p for name, p in pending.items() if p is not None}
         if todo:
@@ -137,32 +172,8 @@ def publish(
                 "meta.publish_state",
                 [{"model_name": model.name, "change_id": built, "as_of_date": None, "published_at": _now()}],
             )
-    snapshot_dir = cfg.target_path / "snapshots" / business_date.isoformat()
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
-    with wh.begin() as conn:
-        for model in models:
-            if not wh.table_exists(conn, "reports", model.name):
-                wh.execute(conn, model.create_sql("reports"))
-            cols = ", ".join(c.name for c in model.columns)
-            table = wh.query_arrow(conn, f"select {cols} from reports.{model.name} order by {cols}")
-            path = snapshot_dir / f"{model.name}.parquet"
-            tmp = path.with_suffix(".parquet.tmp")
-            pq.write_table(table, tmp)
-            tmp.replace(path)
-    if wh.dialect == "duckdb":
-        path = publish_reader_file(wh, cfg, models)
-        if progress:
-            progress(f"  reader copy for BI: {path}")
-    if progress:
-        if not copied:
-            progress("  reports already up to date")
-        for name, what in copied.items():
-            progress(f"  published reports.{name}: {what} ({counts[name]:,} rows)")
-        progress(f"  snapshots in {snapshot_dir}")
-    from cohortflow.models import forget_changes
-
-    forget_changes(wh)
-    return counts
+        checkpoint("publish", cfg.target_path)
+    return counts, copied
 
 
 def _now() -> dt.datetime:
@@ -175,6 +186,87 @@ def _describe_dates(dates: list[dt.date]) -> str:
     if len(dates) == 1:
         return f"{dates[0]}"
     return f"{len(dates)} dates {dates[0]}..{dates[-1]}"
+
+
+def _temp_name(path: Path) -> Path:
+    """A temporary name beside ``path``, unique to this process and call (hidden, ends in ``.tmp``)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def remove_stale_temp_files(cfg: Config) -> list[Path]:
+    """Remove the temporary files a killed publish left (snapshots, reader copy, state); call under the publish lock."""
+    removed = []
+    patterns = [
+        (cfg.target_path / "snapshots", "*/.*.tmp"),
+        (cfg.target_path / "snapshots", "*/*.parquet.tmp"),
+        (cfg.target_path / "published", ".*.tmp"),
+        (cfg.target_path / "published", ".*.tmp.wal"),
+    ]
+    for folder, pattern in patterns:
+        if folder.is_dir():
+            for path in folder.glob(pattern):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def write_snapshots(wh: Warehouse, cfg: Config, business_date: dt.date, models: list[Model]) -> Path:
+    """Each published table as ``target/snapshots/<date>/<table>.parquet`` (temporary name, then renamed)."""
+    snapshot_dir = cfg.target_path / "snapshots" / business_date.isoformat()
+    try:
+        snapshot_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(describe(exc, snapshot_dir, "the snapshot folder")) from None
+    with wh.begin() as conn:
+        for model in models:
+            if not wh.table_exists(conn, "reports", model.name):
+                wh.execute(conn, model.create_sql("reports"))
+            cols = ", ".join(c.name for c in model.columns)
+            table = wh.query_arrow(
+                conn, f"select {cols} from reports.{model.name} order by {cols}"
+            )
+            path = snapshot_dir / f"{model.name}.parquet"
+            tmp = _temp_name(path)
+            try:
+                pq.write_table(table, tmp)
+                checkpoint("snapshots", cfg.target_path)
+                tmp.replace(path)
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise OutputError(describe(exc, tmp, "the snapshot")) from None
+    return snapshot_dir
+
+
+def state_path(cfg: Config) -> Path:
+    return cfg.target_path / "published" / "state.json"
+
+
+def write_state(cfg: Config, state: str, business_date: dt.date) -> None:
+    """The completion marker: ``complete`` when the night's reports, snapshots and reader copy agree."""
+    path = state_path(cfg)
+    doc = {
+        "state": state,
+        "business_date": business_date.isoformat(),
+        "updated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "snapshots": str(cfg.target_path / "snapshots" / business_date.isoformat()),
+        "reader_file": str(reader_file_path(cfg)) if cfg.warehouse_url.startswith("duckdb") else None,
+    }
+    tmp = _temp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(describe(exc, path, "the publish state")) from None
+
+
+def read_state(cfg: Config) -> dict | None:
+    """The completion marker, or None when no publish has written one (or it cannot be read)."""
+    try:
+        return json.loads(state_path(cfg).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def reader_file_path(cfg: Config) -> Path:
@@ -191,18 +283,29 @@ def publish_reader_file(wh: Warehouse, cfg: Config, models: list[Model]) -> Path
     so a reader sees the previous complete file or the new one.
     """
     path = reader_file_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    with wh.begin() as conn:
-        raw = conn.connection.driver_connection
-        raw.execute("attach ? as cohortflow_reader", [str(tmp)])
-        try:
-            for model in models:
-                raw.execute(f"create table cohortflow_reader.main.{model.name} as select * from reports.{model.name}")
-        finally:
-            raw.execute("detach cohortflow_reader")
-    os.replace(tmp, path)
+    tmp = _temp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wh.begin() as conn:
+            raw = conn.connection.driver_connection
+            raw.execute("attach ? as cohortflow_reader", [str(tmp)])
+            try:
+                for model in models:
+                    raw.execute(f"create table cohortflow_reader.main.{model.name} as select * from reports.{model.name}")
+                    checkpoint("reader_copy", cfg.target_path)
+                # Detaching checkpoints the copy: a full disk shows up here as often as in the inserts.
+                raw.execute("detach cohortflow_reader")
+            except Exception:
+                # Keep the first error (the later "CHECKPOINT during DETACH failed" says less).
+                with contextlib.suppress(Exception):
+                    raw.execute("detach cohortflow_reader")
+                raise
+        os.replace(tmp, path)
+    except Exception as exc:
+        message = describe(exc, tmp, "the BI reader copy")
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        raise OutputError(message) from None
     return path
 
 

@@ -5,17 +5,30 @@
 or ``cohortflow task`` launched by a DolphinScheduler Shell task).
 ``run_workflow`` runs every task in dependency order; when the latest run of
 that date did not finish, it resumes it from the failed task.
+
+A task whose process died (SIGKILL, power cut, lost server) leaves its row
+``running``; the next task to start marks every such row ``interrupted``
+(:func:`mark_interrupted`). On PostgreSQL a running task holds a session
+advisory lock named after its row, which the server releases when the process
+or the server goes away, so only dead tasks are marked; on DuckDB the file
+admits one process, so any ``running`` row found by a new one is dead.
+``<target>/run-status.json`` says which task is running (``cohortflow status``
+reads it when a run holds the DuckDB file).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import os
+import socket
 import time
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from cohortflow.config import Config
 from cohortflow.dag import Workflow
@@ -24,6 +37,7 @@ from cohortflow.warehouse import Warehouse
 Echo = Callable[[str], None]
 
 SUCCESS, FAILED, RUNNING, UPSTREAM_FAILED = "success", "failed", "running", "upstream_failed"
+INTERRUPTED = "interrupted"
 
 
 class TaskFailed(Exception):
@@ -180,6 +194,65 @@ def _log_skipped(wh: Warehouse, run_id: str, workflow: str, task: str, d: dt.dat
         )
 
 
+def _task_key(run_id: str, task: str, started: dt.datetime) -> str:
+    return f"cohortflow:task:{run_id}:{task}:{started.isoformat()}"
+
+
+@contextlib.contextmanager
+def _task_alive(wh: Warehouse, run_id: str, task: str, started: dt.datetime) -> Iterator[None]:
+    """While the task runs, hold the lock that tells a later attempt it is alive (PostgreSQL; see the module doc)."""
+    if wh.dialect != "postgres":
+        yield
+        return
+    with wh.session_lock(_task_key(run_id, task, started)):
+        yield
+
+
+def mark_interrupted(wh: Warehouse) -> int:
+    """Mark the run-log rows of tasks whose process died ``interrupted``; return how many."""
+    with wh.begin() as conn:
+        rows = wh.execute(conn, "select run_id, task, started_at from meta.run_log where status = :s", {"s": RUNNING}).fetchall()
+        dead = []
+        for run_id, task, started in rows:
+            # A transaction-level try-lock: free (so taken and released at commit) only when no live task holds it.
+            if wh.dialect != "postgres" or wh.try_lock(conn, _task_key(run_id, task, started)):
+                dead.append((run_id, task, started))
+        for run_id, task, started in dead:
+            wh.execute(
+                conn,
+                "update meta.run_log set status = :status, ended_at = :ended, error = :error "
+                "where run_id = :run_id and task = :task and started_at = :started and status = :running",
+                {
+                    "status": INTERRUPTED,
+                    "ended": _now(),
+                    "error": "interrupted: the process ended before the task finished (found by a later attempt)",
+                    "run_id": run_id,
+                    "task": task,
+                    "started": started,
+                    "running": RUNNING,
+                },
+            )
+    return len(dead)
+
+
+def status_file(cfg: Config) -> Path:
+    return cfg.target_path / "run-status.json"
+
+
+def _write_status_file(cfg: Config, **doc: object) -> None:
+    """Best effort: what this process is running, for ``cohortflow status`` while the DuckDB file is held."""
+    path = status_file(cfg)
+    doc = {**doc, "pid": os.getpid(), "host": socket.gethostname(), "updated_at": _now().isoformat(timespec="seconds")}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc, default=str, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
 def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
 
@@ -199,13 +272,17 @@ def run_task(
     stage_fn = stage(workflow, name)  # unknown names fail here, before anything is logged
     run_id = run_id or os.environ.get("COHORTFLOW_RUN_ID") or new_run_id()
     wh.bootstrap()
+    if n := mark_interrupted(wh):
+        echo(f"marked {n} interrupted task run(s) in the run log")
     started = _log_start(wh, run_id, workflow.name, name, business_date, runner)
     t0 = time.monotonic()
     echo(f"[{name}] {business_date} (run {run_id})")
+    _write_status_file(cfg, state=RUNNING, run_id=run_id, task=name, business_date=business_date, started_at=started)
     try:
-        if os.environ.get(FAIL_ENV) == name:
-            raise TaskFailed(f"failure injected by {FAIL_ENV}={name}")
-        outcome = stage_fn(TaskContext(cfg, wh, business_date, run_id, echo))
+        with _task_alive(wh, run_id, name, started):
+            if os.environ.get(FAIL_ENV) == name:
+                raise TaskFailed(f"failure injected by {FAIL_ENV}={name}")
+            outcome = stage_fn(TaskContext(cfg, wh, business_date, run_id, echo))
     except Exception as exc:  # every failure is logged, then re-raised as one line
         message = str(exc).strip() or type(exc).__name__
         if not isinstance(exc, TaskFailed | KeyboardInterrupt):
@@ -216,8 +293,10 @@ def run_task(
             _log_end(wh, run_id, name, started, FAILED, None, message[:4000])
         except Exception as log_exc:  # noqa: BLE001 - the original failure matters more
             echo(f"  (could not write the run log: {log_exc})")
+        _write_status_file(cfg, state=FAILED, run_id=run_id, task=name, business_date=business_date, started_at=started)
         raise TaskFailed(f"task {name} failed for {business_date}: {message}") from exc
     _log_end(wh, run_id, name, started, SUCCESS, outcome, None)
+    _write_status_file(cfg, state=SUCCESS, run_id=run_id, task=name, business_date=business_date, started_at=started)
     echo(f"  {outcome.message}")
     echo(f"  done in {time.monotonic() - t0:.1f}s")
     return outcome

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+from cohortflow.config import Config
 from cohortflow.warehouse import Warehouse
 
 
@@ -42,3 +45,32 @@ def local_status(wh: Warehouse, limit: int = 10) -> str:
             line += f"\n             {error.splitlines()[0][:200]}"
         out.append(line)
     return "\n".join(out)
+
+
+def busy_status(cfg: Config, reason: str) -> str:
+    """What can be said without the warehouse, when a run holds the DuckDB file: the running task (from the status
+    file the runner keeps) and the last publish (from its completion marker)."""
+    from cohortflow.publish import read_state
+    from cohortflow.runner import status_file
+
+    lines = [f"the warehouse is in use by a running process, so the run log cannot be read now ({reason})"]
+    try:
+        doc = json.loads(status_file(cfg).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = None
+    if doc:
+        lines.append(
+            f"  {doc.get('state', '?')}: task {doc.get('task')} for business date {doc.get('business_date')} "
+            f"(run {doc.get('run_id')}, pid {doc.get('pid')} on {doc.get('host')}, since {doc.get('started_at')})"
+        )
+    state = read_state(cfg)
+    if state:
+        lines.append(f"  last publish: {state.get('state')} for business date {state.get('business_date')} at {state.get('updated_at')}")
+        if state.get("reader_file"):
+            lines.append(f"  BI reader copy (readable now): {state['reader_file']}")
+    return "\n".join(lines)
+
+
+def is_busy(message: str) -> bool:
+    """A DuckDB file held by another process."""
+    return "Could not set lock on file" in message or "Conflicting lock" in message

@@ -45,6 +45,8 @@ import pyarrow as pa
 
 from cohortflow.config import Config
 from cohortflow.events import RAW_EVENT_SCHEMA
+from cohortflow.faults import checkpoint
+from cohortflow.iofail import OutputError, describe
 from cohortflow.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -74,8 +76,11 @@ limit :n
 """
 DELETE_RESULTS_SQL = "delete from meta.validation_results where business_date = :d and suite = :suite"
 
-# Not-null, in-set and between expectations report counts; keep a few examples.
-RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
+# Not-null, in-set and between expectations report counts; keep a few examples. No "unexpected index query": GX
+# builds its text by substituting each bound value's repr() through re.sub, so a value whose repr holds a backslash
+# escape (an event name with U+200B, or a backslash before a letter) makes the expectation raise ("bad escape") on the
+# SQL data source, and a failed tracking-plan check would turn into an error instead of a result.
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5, "return_unexpected_index_query": False}
 
 RESULTS_SCHEMA = pa.schema(
     [
@@ -427,6 +432,7 @@ def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str
         row_count=row_count,
         parameters=params,
     )
+    checkpoint("validate", cfg.target_path)
     outcome.result_path = _write_result_json(wh, cfg, outcome, result)
     store_outcome(wh, outcome)
     log.info("validation %s %s: %s", suite.name, business_date, outcome.status)
@@ -471,8 +477,12 @@ def _write_result_json(wh: Warehouse, cfg: Config, outcome: ValidationOutcome, r
     if password:
         text = text.replace(str(password), "***")
     path = cfg.target_path / "validation" / f"{outcome.suite}-{outcome.business_date.isoformat()}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(describe(exc, path, "the validation result")) from None
     return path

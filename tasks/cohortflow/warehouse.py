@@ -169,6 +169,31 @@ class Warehouse:
         if self.dialect == "postgres":
             conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
 
+    @contextlib.contextmanager
+    def session_lock(self, name: str) -> Iterator[None]:
+        """Serialise holders of ``name`` for the whole ``with`` block, across transactions and file writes.
+
+        PostgreSQL: a session-level advisory lock on a connection of its own, released at the end of the block (or
+        by the server when the process dies). DuckDB needs none: it admits one writing process.
+        """
+        if self.dialect != "postgres":
+            yield
+            return
+        try:
+            conn = self.engine.connect()
+            conn.execute(sa.text("select pg_advisory_lock(hashtext(:name))"), {"name": name})
+            conn.commit()
+        except sa.exc.DBAPIError as exc:
+            raise WarehouseError(self._describe(exc)) from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.execute(sa.text("select pg_advisory_unlock(hashtext(:name))"), {"name": name})
+                conn.commit()
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.close()
+
     def try_lock(self, conn: sa.Connection, name: str) -> bool:
         """Like :meth:`lock` but never waits: False when another session holds it."""
         if self.dialect != "postgres":
@@ -341,9 +366,12 @@ BASE_TABLES = [
         events_loaded bigint not null,
         duplicates_removed bigint not null,
         lines_quarantined bigint not null,
-        loaded_at timestamp not null
+        loaded_at timestamp not null,
+        damage varchar
     )
     """,
+    # Added later: what broke a damaged file off (null: the file was read to its end).
+    "alter table meta.ingest_ledger add column if not exists damage varchar",
     """
     create table if not exists meta.run_log (
         run_id varchar not null,
