@@ -90,9 +90,9 @@ def test_render_prints_the_sql_of_each_engine(tmp_path):
 
 def test_render_lists_every_parameter_the_sql_binds(tmp_path):
     cfg = write_config(tmp_path)
-    out = _invoke("render", "funnel_conversion_daily", "--date", "20261101", "--config", str(cfg)).output
+    out = _invoke("render", "funnel_user_steps", "--date", "20261101", "--config", str(cfg)).output
     header = out.splitlines()[0]
-    assert header.startswith("-- model funnel_conversion_daily on duckdb; bound parameters: start_date=2026-11-01,")
+    assert header.startswith("-- model funnel_user_steps on duckdb; bound parameters: start_date=2026-11-01,")
     for name in BIND_PARAMETER.findall(out.split("\n", 1)[1]):
         assert f"{name}=" in header and f"{name}=(unset)" not in header
     assert "funnel_pass_max_events=1000" in header
