@@ -80,7 +80,7 @@ def _models(ctx: TaskContext) -> TaskOutcome:
 def _publish(ctx: TaskContext) -> TaskOutcome:
     from cohortflow.publish import publish
 
-    counts = publish(ctx.wh, ctx.cfg, ctx.business_date, progress=ctx.echo)
+    counts = publish(ctx.wh, ctx.cfg, ctx.business_date, progress=ctx.echo, run_id=ctx.run_id)
     return TaskOutcome(None, sum(counts.values()), f"published {len(counts)} tables")
 
 
@@ -267,7 +267,7 @@ def rebuild_range(cfg: Config, wh: Warehouse, start: dt.date, end: dt.date, *, e
     try:
         built = build_models(wh, cfg, start, end, progress=echo, exact_range=True)
         record_build(wh, end, built)
-        counts = publish(wh, cfg, end, progress=echo)
+        counts = publish(wh, cfg, end, progress=echo, run_id=run_id)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         _log_end(wh, run_id, "rebuild", started, FAILED, None, message[:4000])
