@@ -286,6 +286,32 @@ def render(config_path, model, business_date, start, dialect):
         sys.exit(EXIT_USAGE)
 
 
+@main.command()
+@config_option
+@click.option("--date", "business_date", type=DATE, required=True, help="Business date of the report, YYYY-MM-DD or YYYYMMDD.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="HTML file to write (default: <target>/reports/<date>.html, and the index of dates beside it).",
+)
+def report(config_path, business_date, output):
+    """Write the self-contained HTML report of a business date from the published tables."""
+    from cohortflow.report import write_report
+    from cohortflow.warehouse import WarehouseError
+
+    cfg = _load(config_path)
+    wh = _warehouse(cfg)
+    t0 = time.monotonic()
+    try:
+        result = write_report(wh, cfg, business_date, out=output)
+    except WarehouseError as exc:
+        _fail(str(exc))
+    finally:
+        wh.dispose()
+    click.echo(f"report for {business_date}: {result.path} ({result.bytes / 1048576:.1f} MiB) in {time.monotonic() - t0:.1f}s")
+
+
 @main.command("grant-reader")
 @config_option
 @click.option("--role", default="cohortflow_reader", show_default=True, help="Role to create or update.")

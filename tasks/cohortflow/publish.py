@@ -176,10 +176,13 @@ def after_publish(wh: Warehouse, cfg: Config, business_date: dt.date, tables, *,
     for path in snapshots.prune_snapshots(cfg):
         say(f"  pruned snapshot {path.name} (snapshots.keep_days = {cfg.snapshots.keep_days})")
     if cfg.report.enabled:
-        from cohortflow.report import prune_reports
+        from cohortflow.report import prune_reports, write_index
 
-        for path in prune_reports(cfg):
+        pruned = prune_reports(cfg)
+        for path in pruned:
             say(f"  pruned report {path.name} (report.keep_days = {cfg.report.keep_days})")
+        if pruned:
+            write_index(wh, cfg)
 
 
 def reader_file_path(cfg: Config) -> Path:
