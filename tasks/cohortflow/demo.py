@@ -71,6 +71,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from cohortflow import demo_formats as F
+from cohortflow.progress import plural
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -237,7 +238,7 @@ class DemoSummary:
     def __str__(self) -> str:
         return (
             f"{self.fmt}: {self.people:,} people ({self.logged_in_people:,} logged in), {self.events:,} events, "
-            f"{self.lines_written:,} lines in {len(self.files)} files over {len(self.lines_per_day)} days "
+            f"{self.lines_written:,} lines in {plural(len(self.files), 'file')} over {plural(len(self.lines_per_day), 'day')} "
             f"({self.retried_copies} retried copies, {self.malformed_lines} malformed, "
             f"{self.late_events} late events, {self.late_links} late links) in {self.seconds:.1f}s"
         )
@@ -433,7 +434,7 @@ class _Generator:
                     with open(folder / name, "wb") as raw, _gzip_writer(raw) as gz:
                         gz.write(payload)
                 s.files.append(f"{day}/{name}")
-            self.progress(f"wrote {day}: {total:,} lines in {nparts} files")
+            self.progress(f"wrote {day}: {plural(total, 'line')} in {plural(nparts, 'file')}")
 
     # ------------------------------------------------------------------ small draws
 

@@ -39,6 +39,7 @@ from cohortflow.events import (
     LineError,
     canonical_json,
 )
+from cohortflow.progress import Meter, plural
 from cohortflow.warehouse import Warehouse
 
 DAY_MS = 86_400_000
@@ -94,7 +95,7 @@ class Ledger:
 
     def summary(self) -> str:
         text = (
-            f"ledger {self.business_date}: {len(self.files)} files, lines read {self.lines_read:,} = "
+            f"ledger {self.business_date}: {plural(len(self.files), 'file')}, lines read {self.lines_read:,} = "
             f"loaded {self.events_loaded:,} + duplicates {self.duplicates_removed:,} + "
             f"quarantined {self.lines_quarantined:,}"
         )
@@ -244,8 +245,10 @@ def parse_day(
             ledger.files.append(fl)
             ledgers_by_file[rel] = fl
             file_order += 1
+            meter = Meter(progress, f"read {rel}", "line")
             for number, raw in iter_lines(path):
                 fl.lines_read += 1
+                meter.add()
                 try:
                     if len(raw) > ctx.max_line:
                         raise LineError(VALUE_TOO_LONG, f"line of {len(raw)} bytes > {ctx.max_line}")
@@ -297,7 +300,7 @@ def parse_day(
                 ev_cols["ingest_file"].append(rel)
                 ev_cols["ingest_line"].append(number)
             if progress:
-                progress(f"  read {rel}: {fl.lines_read:,} lines")
+                progress(f"  {meter.done()}")
     return batch
 
 

@@ -29,6 +29,7 @@ import sqlglot
 import yaml
 
 from cohortflow.config import Config
+from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse, check_identifier, render
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
@@ -321,7 +322,7 @@ def build_models(
             elif model.materialized == "table":
                 written[model.name] = (lo, hi, wh.scalar(conn, f"select count(*) from {model.table}"))
         if progress:
-            info = f": {written[model.name][2]:,} rows for {lo}..{hi}" if model.name in written else ""
+            info = f": {plural(written[model.name][2], 'row')} for {lo}..{hi}" if model.name in written else ""
             progress(f"  built {model.table} ({model.materialized}){info} in {time.monotonic() - began:.1f} s")
     return written
 

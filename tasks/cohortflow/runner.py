@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from cohortflow.config import Config
 from cohortflow.dag import Workflow
+from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse
 
 Echo = Callable[[str], None]
@@ -74,14 +75,14 @@ def _models(ctx: TaskContext) -> TaskOutcome:
     ctx.echo(f"  new data changes {start}..{end}")
     built = build_models(ctx.wh, ctx.cfg, start, end, progress=ctx.echo)
     record_build(ctx.wh, ctx.business_date, built)
-    return TaskOutcome(None, sum(n for _, _, n in built.values()), f"{len(built)} models built")
+    return TaskOutcome(None, sum(n for _, _, n in built.values()), f"{plural(len(built), 'model')} built")
 
 
 def _publish(ctx: TaskContext) -> TaskOutcome:
     from cohortflow.publish import publish
 
     counts = publish(ctx.wh, ctx.cfg, ctx.business_date, progress=ctx.echo, run_id=ctx.run_id)
-    return TaskOutcome(None, sum(counts.values()), f"published {len(counts)} tables")
+    return TaskOutcome(None, sum(counts.values()), f"published {plural(len(counts), 'table')}")
 
 
 STAGES: dict[str, Callable[[TaskContext], TaskOutcome]] = {
@@ -272,7 +273,7 @@ def rebuild_range(cfg: Config, wh: Warehouse, start: dt.date, end: dt.date, *, e
         message = f"{type(exc).__name__}: {exc}"
         _log_end(wh, run_id, "rebuild", started, FAILED, None, message[:4000])
         raise TaskFailed(f"rebuild {start}..{end} failed: {message}") from exc
-    outcome = TaskOutcome(None, sum(counts.values()), f"rebuilt {len(built)} models for {start}..{end}")
+    outcome = TaskOutcome(None, sum(counts.values()), f"rebuilt {plural(len(built), 'model')} for {start}..{end}")
     _log_end(wh, run_id, "rebuild", started, SUCCESS, outcome, None)
     echo(f"  {outcome.message} in {time.monotonic() - t0:.1f}s")
     return run_id

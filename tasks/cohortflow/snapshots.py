@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from cohortflow.config import Config
 from cohortflow.contract import PublishedTable
+from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse
 
 MANIFEST = "manifest.json"
@@ -198,7 +199,7 @@ def verify_snapshot(folder: Path) -> list[str]:
             problems.append(f"{name}: checksum differs from the manifest")
         rows = pq.read_metadata(path).num_rows
         if rows != entry["rows"]:
-            problems.append(f"{name}: {rows} rows, the manifest says {entry['rows']}")
+            problems.append(f"{name}: {plural(rows, 'row')}, the manifest says {entry['rows']:,}")
     return problems
 
 
