@@ -201,7 +201,7 @@ def reference_markdown() -> str:
     out = [
         "# Published tables (reports)",
         "",
-        "<!-- Generated from sql/models/*.yml by `cohortflow reference --write`; do not edit by hand."
+        "<!-- Generated from sql/models/*.yml by `cohortflow reference --output docs/reference.md`; do not edit by hand."
         " `cohortflow reference --check` (and the test suite) fails when this file is out of date. -->",
         "",
         "The `reports` schema is cohortflow's public interface for BI tools. The same descriptions are the table and",
@@ -220,9 +220,13 @@ def reference_markdown() -> str:
         "  twice. `frequency_retention` has the same shape with `is_overall` (the rows over every cohort week).",
         "- **Rates over several rows** are `sum(numerator) / sum(denominator)` (e.g. `sum(retained_users) /",
         "  sum(cohort_users)`), never an average of rates.",
-        "- **`is_complete`** is true when nothing the pipeline would still accept can change the row (its window",
-        "  or period has ended and the late-arrival window after it has passed). Rows with `is_complete = false`",
-        "  are numbers so far: they can still rise. Each table's column says exactly when it turns true.",
+        "- **`is_complete`** is true once the row's window or period has ended by the business date, so that the",
+        "  pipeline's later nights no longer change it; each table's `is_complete` column says exactly when. Rows",
+        "  with `is_complete = false` are numbers so far: they can still rise. Charts draw them hatched or dotted.",
+        "- **Reading while the pipeline runs**: PostgreSQL readers see each night's publish at once (one",
+        "  transaction); DuckDB readers open `target/published/reports.duckdb` read-only (replaced whole after each",
+        "  publish); snapshot readers read `target/snapshots/latest/<table>.parquet` (moved after a successful",
+        "  night; `manifest.json` beside the files gives the business date, row counts and checksums).",
         "",
         "| table | grain |",
         "|---|---|",
