@@ -171,7 +171,7 @@ def funnel_dropoff(i: int, funnel: dict) -> Chart:
         if funnel["basis"] == "complete"
         else f"No entry date of {dates['start']} .. {dates['end']} is complete yet: hatched bars are numbers so far."
     )
-    note += " Time per step: increase of the median time from step 1 (mean of the daily medians, weighted by users)."
+    note += " Time a step adds: increase of the median time from step 1 (per entry date; the median over the dates, weighted by users)."
     return Chart(f"funnel-{i}", f"Funnel {funnel['name']}: drop-off per step", _json(fig), marks=2 * len(steps) - 1, note=note)
 
 

@@ -147,6 +147,21 @@ def _funnels(wh, conn, cfg: Config, d: dt.date) -> list[dict]:
     return out
 
 
+def weighted_median(values: list[tuple[float | None, int]]) -> float | None:
+    """The median of per-date values, each weighted by its users (a per-date median is not additive; the median of
+    them resists the odd date whose few users took days)."""
+    items = sorted((float(v), w) for v, w in values if v is not None and w)
+    total = sum(w for _, w in items)
+    if not total:
+        return None
+    seen = 0
+    for v, w in items:
+        seen += w
+        if seen * 2 >= total:
+            return v
+    return items[-1][0]
+
+
 def funnel_summary(name: str, labels: list[str], rows: list[dict], lo: dt.date, hi: dt.date) -> dict:
     """One funnel's drop-off over its complete entry dates (all entry dates when none is complete yet)."""
     # Entry dates nobody entered on carry no information (the table has rows for them, with 0 users).
@@ -162,11 +177,8 @@ def funnel_summary(name: str, labels: list[str], rows: list[dict], lo: dt.date, 
         at_k = [r for r in use if r["step_index"] == k]
         reached = sum(r["reached_users"] for r in at_k)
         entered = sum(r["entered_users"] for r in at_k)
-        timed = [(r["median_seconds_to_convert"], r["reached_users"]) for r in at_k if r["median_seconds_to_convert"] is not None]
-        weight = sum(w for _, w in timed)
-        median = sum(float(m) * w for m, w in timed) / weight if weight else None
-        p90s = [(r["p90_seconds_to_convert"], r["reached_users"]) for r in at_k if r["p90_seconds_to_convert"] is not None]
-        pw = sum(w for _, w in p90s)
+        median = weighted_median([(r["median_seconds_to_convert"], r["reached_users"]) for r in at_k])
+        p90 = weighted_median([(r["p90_seconds_to_convert"], r["reached_users"]) for r in at_k])
         steps.append(
             {
                 "index": k,
@@ -174,7 +186,7 @@ def funnel_summary(name: str, labels: list[str], rows: list[dict], lo: dt.date, 
                 "entered": entered,
                 "reached": reached,
                 "median_seconds": median if k > 1 else 0.0,
-                "p90_seconds": (sum(float(m) * w for m, w in p90s) / pw if pw else None) if k > 1 else 0.0,
+                "p90_seconds": p90 if k > 1 else 0.0,
             }
         )
     entered_total = steps[0]["reached"] if steps else 0
