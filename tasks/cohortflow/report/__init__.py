@@ -122,9 +122,7 @@ def write_report(wh: Warehouse, cfg: Config, business_date: dt.date, out: Path |
     html, marks = render_html(data)
     path = out or report_path(cfg, business_date)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
+    _write_atomically(path, html)
     if out is None:
         write_index(wh, cfg)
     return ReportResult(path, path.stat().st_size, data, marks)
@@ -182,10 +180,18 @@ def write_index(wh: Warehouse, cfg: Config) -> Path:
     )
     path = reports_dir(cfg) / INDEX
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{INDEX}.{os.getpid()}.tmp")
-    tmp.write_text(html, encoding="utf-8")
-    os.replace(tmp, path)
+    _write_atomically(path, html)
     return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write under a temporary name and rename into place: a reader sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def prune_reports(cfg: Config) -> list[Path]:
