@@ -17,6 +17,7 @@ import json
 import re
 
 import pytest
+import yaml
 
 from cohortflow.config import load_config
 from cohortflow.dag import load_workflows
@@ -36,12 +37,30 @@ WF = load_workflows()["cohortflow_nightly"]
 MARKUP_LINE = '{"appid": "demo-app", "xwho": "<script>alert(1)</script>", "xwhat": "app_start", "xwhen": "soon"}'
 
 
+# Two more funnels and one more retention definition than the example config: five and three in all, the number a
+# report must show without clutter.
+MORE_FUNNELS = [
+    {"name": "search_to_cart", "steps": [{"event": "search"}, {"event": "view_item"}, {"event": "add_to_cart"}],
+     "window_seconds": 3600, "breakdown": "$platform"},
+    {"name": "share_after_view", "steps": [{"event": "view_item"}, {"event": "share"}], "window_seconds": 86400,
+     "mode": "strictly_increasing"},
+]
+MORE_RETENTION = [{"name": "searchers", "start": {"event": "search"}, "return": {"event": "search"}, "period": "day",
+                   "horizon": 14, "cohort_type": "recurring"}]
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """A demo project (the example config, Ark logs), with one extra file of bad lines on the last date, run night by night."""
+    """A demo project (the example config with 5 funnels and 3 retention definitions, Ark logs), with one extra file
+    of bad lines on the last date, run night by night."""
     root = tmp_path_factory.mktemp("report-demo")
     config_path = run_demo(root / "demo", users=300, days=DAYS, start=START, run=False, echo=lambda _m: None)
+    spec = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    spec["analyses"]["funnels"] += MORE_FUNNELS
+    spec["analyses"]["retention"] += MORE_RETENTION
+    config_path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
     cfg = load_config(config_path, environ={})
+    assert len(cfg.analyses.funnels) == 5 and len(cfg.analyses.retention) == 3
     extra = cfg.landing_path / "ark" / LAST.isoformat() / "zz-bad.jsonl"
     extra.write_text("\n".join([MARKUP_LINE, "not json at all", '{"xwho": "u1"}']) + "\n", encoding="utf-8")
     wh = Warehouse(cfg)
@@ -89,10 +108,14 @@ def test_report_renders_in_chromium_with_every_mark_and_no_network(demo):
             "[...document.querySelectorAll('table.heat')].map(t => [Number(t.dataset.cells), t.querySelectorAll('td.cell').length,"
             " t.querySelectorAll('td.cell.incomplete').length])"
         )
+        summary = visit.page.evaluate("[...document.querySelectorAll('#funnel-summary tbody tr')].length")
+        visit.show("retention")
+        retention_summary = visit.page.evaluate("[...document.querySelectorAll('#retention-summary tbody tr')].length")
         console_errors = [m for m in visit.console if m[0] in ("error", "warning")]
         assert not console_errors, console_errors
         assert not visit.errors, visit.errors
         assert {r.split("#")[0] for r in visit.requests} == {visit.url}, visit.requests
+    assert summary == 5 and retention_summary == 3, "one summary line per funnel and retention definition"
     # The marks match the published tables.
     lo = LAST - dt.timedelta(days=demo.report.history_days - 1)
     days = _scalar(demo, "select count(*) from reports.active_users_daily where activity_date between :lo and :hi", {"lo": lo, "hi": LAST})[0][0]

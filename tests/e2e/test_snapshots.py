@@ -82,7 +82,7 @@ def test_every_snapshot_reads_back_exactly(make_project, engine):
 
 
 def test_a_failed_night_leaves_latest_where_it_was(make_project):
-    project = make_project("duckdb", timezone="UTC", analyses=short_analyses())
+    project = make_project("duckdb", timezone="UTC", analyses=short_analyses(), report={"enabled": True})
     generate(DemoSpec(users=80, days=4, start_date=START, timezone="UTC", seed=6), project.landing)
     cfg, wh = project.config(), project.warehouse()
     d1, d2, d3 = (START + dt.timedelta(days=i) for i in range(3))
