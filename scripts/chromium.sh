@@ -13,5 +13,5 @@ echo "installing Chromium from Debian packages (for the report's browser tests).
 start=$SECONDS
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends chromium >/dev/null
+apt-get install -y -qq chromium >/dev/null
 echo "Chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}') installed in $((SECONDS - start))s" >&2
