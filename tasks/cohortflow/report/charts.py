@@ -261,17 +261,21 @@ def frequency(i: int, definition: dict) -> Chart:
 
 def top_paths(paths: dict) -> Chart:
     rows = list(reversed(paths["paths"]))
+
+    def label(r: dict) -> str:
+        text = r["path"] if len(r["path"]) <= 56 else r["path"][:55] + "…"
+        return f"#{r['rank']} {text}"
+
     fig = go.Figure(
         go.Bar(
-            y=[f"#{r['rank']}" for r in rows], x=[r["sessions"] for r in rows], orientation="h",
-            marker={"color": TEAL}, text=[r["path"] for r in rows], textposition="inside", insidetextanchor="start",
-            textfont={"color": "#ffffff"},
+            y=[label(r) for r in rows], x=[r["sessions"] for r in rows], orientation="h", marker={"color": TEAL},
             customdata=[[r["path"], r["users"]] for r in rows],
             hovertemplate="%{customdata[0]}<br>%{x:,d} sessions, %{customdata[1]:,d} users<extra></extra>",
         )
     )
-    _layout(fig, x_title="Sessions", y_title="Rank", legend=False, height=max(220, 34 * len(rows) + 70))
+    _layout(fig, x_title="Sessions", y_title="", legend=False, height=max(220, 30 * len(rows) + 80))
     fig.update_xaxes(tickformat=",d")
+    fig.update_yaxes(automargin=True, tickfont={"size": 11})
     return Chart("top-paths", f"Top paths on {paths['date']}", _json(fig), marks=len(rows))
 
 
