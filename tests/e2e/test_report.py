@@ -45,6 +45,9 @@ MORE_FUNNELS = [
     {"name": "share_after_view", "steps": [{"event": "view_item"}, {"event": "share"}], "window_seconds": 86400,
      "mode": "strictly_increasing"},
 ]
+# The example's frequency definition needs 14 days of history; this one has users in the 10 days of the demo.
+MORE_FREQUENCY = [{"name": "views_first_days", "event": "view_item", "first_days": 3, "target_from_day": 3,
+                   "target_to_day": 5, "cap": 5}]
 MORE_RETENTION = [{"name": "searchers", "start": {"event": "search"}, "return": {"event": "search"}, "period": "day",
                    "horizon": 14, "cohort_type": "recurring"}]
 
@@ -58,6 +61,7 @@ def demo(tmp_path_factory):
     spec = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     spec["analyses"]["funnels"] += MORE_FUNNELS
     spec["analyses"]["retention"] += MORE_RETENTION
+    spec["analyses"]["frequency_retention"] += MORE_FREQUENCY
     config_path.write_text(yaml.safe_dump(spec, allow_unicode=True, sort_keys=False), encoding="utf-8")
     cfg = load_config(config_path, environ={})
     assert len(cfg.analyses.funnels) == 5 and len(cfg.analyses.retention) == 3
@@ -211,3 +215,61 @@ def test_the_lossy_slow_step_stands_out(slow_step_demo):
     assert "largest drop" not in labels["2. signup_submit"] + labels["4. signup_done"]
     colors = charts[f"funnel-{i}"]["data"][0]["marker"]["color"]
     assert colors[2] != colors[1] and colors[1] == colors[3], "the largest drop's bar stands out"
+
+
+def test_breakdown_rows_add_up_to_the_all_rows_as_documented(demo):
+    """What docs/reference.md says of the 'all' rows holds on the demo's tables (5 funnels, 3 retention definitions)."""
+    funnel_gaps = _scalar(
+        demo,
+        """
+        with parts as (
+            select funnel_name, entry_date, step_index,
+                   sum(case when breakdown_value = 'all' then entered_users else 0 end) as all_entered,
+                   sum(case when breakdown_value = 'all' then reached_users else 0 end) as all_reached,
+                   sum(case when breakdown_value <> 'all' then entered_users else 0 end) as split_entered,
+                   sum(case when breakdown_value <> 'all' then reached_users else 0 end) as split_reached,
+                   count(*) as n
+            from reports.funnel_conversion_daily group by funnel_name, entry_date, step_index
+        )
+        select * from parts where n > 1 and (all_entered <> split_entered or all_reached <> split_reached)
+        """,
+    )
+    assert funnel_gaps == []
+    retention_gaps = _scalar(
+        demo,
+        """
+        with parts as (
+            select retention_name, cohort_date, period_number,
+                   sum(case when breakdown_value = 'all' then cohort_users else 0 end) as all_cohort,
+                   sum(case when breakdown_value = 'all' then retained_users else 0 end) as all_retained,
+                   sum(case when breakdown_value <> 'all' then cohort_users else 0 end) as split_cohort,
+                   sum(case when breakdown_value <> 'all' then retained_users else 0 end) as split_retained,
+                   count(*) as n
+            from reports.retention_cohorts group by retention_name, cohort_date, period_number
+        )
+        select * from parts where n > 1 and (all_cohort <> split_cohort or all_retained <> split_retained)
+        """,
+    )
+    assert retention_gaps == []
+    split = _scalar(demo, "select count(distinct funnel_name) from reports.funnel_conversion_daily where breakdown_value <> 'all'")
+    assert split[0][0] >= 3, "the demo has funnels with breakdowns"
+    frequency_gaps = _scalar(
+        demo,
+        """
+        select o.frequency_name, o.frequency_bucket from reports.frequency_retention as o
+        join (select frequency_name, frequency_bucket, sum(users) as users, sum(retained_users) as retained
+              from reports.frequency_retention where not is_overall group by frequency_name, frequency_bucket) as w
+          on w.frequency_name = o.frequency_name and w.frequency_bucket = o.frequency_bucket
+        where o.is_overall and (o.users <> w.users or o.retained_users <> w.retained)
+        """,
+    )
+    assert frequency_gaps == []
+    weekly = _scalar(demo, "select count(*) from reports.frequency_retention where not is_overall and users > 0")
+    assert weekly[0][0] > 0, "the check above compared real rows"
+    for funnel in demo.analyses.funnels:
+        if funnel.breakdown is None and funnel.breakdown_segment is None:
+            only_all = _scalar(
+                demo, "select count(*) from reports.funnel_conversion_daily where funnel_name = :f and breakdown_value <> 'all'",
+                {"f": funnel.name},
+            )
+            assert only_all[0][0] == 0, f"{funnel.name} has no breakdown: only 'all' rows"
