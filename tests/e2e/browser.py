@@ -89,7 +89,7 @@ def open_report(path: Path, width: int = 1440, height: int = 900):
     need_chromium()
     from playwright.sync_api import sync_playwright
 
-    profile = tempfile.mkdtemp(prefix="cohortflow-chromium-13-")
+    profile = tempfile.mkdtemp(prefix="cohortflow-chromium-")
     try:
         with sync_playwright() as p:
             context = p.chromium.launch_persistent_context(

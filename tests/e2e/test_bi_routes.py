@@ -106,11 +106,11 @@ def test_postgres_read_only_role(make_project):
             counts = {t: wh.scalar(conn, f"select count(*) from reports.{t}") for t in published_tables()}
     finally:
         wh.dispose()
-    env = {**project.environ, "COHORTFLOW_READER_PASSWORD": "reader-pw-13"}
-    granted = CliRunner().invoke(main, ["grant-reader", "--config", str(project.config_path), "--role", "bi_reader_13"], env=env)
+    env = {**project.environ, "COHORTFLOW_READER_PASSWORD": "reader-test-password"}
+    granted = CliRunner().invoke(main, ["grant-reader", "--config", str(project.config_path), "--role", "bi_reader_test"], env=env)
     assert granted.exit_code == 0, granted.output
-    url = sa.make_url(project.db_url).set(username="bi_reader_13", drivername="postgresql")
-    seen = _read("postgres", url.render_as_string(hide_password=False), env={"PGPASSWORD": "reader-pw-13", "PATH": "/usr/bin:/bin"})
-    _assert_documented(seen, "PostgreSQL role bi_reader_13")
+    url = sa.make_url(project.db_url).set(username="bi_reader_test", drivername="postgresql")
+    seen = _read("postgres", url.render_as_string(hide_password=False), env={"PGPASSWORD": "reader-test-password", "PATH": "/usr/bin:/bin"})
+    _assert_documented(seen, "PostgreSQL role bi_reader_test")
     assert {n: t["rows"] for n, t in seen["tables"].items()} == counts
     assert seen["denied"] == ["meta.run_log", "raw.events", "models.stg_events"], "the role reads reports only"
