@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: install, start a throwaway PostgreSQL and a
+# The whole test suite on a fresh machine: install (with Debian's Chromium for the report's
+# browser tests), start a throwaway PostgreSQL and a
 # DolphinScheduler 3.1.1 server on loopback, run pytest, stop both. Arguments go to pytest.
 #
 #   1. the suite on DuckDB and PostgreSQL in .venv (SDK 3.1.1), while the server starts;
@@ -16,6 +17,7 @@ export DS_STATE_DIR=${DS_STATE_DIR:-/tmp/cohortflow-dolphinscheduler}
 t0=$SECONDS
 scripts/bootstrap.sh test
 scripts/bootstrap.sh test-ds32
+scripts/chromium.sh
 scripts/pgcluster.sh start
 ds_starter=""
 cleanup() {

@@ -107,6 +107,9 @@ def write_config(project_dir: Path, **overrides) -> Path:
         "timezone": "UTC",
         "sources": [{"name": "app", "format": "ark", "path": "ark"}],
         "warehouse": {"url": "duckdb:///target/warehouse.duckdb"},
+        # The HTML report costs about a second per publish; the tests of the report (tests/e2e/test_report.py, and
+        # those that pass report=...) turn it on.
+        "report": {"enabled": False},
     }
     for key, value in overrides.items():
         data[key] = value

@@ -2,20 +2,22 @@
 
 Each file in ``tests/fixtures/models/*.yml`` holds one or more cases::
 
-    model: active_users_daily          # the table compared (reports.<model>)
+    model: active_users_daily          # the table compared (models.<model>; reports.<model> is checked against it)
     cases:
       - name: what the case shows
         timezone: Asia/Shanghai        # project time zone (default UTC)
         arrivals:                      # business date -> canonical JSONL events that arrive that day
           2026-11-01:
             - {distinct_id: a, event_name: app_start, event_time: "2026-10-31T16:00:00.000Z"}
-        expected:                      # rows of reports.<model>, compared as a set (after `where`)
+        expected:                      # rows of models.<model>, compared as a set (after `where`)
           - {activity_date: 2026-11-01, dau: 1, wau: 1, mau: 1}
         where: {activity_date: [2026-11-01, 2026-11-02]}   # optional: compare only this range
 
 Every arrival date is run through the whole nightly workflow (ingest, validate,
 models, publish), so the fixtures pin the time-zone handling of the ingest too.
-Only the columns named in ``expected`` are compared.
+Only the columns named in ``expected`` are compared, with the model's exact
+values; then every row of ``reports.<model>`` must equal the BI contract's
+presentation of the model's rows (published types, rounding, added columns).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def test_model_fixture(make_project, engine, model, case):
             run_workflow(cfg, wh, wf, d, echo=lambda _m: None)
         expected = case["expected"] or []
         columns = list(expected[0]) if expected else ["1"]
-        sql = f"select {', '.join(columns)} from reports.{model}"
+        sql = f"select {', '.join(columns)} from models.{model}"
         params = {}
         if where := case.get("where"):
             (col, (lo, hi)), = where.items()
@@ -79,10 +81,25 @@ def test_model_fixture(make_project, engine, model, case):
             params = {"lo": dt.date.fromisoformat(str(lo)), "hi": dt.date.fromisoformat(str(hi))}
         with wh.begin() as conn:
             got = [tuple(_norm(v) for v in row) for row in wh.execute(conn, sql, params).fetchall()]
+            published, presented = _published_and_presented(wh, conn, model)
     finally:
         wh.dispose()
     want = [tuple(_norm(row[c]) for c in columns) for row in expected]
     assert sorted(got, key=repr) == sorted(want, key=repr)
+    assert published == presented, f"reports.{model} is not the contract's presentation of models.{model}"
+
+
+def _published_and_presented(wh, conn, model):
+    """Every row of reports.<model>, and the contract's SELECT over models.<model>: equal after a publish."""
+    from cohortflow.contract import published_tables
+
+    table = published_tables().get(model)
+    if table is None:  # not a published model
+        return [], []
+    cols = ", ".join(c.name for c in table.columns)
+    published = wh.execute(conn, f"select {cols} from reports.{model}").fetchall()
+    presented = wh.execute(conn, f"select {cols} from ({table.select_sql()}) as presented").fetchall()
+    return sorted(map(tuple, published), key=repr), sorted(map(tuple, presented), key=repr)
 
 
 def test_fixture_files_exist():

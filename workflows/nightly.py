@@ -7,7 +7,8 @@
 - ingest:   read the date's landing files, map, dedupe, quarantine, load raw.events
 - validate: Great Expectations suites on the loaded rows; critical failures stop here
 - models:   rebuild the model tables for the dates the new data can change
-- publish:  swap the new partitions into ``reports`` at once, write Parquet snapshots
+- publish:  swap the new partitions into ``reports`` at once, write the Parquet snapshot (with its
+            manifest) and the HTML report, then move ``snapshots/latest``
 
 Each task runs ``cohortflow task <name> --date <business date>``; on
 DolphinScheduler the date is the built-in ``${system.biz.date}``, passed as the
@@ -45,7 +46,7 @@ WORKFLOW = Workflow(
         ),
         Task(
             name="publish",
-            description="Atomically publish the rebuilt partitions to the reports schema and write Parquet snapshots.",
+            description="Atomically publish the rebuilt partitions to the reports schema; write the snapshot and the HTML report.",
             upstream=("validate", "models"),
             timeout_minutes=30,
         ),

@@ -480,6 +480,26 @@ class DolphinScheduler(_Strict):
         return v
 
 
+class Snapshots(_Strict):
+    keep_days: int = Field(
+        default=30,
+        ge=0,
+        le=3660,
+        description=(
+            "snapshot folders of business dates more than this many days before the newest one are deleted after "
+            "a successful night (0 keeps the newest only); the one 'latest' points to is always kept"
+        ),
+    )
+
+
+class Report(_Strict):
+    enabled: bool = Field(default=True, description="write the HTML report of the business date at every publish")
+    history_days: int = Field(default=90, ge=7, le=3660, description="days of history the report's trend charts show")
+    keep_days: int = Field(
+        default=90, ge=0, le=3660, description="reports of business dates more than this many days before the newest are deleted"
+    )
+
+
 class Config(_Strict):
     project: str = "cohortflow"
     timezone: str = "UTC"
@@ -494,6 +514,8 @@ class Config(_Strict):
     schedule: Schedule = Field(default_factory=Schedule)
     dolphinscheduler: DolphinScheduler = Field(default_factory=DolphinScheduler)
     privacy: Privacy = Field(default_factory=Privacy)
+    snapshots: Snapshots = Field(default_factory=Snapshots)
+    report: Report = Field(default_factory=Report)
     # Folder of the config file: relative paths resolve against it.
     base_dir: Path = Field(default=Path("."), exclude=True)
 

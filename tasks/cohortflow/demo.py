@@ -17,7 +17,8 @@ The model, per person:
   pause; properties with Chinese text, emoji, quotes and a few values of
   2-6 KB;
 * a sign-up funnel ``signup_start -> signup_submit -> signup_verify ->
-  signup_done`` (about 100 / 70 / 55 / 45 %); a step can follow at the same
+  signup_done`` (about 100 / 70 / 55 / 45 %; ``DemoSpec.funnel_conversion``
+  and ``funnel_time_factor`` make a step lossy or slow); a step can follow at the same
   millisecond, minutes, hours (across midnight) or days later (some beyond
   a 7-day window);
 * identity: each device starts anonymous (``anon-...``); ``signup_done`` or
@@ -71,6 +72,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from cohortflow import demo_formats as F
+from cohortflow.progress import plural
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -182,6 +184,11 @@ class DemoSpec:
     seed: int = 7
     fmt: str = "ark"  # ark | sensors | segment | posthog | canonical
     app_id: str = "demo-app"
+    # The sign-up funnel: the share of the previous step's people who take each next step, and a factor on the
+    # time each next step takes (e.g. (1, 10, 1): the third step comes ten times later than usual). Neither
+    # changes which random numbers are drawn, so the rest of the data stays the same.
+    funnel_conversion: tuple[float, float, float] = FUNNEL_CONVERSION
+    funnel_time_factor: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 @dataclass
@@ -237,7 +244,7 @@ class DemoSummary:
     def __str__(self) -> str:
         return (
             f"{self.fmt}: {self.people:,} people ({self.logged_in_people:,} logged in), {self.events:,} events, "
-            f"{self.lines_written:,} lines in {len(self.files)} files over {len(self.lines_per_day)} days "
+            f"{self.lines_written:,} lines in {plural(len(self.files), 'file')} over {plural(len(self.lines_per_day), 'day')} "
             f"({self.retried_copies} retried copies, {self.malformed_lines} malformed, "
             f"{self.late_events} late events, {self.late_links} late links) in {self.seconds:.1f}s"
         )
@@ -433,7 +440,7 @@ class _Generator:
                     with open(folder / name, "wb") as raw, _gzip_writer(raw) as gz:
                         gz.write(payload)
                 s.files.append(f"{day}/{name}")
-            self.progress(f"wrote {day}: {total:,} lines in {nparts} files")
+            self.progress(f"wrote {day}: {plural(total, 'line')} in {plural(nparts, 'file')}")
 
     # ------------------------------------------------------------------ small draws
 
@@ -721,7 +728,7 @@ class _Generator:
         t_start = t
         for i, step in enumerate(FUNNEL):
             if i > 0:
-                if r.random() >= FUNNEL_CONVERSION[i - 1]:
+                if r.random() >= self.spec.funnel_conversion[i - 1]:
                     return None, None
                 x = r.random()
                 if x < 0.04:
@@ -732,6 +739,7 @@ class _Generator:
                     gap = r.randint(HOUR, 10 * HOUR)
                 else:
                     gap = r.randint(1, 9) * DAY + r.randint(0, 6 * HOUR)
+                gap = int(gap * self.spec.funnel_time_factor[i - 1])
                 t += gap
                 if t > self.last_ms:
                     return None, None

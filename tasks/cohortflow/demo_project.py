@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from cohortflow.config import load_config
+from cohortflow.progress import plural
 
 
 def write_demo_config(project_dir: Path, fmt: str = "ark", timezone: str | None = None) -> Path:
@@ -46,16 +47,25 @@ def run_demo(
     seed: int = 7,
     run: bool = True,
     echo: Callable[[str], None] = print,
+    result: Callable[[str], None] | None = None,
 ) -> Path:
-    """Generate logs into ``project_dir`` and run the nightly workflow for each arrival date."""
+    """Generate logs into ``project_dir`` and run the nightly workflow for each arrival date.
+
+    ``echo`` gets the progress lines, ``result`` (default: ``echo``) the closing summary.
+    """
+    import time
+
     from cohortflow.demo import DemoSpec, generate
+    from cohortflow.progress import eta
+
+    result = result or echo
 
     config_path = write_demo_config(project_dir, fmt)
     cfg = load_config(config_path, environ={})
     landing = cfg.landing_path / fmt
     truth = project_dir / "truth" / "ground_truth.jsonl.gz"
     truth.parent.mkdir(parents=True, exist_ok=True)
-    echo(f"generating {users:,} users over {days} days of {fmt} logs into {landing}")
+    echo(f"generating {plural(users, 'user')} over {plural(days, 'day')} of {fmt} logs into {landing}")
     summary = generate(
         DemoSpec(users=users, days=days, start_date=start, timezone=cfg.timezone, seed=seed, fmt=fmt),
         landing,
@@ -75,18 +85,22 @@ def run_demo(
     wh = Warehouse(cfg)
     try:
         dates = arrival_dates(landing)
+        t0 = time.monotonic()
         for i, d in enumerate(dates, 1):
-            echo(f"== night {i}/{len(dates)}: business date {d}")
+            echo(f"== night of business date {d} ({eta(i - 1, len(dates), time.monotonic() - t0, 'nights')})")
             run_workflow(cfg, wh, wf, d, echo=echo)
-        echo("")
-        echo(_results_text(wh, cfg, dates[-1]))
+        result("")
+        result(_results_text(wh, cfg, dates[-1]))
     finally:
         wh.dispose()
-    echo("")
-    echo(f"config:    {config_path}")
-    echo(f"warehouse: {cfg.warehouse_url}  (schemas: reports, models, raw, meta)")
-    echo(f"snapshots: {cfg.target_path / 'snapshots'}")
-    echo(f"try:       cohortflow status --config {config_path}")
+    result("")
+    result(f"config:    {config_path}")
+    result(f"warehouse: {cfg.warehouse_url}  (schemas: reports, models, raw, meta)")
+    result(f"snapshots: {cfg.target_path / 'snapshots'} (latest: {cfg.target_path / 'snapshots' / 'latest'})")
+    result(f"BI copy:   {cfg.target_path / 'published' / 'reports.duckdb'}")
+    if cfg.report.enabled:
+        result(f"report:    {cfg.target_path / 'reports' / (dates[-1].isoformat() + '.html')} (all dates: {cfg.target_path / 'reports' / 'index.html'})")
+    result(f"try:       cohortflow status --config {config_path}")
     return config_path
 
 
@@ -121,7 +135,7 @@ def _results_text(wh, cfg, last: dt.date) -> str:
     if funnel and all(entered for _, _, entered, _ in funnel):
         lines.append("reports.funnel_conversion_daily, signup funnel over complete entry dates:")
         for step, event, entered, reached in funnel:
-            lines.append(f"  {step}. {event:<15} {reached:6d} users  {reached / entered:6.1%} of entered")
+            lines.append(f"  {step}. {event:<15} {reached:6,d} users  {reached / entered:6.1%} of entered")
     if retention and all(c for _, _, c in retention):
         text = ", ".join(f"day {k}: {r / c:.1%}" for k, r, c in retention)
         lines.append(f"reports.retention_cohorts, daily_active over complete cohorts: {text}")

@@ -46,6 +46,7 @@ from cohortflow.events import (
 from cohortflow.faults import checkpoint
 from cohortflow.linereader import FileLines
 from cohortflow.privacy import PrivacyError, Pseudonymizer
+from cohortflow.progress import Meter, plural
 from cohortflow.warehouse import Warehouse
 
 DAY_MS = 86_400_000
@@ -121,7 +122,7 @@ class Ledger:
 
     def summary(self) -> str:
         text = (
-            f"ledger {self.business_date}: {len(self.files)} files, lines read {self.lines_read:,} = "
+            f"ledger {self.business_date}: {plural(len(self.files), 'file')}, lines read {self.lines_read:,} = "
             f"loaded {self.events_loaded:,} + duplicates {self.duplicates_removed:,} + "
             f"quarantined {self.lines_quarantined:,}"
         )
@@ -344,9 +345,11 @@ def parse_day(
             rel = str(path.resolve().relative_to(root))
             fl = FileLedger(source.name, rel)
             ledger.files.append(fl)
+            meter = Meter(progress, f"read {rel}", "line")
             lines = FileLines(path)
             for number, raw in lines:
                 fl.lines_read += 1
+                meter.add()
                 try:
                     if len(raw) > ctx.max_line:
                         raise LineError(VALUE_TOO_LONG, f"line of {len(raw)} bytes > {ctx.max_line}")
@@ -389,7 +392,7 @@ def parse_day(
                 ev_cols["source_name"].append(source.name)
             fl.damage = lines.damage
             if progress:
-                progress(f"  read {rel}: {fl.lines_read:,} lines")
+                progress(f"  {meter.done()}")
     return batch
 
 

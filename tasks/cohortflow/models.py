@@ -31,6 +31,7 @@ import yaml
 
 from cohortflow.config import Config
 from cohortflow.faults import checkpoint
+from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse, check_identifier, date_range, render
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
@@ -318,7 +319,7 @@ def build_models(
             elif model.materialized == "table":
                 written[model.name] = (lo, end_date, wh.scalar(conn, f"select count(*) from {model.table}"))
         if progress:
-            info = f": {written[model.name][2]:,} rows for {lo}..{end_date}" if model.name in written else ""
+            info = f": {plural(written[model.name][2], 'row')} for {lo}..{end_date}" if model.name in written else ""
             progress(f"  built {model.table} ({model.materialized}){info} in {time.monotonic() - began:.1f} s")
     return written
 

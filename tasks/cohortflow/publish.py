@@ -1,19 +1,19 @@
-"""Publish: make the models' changes visible in ``reports`` at once, then snapshot.
+"""Publish: make the models' changes visible in ``reports`` at once, then snapshot and report.
 
 Each published model is published through some change id (``meta.publish_state``); a publish copies, from
-``models`` to ``reports``, the partitions each model changed since then (``meta.model_changes``: dates, or the
-whole table), for every published table in a single transaction, so a reader sees either the previous complete
-state or the new one, and ``reports`` always equals what a full rebuild from everything loaded would publish. Before
-that, cheap invariants of the rows to publish are checked, and a date whose latest load failed a critical
-validation stops the publish (it would publish the bad day). After the commit each published table is written as a
-dated Parquet snapshot.
+``models`` to ``reports`` through the BI contract's SELECT (which applies the published types and rounding), the
+partitions each model changed since then (``meta.model_changes``: dates, or the whole table), for every published
+table in a single transaction, so a reader sees either the previous complete state or the new one, and ``reports``
+always equals what a full rebuild from everything loaded would publish. Before that, cheap invariants of the rows to
+publish are checked, and a date whose latest load failed a critical validation stops the publish (it would publish
+the bad day). After the commit the published tables are written as a dated Parquet snapshot with a manifest
+(:mod:`cohortflow.snapshots`), copied for BI on DuckDB, and the HTML report of the date is written
+(:mod:`cohortflow.report`); only then does the snapshot pointer ``latest`` move.
 
-The whole publish (reports, snapshots, the DuckDB reader copy) runs under one
-publish lock, so two publishes never interleave their files. Temporary files
-have unique names and the ones a killed publish left are removed at the next
-publish. ``target/published/state.json`` (:func:`write_state`) says
-``publishing`` from before the reports commit until the snapshots and the
-reader copy agree with it, then ``complete`` with the business date.
+The whole publish (reports, snapshots, the DuckDB reader copy) runs under one publish lock, so two publishes never
+interleave their files. Temporary files have unique names and the ones a killed publish left are removed at the next
+publish. ``target/published/state.json`` (:func:`write_state`) says ``publishing`` from before the reports commit
+until the snapshots and the reader copy agree with it, then ``complete`` with the business date.
 """
 
 from __future__ import annotations
@@ -22,16 +22,17 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from cohortflow.config import Config
 from cohortflow.faults import checkpoint
 from cohortflow.iofail import OutputError, describe
 from cohortflow.models import Model, published_models
+from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse
 
 
@@ -98,32 +99,32 @@ def publish(
     cfg: Config,
     business_date: dt.date,
     progress: Callable[[str], None] | None = None,
+    *,
+    run_id: str | None = None,
 ) -> dict[str, int]:
-    """Publish every published model's changes; returns the rows each reports table holds for what was copied."""
+    """Publish every published model's changes into ``reports`` at once, then snapshot, copy for BI, report and
+    move ``latest``; returns the rows each reports table holds for what was copied."""
+    from cohortflow.contract import table as contract_table
+    from cohortflow.models import forget_changes
+
     models = published_models()
+    tables = [contract_table(m.name) for m in models]
     with wh.session_lock("cohortflow:publish"):
         remove_stale_temp_files(cfg)
         write_state(cfg, "publishing", business_date)
-        counts, copied = _publish_reports(wh, cfg, models)
-        snapshot_dir = write_snapshots(wh, cfg, business_date, models)
-        if wh.dialect == "duckdb":
-            path = publish_reader_file(wh, cfg, models)
-            if progress:
-                progress(f"  reader copy for BI: {path}")
+        counts, copied = _publish_reports(wh, cfg, models, tables)
+        if progress:
+            if not copied:
+                progress("  reports already up to date")
+            for name, what in copied.items():
+                progress(f"  published reports.{name}: {what} ({plural(counts[name], 'row')})")
+        after_publish(wh, cfg, business_date, tables, run_id=run_id, progress=progress)
         write_state(cfg, "complete", business_date)
-    if progress:
-        if not copied:
-            progress("  reports already up to date")
-        for name, what in copied.items():
-            progress(f"  published reports.{name}: {what} ({counts[name]:,} rows)")
-        progress(f"  snapshots in {snapshot_dir}")
-    from cohortflow.models import forget_changes
-
     forget_changes(wh)
     return counts
 
 
-def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model]) -> tuple[dict[str, int], dict[str, str]]:
+def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model], tables) -> tuple[dict[str, int], dict[str, str]]:
     """Every published model's changes into ``reports``, in one transaction (under the publish lock)."""
     counts: dict[str, int] = {}
     copied: dict[str, str] = {}
@@ -142,15 +143,12 @@ def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model]) -> tuple[d
                     f"the latest load of {', '.join(failed)} failed a critical validation: nothing published. "
                     "Fix the input and rerun that date (or change the validation settings and rerun its validate task)"
                 )
-        for model in models:
-            if model.name not in todo:
+        for model, table in zip(models, tables, strict=True):
+            recreated = ensure_published_table(wh, conn, table)
+            if model.name not in todo and not recreated:
                 continue
-            built, whole, dates = todo[model.name]
-            cols = ", ".join(c.name for c in model.columns)
-            wh.execute(conn, model.create_sql("reports"))
-            wh.comment(conn, "table", f"reports.{model.name}", model.description)
-            for c in model.columns:
-                wh.comment(conn, "column", f"reports.{model.name}.{c.name}", c.description)
+            built, whole, dates = todo.get(model.name) or (None, True, [])
+            whole = whole or recreated
             if whole:
                 where = ""
             else:
@@ -161,17 +159,21 @@ def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model]) -> tuple[d
                 where = f" where {model.partition_by} in (select d from publish_dates)"
             check = CHECKS.get(model.name)
             if check and (bad := wh.scalar(conn, check.format(rows=f"(select * from models.{model.name}{where}) as r"))):
-                raise PublishError(f"model {model.name}: {bad} rows break its invariants; nothing published")
-            wh.execute(conn, f"delete from reports.{model.name}{where}")
-            wh.execute(conn, f"insert into reports.{model.name} ({cols}) select {cols} from models.{model.name}{where}")
-            counts[model.name] = wh.scalar(conn, f"select count(*) from reports.{model.name}{where}")
-            copied[model.name] = "whole table" if whole else _describe_dates(dates)
-            wh.execute(conn, "delete from meta.publish_state where model_name = :m", {"m": model.name})
-            wh.insert_rows(
-                conn,
-                "meta.publish_state",
-                [{"model_name": model.name, "change_id": built, "as_of_date": None, "published_at": _now()}],
+                raise PublishError(f"model {model.name}: {plural(bad, 'row')} break its invariants; nothing published")
+            cols = ", ".join(c.name for c in table.columns)
+            wh.execute(conn, f"delete from reports.{table.name}{where}")
+            wh.execute(conn, f"insert into reports.{table.name} ({cols})\n" + table.select_sql(where=where))
+            counts[model.name] = wh.scalar(conn, f"select count(*) from reports.{table.name}{where}")
+            copied[model.name] = (
+                "every row (table recreated for a schema change)" if recreated else "whole table" if whole else _describe_dates(dates)
             )
+            if built is not None:
+                wh.execute(conn, "delete from meta.publish_state where model_name = :m", {"m": model.name})
+                wh.insert_rows(
+                    conn,
+                    "meta.publish_state",
+                    [{"model_name": model.name, "change_id": built, "as_of_date": None, "published_at": _now()}],
+                )
         checkpoint("publish", cfg.target_path)
     return counts, copied
 
@@ -188,6 +190,67 @@ def _describe_dates(dates: list[dt.date]) -> str:
     return f"{len(dates)} dates {dates[0]}..{dates[-1]}"
 
 
+PUBLISHED_SCHEMA_DDL = (
+    "create table if not exists meta.published_schema ("
+    "table_name varchar not null, fingerprint varchar not null, applied_at timestamp not null)"
+)
+
+
+def ensure_published_table(wh: Warehouse, conn, table) -> bool:
+    """Create ``reports.<table>`` from the contract, with its comments; True when it was (re)created."""
+    wh.execute(conn, PUBLISHED_SCHEMA_DDL)
+    applied = wh.scalar(conn, "select fingerprint from meta.published_schema where table_name = :t", {"t": table.name})
+    exists = wh.table_exists(conn, "reports", table.name)
+    fresh = not exists or applied != table.fingerprint
+    if fresh:
+        if exists:
+            wh.execute(conn, f"drop table reports.{table.name}")
+        wh.execute(conn, table.create_sql("reports"))
+        wh.execute(conn, "delete from meta.published_schema where table_name = :t", {"t": table.name})
+        wh.execute(
+            conn,
+            "insert into meta.published_schema (table_name, fingerprint, applied_at) values (:t, :f, :at)",
+            {"t": table.name, "f": table.fingerprint, "at": dt.datetime.now(dt.UTC).replace(tzinfo=None)},
+        )
+    comment_table(wh, conn, table, "reports")
+    return fresh
+
+
+def comment_table(wh: Warehouse, conn, table, schema: str) -> None:
+    """The contract's table and column comments on ``schema.table``."""
+    wh.comment(conn, "table", f"{schema}.{table.name}", table.comment)
+    for c in table.columns:
+        wh.comment(conn, "column", f"{schema}.{table.name}.{c.name}", c.comment)
+
+
+def after_publish(wh: Warehouse, cfg: Config, business_date: dt.date, tables, *, run_id, progress) -> None:
+    """What follows a committed publish: the snapshot, the BI copy, the report; then ``latest`` moves and old
+    snapshots and reports are pruned. An error here fails the night and leaves ``latest`` where it was."""
+    from cohortflow import snapshots
+
+    say = progress or (lambda _m: None)
+    folder = snapshots.write_snapshot(wh, cfg, business_date, tables, run_id=run_id)
+    say(f"  snapshot with manifest: {folder}")
+    if wh.dialect == "duckdb":
+        say(f"  reader copy for BI: {publish_reader_file(wh, cfg, tables)}")
+    if cfg.report.enabled:
+        from cohortflow.report import write_report
+
+        say(f"  report: {write_report(wh, cfg, business_date).path}")
+    snapshots.move_latest(cfg, business_date)
+    say(f"  latest snapshot: {business_date}")
+    for path in snapshots.prune_snapshots(cfg):
+        say(f"  pruned snapshot {path.name} (snapshots.keep_days = {cfg.snapshots.keep_days})")
+    if cfg.report.enabled:
+        from cohortflow.report import prune_reports, write_index
+
+        pruned = prune_reports(cfg)
+        for path in pruned:
+            say(f"  pruned report {path.name} (report.keep_days = {cfg.report.keep_days})")
+        if pruned:
+            write_index(wh, cfg)
+
+
 def _temp_name(path: Path) -> Path:
     """A temporary name beside ``path``, unique to this process and call (hidden, ends in ``.tmp``)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -196,6 +259,11 @@ def _temp_name(path: Path) -> Path:
 def remove_stale_temp_files(cfg: Config) -> list[Path]:
     """Remove the temporary files a killed publish left (snapshots, reader copy, state); call under the publish lock."""
     removed = []
+    snapshots_root = cfg.target_path / "snapshots"
+    if snapshots_root.is_dir():
+        for folder in snapshots_root.glob(".*.tmp"):  # a snapshot folder written under its temporary name
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
     patterns = [
         (cfg.target_path / "snapshots", "*/.*.tmp"),
         (cfg.target_path / "snapshots", "*/*.parquet.tmp"),
@@ -208,33 +276,6 @@ def remove_stale_temp_files(cfg: Config) -> list[Path]:
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
-
-
-def write_snapshots(wh: Warehouse, cfg: Config, business_date: dt.date, models: list[Model]) -> Path:
-    """Each published table as ``target/snapshots/<date>/<table>.parquet`` (temporary name, then renamed)."""
-    snapshot_dir = cfg.target_path / "snapshots" / business_date.isoformat()
-    try:
-        snapshot_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(describe(exc, snapshot_dir, "the snapshot folder")) from None
-    with wh.begin() as conn:
-        for model in models:
-            if not wh.table_exists(conn, "reports", model.name):
-                wh.execute(conn, model.create_sql("reports"))
-            cols = ", ".join(c.name for c in model.columns)
-            table = wh.query_arrow(
-                conn, f"select {cols} from reports.{model.name} order by {cols}"
-            )
-            path = snapshot_dir / f"{model.name}.parquet"
-            tmp = _temp_name(path)
-            try:
-                pq.write_table(table, tmp)
-                checkpoint("snapshots", cfg.target_path)
-                tmp.replace(path)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise OutputError(describe(exc, tmp, "the snapshot")) from None
-    return snapshot_dir
 
 
 def state_path(cfg: Config) -> Path:
@@ -273,14 +314,15 @@ def reader_file_path(cfg: Config) -> Path:
     return cfg.target_path / "published" / "reports.duckdb"
 
 
-def publish_reader_file(wh: Warehouse, cfg: Config, models: list[Model]) -> Path:
+def publish_reader_file(wh: Warehouse, cfg: Config, tables) -> Path:
     """DuckDB: a separate file of the ``reports`` tables for BI tools, swapped in atomically.
 
     A DuckDB file admits one writing process, or many readers and no writer,
     so BI cannot read the working warehouse while a run writes it. Readers
     open ``target/published/reports.duckdb`` (read-only) instead: it is
     written whole under a temporary name and renamed over the previous one,
-    so a reader sees the previous complete file or the new one.
+    so a reader sees the previous complete file or the new one. Its tables
+    carry the contract's table and column comments.
     """
     path = reader_file_path(cfg)
     tmp = _temp_name(path)
@@ -290,8 +332,9 @@ def publish_reader_file(wh: Warehouse, cfg: Config, models: list[Model]) -> Path
             raw = conn.connection.driver_connection
             raw.execute("attach ? as cohortflow_reader", [str(tmp)])
             try:
-                for model in models:
-                    raw.execute(f"create table cohortflow_reader.main.{model.name} as select * from reports.{model.name}")
+                for table in tables:
+                    raw.execute(f"create table cohortflow_reader.main.{table.name} as select * from reports.{table.name}")
+                    comment_table(wh, conn, table, "cohortflow_reader.main")
                     checkpoint("reader_copy", cfg.target_path)
                 # Detaching checkpoints the copy: a full disk shows up here as often as in the inserts.
                 raw.execute("detach cohortflow_reader")
@@ -307,6 +350,7 @@ def publish_reader_file(wh: Warehouse, cfg: Config, models: list[Model]) -> Path
             leftover.unlink(missing_ok=True)
         raise OutputError(message) from None
     return path
+
 
 
 def snapshot_path(cfg: Config, business_date: dt.date, table: str) -> Path:

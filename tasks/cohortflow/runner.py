@@ -32,6 +32,7 @@ from pathlib import Path
 
 from cohortflow.config import Config
 from cohortflow.dag import Workflow
+from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse
 
 Echo = Callable[[str], None]
@@ -86,14 +87,14 @@ def _models(ctx: TaskContext) -> TaskOutcome:
 
     built = build_pending(ctx.wh, ctx.cfg, progress=ctx.echo)
     changed = [o for o in built.values() if o.changed]
-    return TaskOutcome(None, sum(o.rows for o in changed), f"{len(changed)} models rebuilt, the others up to date")
+    return TaskOutcome(None, sum(o.rows for o in changed), f"{plural(len(changed), 'model')} rebuilt, the others up to date")
 
 
 def _publish(ctx: TaskContext) -> TaskOutcome:
     from cohortflow.publish import publish
 
-    counts = publish(ctx.wh, ctx.cfg, ctx.business_date, progress=ctx.echo)
-    return TaskOutcome(None, sum(counts.values()), f"published {len(counts)} tables")
+    counts = publish(ctx.wh, ctx.cfg, ctx.business_date, progress=ctx.echo, run_id=ctx.run_id)
+    return TaskOutcome(None, sum(counts.values()), f"published {plural(len(counts), 'table')}")
 
 
 STAGES: dict[str, Callable[[TaskContext], TaskOutcome]] = {
@@ -396,12 +397,12 @@ def rebuild_range(
                     {"s": start, "e": end, "c": change_id},
                 )
         built = build_pending(wh, cfg, progress=echo, whole=start is None)
-        counts = publish(wh, cfg, log_date, progress=echo)
+        counts = publish(wh, cfg, log_date, progress=echo, run_id=run_id)
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}"
         _log_end(wh, run_id, "rebuild", started, FAILED, None, message[:4000])
         raise TaskFailed(f"rebuild {label} failed: {message}") from exc
-    outcome = TaskOutcome(None, sum(counts.values()), f"rebuilt {len(built)} models ({label})")
+    outcome = TaskOutcome(None, sum(counts.values()), f"rebuilt {plural(len(built), 'model')} ({label})")
     _log_end(wh, run_id, "rebuild", started, SUCCESS, outcome, None)
     echo(f"  {outcome.message} in {time.monotonic() - t0:.1f}s")
     return run_id

@@ -47,6 +47,7 @@ from cohortflow.config import Config
 from cohortflow.events import RAW_EVENT_SCHEMA
 from cohortflow.faults import checkpoint
 from cohortflow.iofail import OutputError, describe
+from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class ValidationOutcome:
         }[self.status]
         lines = [
             f"validation of suite {self.suite} for {self.business_date.isoformat()} "
-            f"(run {self.run_id}, {self.row_count} rows, {len(self.results)} expectations): {head}"
+            f"(run {self.run_id}, {plural(self.row_count, 'row')}, {plural(len(self.results), 'expectation')}): {head}"
         ]
         for title, items in (
             ("critical failures (the DAG stops before publishing):", self.failed_critical),
@@ -360,7 +361,7 @@ def _observed(result: Any) -> str:
     res = result.result or {}
     if "unexpected_count" in res and "element_count" in res:
         unexpected, total = res["unexpected_count"] or 0, res["element_count"] or 0
-        text = f"{unexpected} of {total} rows unexpected"
+        text = f"{unexpected:,} of {plural(total, 'row')} unexpected"
         if unexpected and total:
             text += f" ({100.0 * unexpected / total:.3g}%)"
         # The partial list is a sample of the first unexpected rows; show a few distinct values.

@@ -6,6 +6,7 @@ import datetime as dt
 
 from cohortflow.dag import load_workflows
 from cohortflow.demo import DemoSpec, generate
+from cohortflow.contract import published_tables
 from cohortflow.models import published_models
 from cohortflow.runner import rebuild_range, run_workflow
 from tests.conftest import short_analyses
@@ -18,7 +19,8 @@ def _published(wh) -> dict[str, list[tuple]]:
     out = {}
     with wh.begin() as conn:
         for model in published_models():
-            cols = ", ".join(c.name for c in model.columns)
+            # Every column of the published table (the contract's: the model's and those added at publish).
+            cols = ", ".join(c.name for c in published_tables()[model.name].columns)
             rows = wh.execute(conn, f"select {cols} from reports.{model.name}").fetchall()
             out[model.name] = sorted((tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows), key=repr)
     return out

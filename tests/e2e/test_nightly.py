@@ -19,6 +19,7 @@ import pytest
 
 from cohortflow.dag import load_workflows
 from cohortflow.demo import DemoSpec, generate
+from cohortflow.contract import published_tables
 from cohortflow.models import published_models
 from cohortflow.runner import FAIL_ENV, TaskFailed, run_workflow
 from tests.conftest import Project, short_analyses
@@ -42,7 +43,8 @@ def _published(wh) -> dict[str, list[tuple]]:
     out = {}
     with wh.begin() as conn:
         for model in published_models():
-            cols = ", ".join(c.name for c in model.columns)
+            # Every column of the published table (the contract's: the model's and those added at publish).
+            cols = ", ".join(c.name for c in published_tables()[model.name].columns)
             rows = wh.execute(conn, f"select {cols} from reports.{model.name}").fetchall()
             out[model.name] = sorted(
                 (tuple(round(v, 9) if isinstance(v, float) else v for v in row) for row in rows), key=repr
@@ -199,7 +201,7 @@ def test_snapshots_hold_each_published_table_as_of_the_night(built):
         path = snapshot_path(cfg, last, model.name)
         assert path.is_file(), f"no snapshot {path}"
         table = pq.read_table(path)
-        assert table.column_names == [c.name for c in model.columns]
+        assert table.column_names == [c.name for c in published_tables()[model.name].columns]
         rows = sorted((tuple(round(v, 9) if isinstance(v, float) else v for v in r.values()) for r in table.to_pylist()), key=repr)
         assert rows == b.tables[model.name]
     earlier = snapshot_path(cfg, _dates()[0], "active_users_daily")
