@@ -156,11 +156,11 @@ def load_models() -> dict[str, Model]:
             reach_after=m.get("reach_after", "all"),
             as_of_reach=m.get("as_of_reach"),
             lead_days=int(m.get("lead_days", 0)),
-            grain=m.get("grain", "date"),
+            grain=m.get("rebuild_grain", "date"),
             input_reach=dict(m.get("input_reach") or {}),
         )
         if model.grain not in ("date", "user"):
-            raise ValueError(f"model {name}: grain must be date or user")
+            raise ValueError(f"model {name}: rebuild_grain must be date or user")
         if model.grain == "user" and (model.materialized != "partition" or "user_id" not in {c.name for c in model.columns}):
             raise ValueError(f"model {name}: a user-grain model is a partition model with a user_id column")
         if model.materialized not in ("view", "partition", "table"):
