@@ -155,6 +155,8 @@ local.location=$DIR/storage
 hive.storage-format=PARQUET
 hive.security=allow-all
 hive.non-managed-table-writes-enabled=true
+hive.timestamp-precision=MICROSECONDS
+hive.max-partitions-per-writers=10000
 EOF
 }
 
@@ -243,6 +245,7 @@ status() {
 env_lines() {
     echo "export COHORTFLOW_TEST_TRINO_URL=trino://cohortflow@127.0.0.1:$PORT/hive"
     echo "export COHORTFLOW_TEST_TRINO_STORAGE=$DIR/storage"
+    echo "export COHORTFLOW_TEST_TRINO_CATALOG=$DIR/coordinator/etc/catalog/hive.properties"
 }
 
 case "${1:-}" in

@@ -338,43 +338,37 @@ def load_day(
         wh.lock(conn, f"cohortflow:ingest:{business_date}")
         for table in ("raw.events", "raw.quarantine", "meta.ingest_ledger"):
             wh.execute(conn, f"delete from {table} where load_date = :d", params)
-        # Incoming rows first go to a temporary table, then only those not loaded
-        # by an earlier date inside the lookback move to raw.events.
-        wh.execute(conn, "drop table if exists incoming_events")
-        wh.execute(conn, "create temporary table incoming_events as select * from raw.events where 1 = 0")
-        wh.load_arrow(conn, "incoming_events", events)
-        if wh.dialect == "postgres":
-            # A temporary table has no statistics until analysed (autovacuum never analyses it), and the duplicate
-            # check below is planned from them.
-            wh.execute(conn, "analyze incoming_events")
-        dup_rows = wh.execute(
-            conn,
-            """
-            select i.ingest_file, count(*) as n
-            from incoming_events as i
-            where exists (
-                select 1 from raw.events as e
-                where e.event_id = i.event_id
-                  and e.load_date >= :lookback_start and e.load_date < :d
+        # Incoming rows first go to a staging relation (a temporary table; on Trino a Parquet load table), then
+        # only those not loaded by an earlier date inside the lookback move to raw.events.
+        with wh.staged(conn, "incoming_events", "raw.events", events) as incoming:
+            dup_rows = wh.execute(
+                conn,
+                f"""
+                select i.ingest_file, count(*) as n
+                from {incoming} as i
+                where exists (
+                    select 1 from raw.events as e
+                    where e.event_id = i.event_id
+                      and e.load_date >= :lookback_start and e.load_date < :d
+                )
+                group by i.ingest_file
+                """,
+                params,
+            ).fetchall()
+            columns = ", ".join(events.column_names)
+            wh.execute(
+                conn,
+                f"""
+                insert into raw.events ({columns})
+                select {columns} from {incoming} as i
+                where not exists (
+                    select 1 from raw.events as e
+                    where e.event_id = i.event_id
+                      and e.load_date >= :lookback_start and e.load_date < :d
+                )
+                """,
+                params,
             )
-            group by i.ingest_file
-            """,
-            params,
-        ).fetchall()
-        wh.execute(
-            conn,
-            """
-            insert into raw.events
-            select i.* from incoming_events as i
-            where not exists (
-                select 1 from raw.events as e
-                where e.event_id = i.event_id
-                  and e.load_date >= :lookback_start and e.load_date < :d
-            )
-            """,
-            params,
-        )
-        wh.execute(conn, "drop table incoming_events")
         if wh.dialect == "postgres":
             # Fresh statistics for the next night's duplicate check and tonight's models: autovacuum analyses
             # raw.events only after enough changes, and with stale counts a demo night's ingest took 27 s, not 0.5 s.

@@ -29,7 +29,7 @@ import sqlglot
 import yaml
 
 from cohortflow.config import Config
-from cohortflow.warehouse import Warehouse, check_identifier, render
+from cohortflow.warehouse import Warehouse, check_identifier, render, trino_scratch_tables
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
 
@@ -104,7 +104,7 @@ def load_models() -> dict[str, Model]:
         if not sql.lstrip().startswith("/*"):
             raise ValueError(f"sql/{layer}/{name}.sql must open with a /* purpose and grain */ comment")
         overrides = {}
-        for engine in ("postgres", "duckdb"):
+        for engine in ("postgres", "duckdb", "trino"):
             variant = yml.parent.joinpath(f"{name}.{engine}.sql")
             if variant.is_file():
                 text = variant.read_text(encoding="utf-8")
@@ -195,7 +195,12 @@ def model_statements(model: Model, dialect: str) -> list[str]:
     The model's SELECT is transpiled from the source dialect, with the CTEs of
     the model's override file for the engine (if any) in place of its own.
     """
-    select_sql = render(model.sql.strip().rstrip(";"), dialect, ctes=model.sql_for(dialect))
+    source, scratch = model.sql.strip().rstrip(";"), []
+    if dialect == "trino" and model.materialized != "view":
+        source, scratch = trino_scratch_tables(source, model.sql_for(dialect), f"models.scratch_{model.name}")
+        select_sql = render(source, dialect)
+    else:
+        select_sql = render(source, dialect, ctes=model.sql_for(dialect))
     if model.materialized == "view":
         return [f"create or replace view {model.table} as\n" + select_sql]
     cols = ", ".join(c.name for c in model.columns)
@@ -203,7 +208,12 @@ def model_statements(model: Model, dialect: str) -> list[str]:
     clear = f"delete from {model.table}"
     if model.materialized == "partition":
         clear += f" where {model.partition_by} between :start_date and :end_date"
-    return [render(model.create_sql("models"), dialect), render(clear, dialect), insert]
+    statements = [render(model.create_sql("models"), dialect), render(clear, dialect), insert]
+    if scratch:
+        drops = [f"drop table if exists {table}" for table, _ in scratch]
+        created = [f"create table {table} as\n" + render(query, dialect) for table, query in scratch]
+        statements = drops + created + statements + drops
+    return statements
 
 
 def affected_range(wh: Warehouse, cfg: Config, business_date: dt.date) -> tuple[dt.date, dt.date]:
@@ -310,7 +320,7 @@ def build_models(
                 for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
                     conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
             for stmt in model_statements(model, wh.dialect):
-                conn.execute(sa.text(stmt), params if ":" in stmt else {})
+                wh.run(conn, stmt, params if ":" in stmt else {})
             if model.materialized == "partition":
                 n = wh.scalar(
                     conn,
