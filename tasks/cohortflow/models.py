@@ -260,7 +260,8 @@ def rebuild_start(conn: sa.Connection, model: Model, start_date: dt.date) -> dt.
     """Where a full rebuild of ``model`` from ``start_date`` starts: a history model starts at the first loaded event."""
     if not model.is_history:
         return start_date
-    first = conn.execute(sa.text("select min(event_date) from raw.events")).scalar()
+    # (read to the end: a Trino statement whose result is left unread is cancelled, which aborts the transaction)
+    first = conn.execute(sa.text("select min(event_date) from raw.events")).all()[0][0]
     return start_date if first is None else min(start_date, _as_date(first))
 
 

@@ -507,7 +507,7 @@ class Warehouse:
         columns = ", ".join(data.column_names)
         if self.trino is not None:
             staged = self.trino.stage(conn, table, data)
-            conn.execute(sa.text(f"insert into {table} ({columns}) select {columns} from {staged}"))
+            self.run(conn, f"insert into {table} ({columns}) select {columns} from {staged}")
         elif self.dialect == "duckdb":
             raw = conn.connection.driver_connection
             view = "_cohortflow_load"
@@ -784,13 +784,20 @@ class TrinoAccess:
             # Timestamps are UTC wall-clock values: the session zone must not shift them.
             "timezone": "UTC",
             # The long models (segments, funnels) plan to more stages than the default limit of 150.
-            "session_properties": {"query_max_run_time": "6h", "query_max_stage_count": 1000},
+            # Cost-based join enumeration over the long models' dozens of joins costs minutes of planning; the
+            # joins are written in a sensible order already.
+            "session_properties": {
+                "query_max_run_time": "6h",
+                "query_max_stage_count": 1000,
+                "join_reordering_strategy": "NONE",
+            },
         }
         if cfg.warehouse.password is not None:
             import trino.auth
 
             connect_args["auth"] = trino.auth.BasicAuthentication(url.username or "", cfg.warehouse.password)
             connect_args["http_scheme"] = "https"
+        self.connect_args = connect_args
         url = url.set(database=self.catalog)
         # Two engines: transactions (the client's transaction mode), and autocommit for DDL and procedures
         # (the Trino dialect cannot switch one pooled connection between the two).
@@ -816,12 +823,18 @@ class TrinoAccess:
             with self.autocommit.connect() as other:
                 result = other.execute(sa.text(statement), dict(params or {}))
                 return result.freeze()()
-        return conn.execute(sa.text(statement), dict(params or {}))
+        return self.finished(conn.execute(sa.text(statement), dict(params or {})))
+
+    @staticmethod
+    def finished(result: sa.CursorResult) -> sa.CursorResult:
+        """``result`` once its statement has finished. The client returns as soon as Trino accepts a statement;
+        a write that is not read to its end may still run when the next statement (or COMMIT) arrives."""
+        return result.freeze()() if result.returns_rows else result
 
     def ddl(self, statement: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
         """Run a DDL statement on its own autocommitting connection (see the notes above)."""
         with self.autocommit.connect() as other:
-            return other.execute(sa.text(statement), dict(params or {}))
+            return self.finished(other.execute(sa.text(statement), dict(params or {})))
 
     def table_ddl(self, statement: str) -> str:
         """A ``create table`` as the Hive connector needs it: Parquet, partitioned by the project's partition
@@ -885,11 +898,13 @@ class TrinoAccess:
         cols = ", ".join(self.columns(conn, name))
         keep = " and ".join(p.sql(dialect="trino") for p in pinned)
         prop = f"{self.catalog}.insert_existing_partitions_behavior"
-        conn.execute(sa.text(f"set session {prop} = 'OVERWRITE'"))
+        self.finished(conn.execute(sa.text(f"set session {prop} = 'OVERWRITE'")))
         try:
-            return conn.execute(sa.text(f"insert into {name} ({cols}) select {select} from {name} where {keep}"), dict(params or {}))
+            return self.finished(
+                conn.execute(sa.text(f"insert into {name} ({cols}) select {select} from {name} where {keep}"), dict(params or {}))
+            )
         finally:
-            conn.execute(sa.text(f"reset session {prop}"))
+            self.finished(conn.execute(sa.text(f"reset session {prop}")))
 
     def comment(self, statement: str, kind: str, target: str, text: str) -> None:
         if (target, text) in self._comments:
