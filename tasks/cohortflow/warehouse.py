@@ -731,25 +731,35 @@ def trino_partitions(table: str) -> tuple[str, ...]:
 
 
 def trino_scratch_tables(sql: str, ctes: str | None, prefix: str) -> tuple[str, list[tuple[str, str]]]:
-    """A model's query (source dialect) for Trino, with each recursive CTE and the CTEs its recursive part reads
-    computed first into scratch tables ``<prefix>_<cte>``: ``(query reading them, [(table, query), ...])``.
+    """A model's query (source dialect) for Trino, with some CTEs computed first into scratch tables
+    ``<prefix>_<cte>``: ``(query reading them, [(table, query), ...])``, in CTE order.
 
-    Trino inlines a CTE at every reference and unrolls a recursive CTE up to max_recursion_depth times, each copy
-    with the whole subtree of its inputs: the funnel's plan did not finish in 10 minutes. Read from tables, the
-    unrolled copies are small. Queries without a recursive CTE come back unchanged.
+    Trino inlines a CTE at every reference and unrolls a recursive CTE up to max_recursion_depth times, each
+    copy with the whole subtree of its inputs. The funnel's plan did not finish in 10 minutes, and with fewer
+    copies it still had so many stages that the coordinator's HTTP client queue overflowed. So these CTEs are
+    computed once: every CTE read more than once (unless marked ``not materialized``: the source asks for it
+    to be inlined, each reference filtering it its own way), every recursive CTE, and the CTEs its recursive
+    part reads. Queries with none come back unchanged.
     """
     tree = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
     if ctes is not None:
         tree = replace_ctes(tree, ctes)
     with_ = tree.args.get("with_")
-    if with_ is None or not with_.args.get("recursive"):
+    if with_ is None:
         return tree.sql(dialect=SOURCE_DIALECT), []
     names = [cte.alias for cte in with_.expressions]
-    wanted: set[str] = set()
+    reads = {name: 0 for name in names}
+    for table in tree.find_all(exp.Table):
+        if not table.db and table.name in reads:
+            reads[table.name] += 1
+    wanted = {
+        cte.alias
+        for cte in with_.expressions
+        if reads[cte.alias] > 1 and cte.args.get("materialized") is not False
+    }
     for cte in with_.expressions:
         body = cte.this
-        read = {t.name for t in body.find_all(exp.Table) if not t.db}
-        if cte.alias in read and isinstance(body, exp.Union):
+        if isinstance(body, exp.Union) and cte.alias in {t.name for t in body.find_all(exp.Table) if not t.db}:
             wanted.add(cte.alias)
             wanted |= {t.name for t in body.expression.find_all(exp.Table) if not t.db and t.name in names}
     scratch: list[tuple[str, str]] = []
