@@ -29,7 +29,7 @@ import sqlglot
 import yaml
 
 from cohortflow.config import Config
-from cohortflow.warehouse import Warehouse, check_identifier, render, trino_scratch_tables
+from cohortflow.warehouse import Warehouse, check_identifier, render, trino_scratch_tables, trino_table_ddl
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
 
@@ -208,7 +208,10 @@ def model_statements(model: Model, dialect: str) -> list[str]:
     clear = f"delete from {model.table}"
     if model.materialized == "partition":
         clear += f" where {model.partition_by} between :start_date and :end_date"
-    statements = [render(model.create_sql("models"), dialect), render(clear, dialect), insert]
+    create = render(model.create_sql("models"), dialect)
+    if dialect == "trino":
+        create = trino_table_ddl(create)
+    statements = [create, render(clear, dialect), insert]
     if scratch:
         drops = [f"drop table if exists {table}" for table, _ in scratch]
         created = [f"create table {table} as\n" + render(query, dialect) for table, query in scratch]

@@ -780,6 +780,32 @@ def trino_scratch_tables(sql: str, ctes: str | None, prefix: str) -> tuple[str, 
     return tree.sql(dialect=SOURCE_DIALECT), scratch
 
 
+def trino_table_ddl(statement: str) -> str:
+    """A ``create table`` (Trino SQL) as the Hive connector needs it: Parquet, partitioned by the project's
+    partition columns (moved last, as Hive requires), without NOT NULL (Hive tables have no constraints)."""
+    tree = sqlglot.parse_one(statement, read="trino")
+    if not (isinstance(tree, exp.Create) and tree.kind == "TABLE" and isinstance(tree.this, exp.Schema)):
+        return statement
+    table = tree.this.this
+    name = f"{table.db}.{table.name}" if table.db else table.name
+    columns = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
+    for column in columns:
+        column.set("constraints", [k for k in column.constraints if not isinstance(k.kind, exp.NotNullColumnConstraint)])
+        if column.args["kind"].this == exp.DataType.Type.TIMESTAMP:
+            column.set("kind", exp.DataType.build("timestamp(6)", dialect="trino"))
+    partitions = trino_partitions(name)
+    if not partitions:
+        # A table the project replaces whole (DELETE without WHERE, then INSERT, in one transaction): the
+        # Hive connector allows that combination for partitioned tables only, so it gets one partition.
+        columns.append(exp.ColumnDef(this=exp.to_identifier(WHOLE_TABLE_PARTITION), kind=exp.DataType.build("boolean")))
+        partitions = (WHOLE_TABLE_PARTITION,)
+    ordered = [c for c in columns if c.name not in partitions] + [c for p in partitions for c in columns if c.name == p]
+    properties = ["format = 'PARQUET'", "partitioned_by = ARRAY[" + ", ".join(f"'{p}'" for p in partitions) + "]"]
+    exists = " if not exists" if tree.args.get("exists") else ""
+    body = ",\n    ".join(c.sql(dialect="trino") for c in ordered)
+    return f"create table{exists} {name} (\n    {body}\n) with ({', '.join(properties)})"
+
+
 class TrinoAccess:
     """What the warehouse does differently on Trino: DDL, updates, loads, locks (see the notes above)."""
 
@@ -847,31 +873,7 @@ class TrinoAccess:
             return self.finished(other.execute(sa.text(statement), dict(params or {})))
 
     def table_ddl(self, statement: str) -> str:
-        """A ``create table`` as the Hive connector needs it: Parquet, partitioned by the project's partition
-        columns (moved last, as Hive requires), without NOT NULL (Hive tables have no constraints)."""
-        tree = sqlglot.parse_one(statement, read="trino")
-        if not (isinstance(tree, exp.Create) and tree.kind == "TABLE" and isinstance(tree.this, exp.Schema)):
-            return statement
-        table = tree.this.this
-        name = f"{table.db}.{table.name}" if table.db else table.name
-        columns = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
-        for column in columns:
-            column.set("constraints", [k for k in column.constraints if not isinstance(k.kind, exp.NotNullColumnConstraint)])
-            if column.args["kind"].this == exp.DataType.Type.TIMESTAMP:
-                column.set("kind", exp.DataType.build("timestamp(6)", dialect="trino"))
-        partitions = trino_partitions(name)
-        if not partitions:
-            # A table the project replaces whole (DELETE without WHERE, then INSERT, in one transaction): the
-            # Hive connector allows that combination for partitioned tables only, so it gets one partition.
-            columns.append(exp.ColumnDef(this=exp.to_identifier(WHOLE_TABLE_PARTITION), kind=exp.DataType.build("boolean")))
-            partitions = (WHOLE_TABLE_PARTITION,)
-        ordered = [c for c in columns if c.name not in partitions] + [c for p in partitions for c in columns if c.name == p]
-        properties = ["format = 'PARQUET'"]
-        if partitions:
-            properties.append("partitioned_by = ARRAY[" + ", ".join(f"'{p}'" for p in partitions) + "]")
-        exists = " if not exists" if tree.args.get("exists") else ""
-        body = ",\n    ".join(c.sql(dialect="trino") for c in ordered)
-        return f"create table{exists} {name} (\n    {body}\n) with ({', '.join(properties)})"
+        return trino_table_ddl(statement)
 
     def columns(self, conn: sa.Connection, table: str) -> list[str]:
         if table not in self._columns:
