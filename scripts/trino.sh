@@ -124,6 +124,8 @@ EOF
         # The heap is small on a shared machine: per-query memory follows it.
         echo "query.max-memory-per-node=$(heap_fraction 0.3)"
         echo "query.max-memory=$(heap_fraction 0.6)"
+        # Keep the finished queries' statistics (system.runtime.queries, /v1/query) for the benchmark and tests.
+        echo "query.max-history=20000"
         # Catalogs created at run time (CREATE CATALOG: the tests make one per project) are stored as
         # files in the coordinator's etc/catalog; workers receive them from the coordinator.
         echo "catalog.management=dynamic"

@@ -786,6 +786,8 @@ def trino_table_ddl(statement: str) -> str:
     tree = sqlglot.parse_one(statement, read="trino")
     if not (isinstance(tree, exp.Create) and tree.kind == "TABLE" and isinstance(tree.this, exp.Schema)):
         return statement
+    if tree.args.get("properties") is not None:
+        return statement  # already has its table properties (this function's own output)
     table = tree.this.this
     name = f"{table.db}.{table.name}" if table.db else table.name
     columns = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
