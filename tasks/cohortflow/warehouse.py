@@ -130,6 +130,7 @@ def _prop(node: exp.Anonymous, target: str) -> exp.Expression:
 #   date - date                         integer days               interval day to second     date_diff('day', b, a)
 #   date + interval                     timestamp                  date                       cast(date as timestamp) + interval
 #   extract(dow), dayofweek()           0 = Sunday .. 6            1 = Monday .. 7 = Sunday   day_of_week(x) % 7
+#                                       (PostgreSQL has no dayofweek(): extract(dow) there)
 #   extract(isodow), isodow()           1 = Monday .. 7 = Sunday   error / day_of_week        day_of_week(x)
 #   extract(epoch from timestamp)       seconds since 1970 (UTC)   session time zone          to_unixtime(with_timezone(x, 'UTC'))
 #   median, quantile_cont,              exact, interpolated        no such function           sorted array, interpolated
@@ -152,12 +153,22 @@ _INTEGER_TYPES = {
 
 def same_meaning(tree: exp.Expression, target: str) -> exp.Expression:
     """``tree`` (source dialect) with the constructs whose meaning differs on ``target`` rewritten (see above)."""
+    if target == "postgres":
+        return _post_order(tree, _postgres_node)
     if target != "trino" or not isinstance(tree, exp.Query | exp.Insert | exp.Delete | exp.Update | exp.Create):
         return tree
     if isinstance(tree, exp.Create) and not isinstance(tree.expression, exp.Query):
         return tree
     _annotate(tree)
     return _post_order(tree, _trino_node)
+
+
+def _postgres_node(node: exp.Expression) -> exp.Expression:
+    # sqlglot writes DuckDB's dayofweek()/isodow() as functions PostgreSQL lacks; extract() means the same there.
+    if isinstance(node, exp.DayOfWeekIso | exp.DayOfWeek) and not isinstance(node, exp.Extract):
+        unit = "isodow" if isinstance(node, exp.DayOfWeekIso) else "dow"
+        return exp.Extract(this=exp.var(unit), expression=node.this)
+    return node
 
 
 def _annotate(tree: exp.Expression) -> None:
