@@ -122,8 +122,8 @@ def _publish_inserts_seen(admin, began: dt.datetime) -> int:
         ).scalar()
 
 
-@pytest.mark.parametrize("kill_after", [1, 6])
-def test_a_publish_killed_half_way_leaves_the_old_state_or_the_new(make_project, kill_after):
+def test_a_publish_killed_half_way_leaves_the_old_state_or_the_new(make_project):
+    kill_after = 4  # tables written in the publish transaction before the kill (of 11)
     project = make_project("trino", timezone=TZ, analyses=short_analyses())
     spec = DemoSpec(users=60, days=3, start_date=START, timezone=TZ, seed=8, fmt="ark")
     generate(spec, project.landing)
