@@ -355,15 +355,15 @@ def _with_dependencies(names: set[str], models: dict[str, Model]) -> set[str]:
 def record_build(wh: Warehouse, business_date: dt.date, built: dict[str, tuple[dt.date, dt.date, int]]) -> None:
     """Remember the ranges built for a business date; publish reads them."""
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    rows = [
+        {"business_date": business_date, "model_name": name, "start_date": lo, "end_date": hi, "built_at": now}
+        for name, (lo, hi, _) in built.items()
+    ]
     with wh.begin() as conn:
         wh.execute(conn, "delete from meta.model_builds where business_date = :d", {"d": business_date})
-        for name, (lo, hi, _) in built.items():
-            wh.execute(
-                conn,
-                "insert into meta.model_builds (business_date, model_name, start_date, end_date, built_at) "
-                "values (:d, :m, :s, :e, :t)",
-                {"d": business_date, "m": name, "s": lo, "e": hi, "t": now},
-            )
+        # One statement: Trino's Hive tables take one insert per partition and transaction.
+        if rows:
+            wh.insert_rows(conn, "meta.model_builds", rows)
 
 
 def built_ranges(wh: Warehouse, business_date: dt.date) -> dict[str, tuple[dt.date, dt.date]]:

@@ -546,6 +546,8 @@ class Warehouse:
         columns = list(dict.fromkeys(key for row in rows for key in row))
         for name in columns:
             check_identifier(name)
+        if self.trino is not None:
+            chunk = max(chunk, len(rows))  # a Hive partition takes one insert per transaction
         for first in range(0, len(rows), chunk):
             part = rows[first : first + chunk]
             values = ", ".join(
