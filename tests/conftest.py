@@ -150,7 +150,6 @@ def write_config(project_dir: Path, **overrides) -> Path:
 TRINO_SELECTION = (
     "test_dialect_semantics.py",
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
-    "[trino-retention_cohorts:weeks start on Monday local time west of UTC",
 )
 
 
