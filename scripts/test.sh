@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install (with Debian's Chromium for the report's
-# browser tests), start a throwaway PostgreSQL and a
-# DolphinScheduler 3.1.1 server on loopback, run pytest, stop both. Arguments go to pytest.
+# browser tests), start a throwaway PostgreSQL, a single-node Trino and a DolphinScheduler
+# 3.1.1 server on loopback, run pytest, stop them all. Arguments go to pytest.
 #
-#   1. the suite on DuckDB and PostgreSQL in .venv (SDK 3.1.1), while the server starts;
+#   1. the suite on DuckDB, PostgreSQL and Trino in .venv (SDK 3.1.1), while the
+#      DolphinScheduler server starts;
 #   2. the offline tests of the 3.2.x definitions in .venv-ds32 (SDK 4.1.0; the two SDKs
 #      cannot share an environment);
 #   3. the DolphinScheduler integration tests, inside the server's network namespace
@@ -23,6 +24,7 @@ ds_starter=""
 cleanup() {
     [ -n "$ds_starter" ] && kill "$ds_starter" 2>/dev/null || true
     scripts/dolphinscheduler.sh stop || true
+    scripts/trino.sh stop || true
     scripts/pgcluster.sh stop
 }
 trap cleanup EXIT
@@ -32,7 +34,9 @@ DS_FORWARD="$COHORTFLOW_PG_PORT=$COHORTFLOW_PG_DIR/.s.PGSQL.$COHORTFLOW_PG_PORT"
     scripts/dolphinscheduler.sh start >target/dolphinscheduler-start.log 2>&1 &
 ds_starter=$!
 echo "set-up took $((SECONDS - t0)) s (the DolphinScheduler server starts while the suite runs)" >&2
+scripts/trino.sh start
 eval "$(scripts/pgcluster.sh env)"
+eval "$(scripts/trino.sh env)"
 
 codes=()
 run() { local rc=0; "$@" || rc=$?; codes+=("$rc"); }
@@ -59,5 +63,5 @@ for rc in "${codes[@]}"; do
     esac
 done
 [ "$selected" = 1 ] || status=5
-echo "test runs exited ${codes[*]} (DuckDB/PostgreSQL, SDK 4.1.0 offline, DolphinScheduler); whole run $((SECONDS - t0)) s" >&2
+echo "test runs exited ${codes[*]} (DuckDB/PostgreSQL/Trino, SDK 4.1.0 offline, DolphinScheduler); whole run $((SECONDS - t0)) s" >&2
 exit "$status"

@@ -441,7 +441,7 @@ def register_cmd(config_path, dry_run, workflow):
 @click.argument("model")
 @click.option("--date", "business_date", type=DATE, required=True, help="Business date: the last date of the range built.")
 @click.option("--start", "start", type=DATE, default=None, help="First date of the range (default: --date).")
-@click.option("--dialect", type=click.Choice(["duckdb", "postgres"]), default=None, help="Engine (default: the configured warehouse's).")
+@click.option("--dialect", type=click.Choice(["duckdb", "postgres", "trino"]), default=None, help="Engine (default: the configured warehouse's).")
 @log_options
 def render(config_path, model, business_date, start, dialect):
     """Print the exact SQL a MODEL runs for a date on an engine, and the values it binds."""
@@ -452,7 +452,8 @@ def render(config_path, model, business_date, start, dialect):
         _usage(f"unknown model {model!r}; models: {', '.join(model_names())}")
     cfg = _load(config_path)
     if dialect is None:
-        dialect = "postgres" if cfg.warehouse_url.startswith("postgresql") else "duckdb"
+        url = cfg.warehouse_url
+        dialect = "postgres" if url.startswith("postgresql") else "trino" if url.startswith("trino") else "duckdb"
     try:
         click.echo(render_model(model, dialect, start or business_date, business_date, model_params(cfg)))
     except KeyError as exc:

@@ -94,6 +94,13 @@ class Warehouse(_Strict):
         description="DuckDB only: memory the engine may use before spilling to disk, e.g. '3GB' (default: DuckDB's, 80 % of RAM)",
     )
     threads: int | None = Field(default=None, ge=1, le=1024, description="DuckDB only: worker threads (default: one per core)")
+    storage_root: str | None = Field(
+        default=None,
+        description=(
+            "Trino only, for a catalog on the local file system: the folder its local.location names, where this "
+            "machine writes the Parquet files of a load (locations s3://, gs://, abfs://, hdfs:// need none)"
+        ),
+    )
 
     @field_validator("memory_limit")
     @classmethod
@@ -106,13 +113,15 @@ class Warehouse(_Strict):
     def _duckdb_only(self) -> Warehouse:
         if not self.url.startswith("duckdb") and (self.memory_limit is not None or self.threads is not None):
             raise ValueError("memory_limit and threads apply to a DuckDB warehouse only (set PostgreSQL's on the server)")
+        if self.storage_root is not None and not self.url.startswith("trino://"):
+            raise ValueError("storage_root applies to a Trino warehouse only")
         return self
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if not (v.startswith("duckdb://") or v.startswith("postgresql")):
-            raise ValueError("must be a duckdb:/// or postgresql+psycopg:// URL")
+        if not (v.startswith("duckdb://") or v.startswith("postgresql") or v.startswith("trino://")):
+            raise ValueError("must be a duckdb:///, postgresql+psycopg:// or trino://user@host:port/catalog URL")
         if url_secret(v):
             raise ValueError(
                 "must not contain a password; set it in the environment as COHORTFLOW_WAREHOUSE__PASSWORD"

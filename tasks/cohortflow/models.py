@@ -32,7 +32,7 @@ import yaml
 from cohortflow.config import Config
 from cohortflow.faults import checkpoint
 from cohortflow.progress import plural
-from cohortflow.warehouse import Warehouse, check_identifier, date_range, render
+from cohortflow.warehouse import Warehouse, check_identifier, date_range, render, trino_scratch_tables, trino_table_ddl
 
 TYPE_NAMES = {"date", "bigint", "double", "varchar", "boolean", "timestamp"}
 
@@ -121,7 +121,7 @@ def load_models() -> dict[str, Model]:
         if not sql.lstrip().startswith("/*"):
             raise ValueError(f"sql/{layer}/{name}.sql must open with a /* purpose and grain */ comment")
         overrides = {}
-        for engine in ("postgres", "duckdb"):
+        for engine in ("postgres", "duckdb", "trino"):
             variant = yml.parent.joinpath(f"{name}.{engine}.sql")
             if variant.is_file():
                 text = variant.read_text(encoding="utf-8")
@@ -221,7 +221,12 @@ def model_statements(model: Model, dialect: str) -> list[str]:
     The model's SELECT is transpiled from the source dialect, with the CTEs of
     the model's override file for the engine (if any) in place of its own.
     """
-    select_sql = render(model.sql.strip().rstrip(";"), dialect, ctes=model.sql_for(dialect))
+    source, scratch = model.sql.strip().rstrip(";"), []
+    if dialect == "trino" and model.materialized != "view":
+        source, scratch = trino_scratch_tables(source, model.sql_for(dialect), f"models.scratch_{model.name}")
+        select_sql = render(source, dialect)
+    else:
+        select_sql = render(source, dialect, ctes=model.sql_for(dialect))
     if model.materialized == "view":
         return [f"create or replace view {model.table} as\n" + select_sql]
     cols = ", ".join(c.name for c in model.columns)
@@ -229,7 +234,15 @@ def model_statements(model: Model, dialect: str) -> list[str]:
     clear = f"delete from {model.table}"
     if model.materialized == "partition":
         clear += f" where {model.partition_by} between :start_date and :end_date"
-    return [render(model.create_sql("models"), dialect), render(clear, dialect), insert]
+    create = render(model.create_sql("models"), dialect)
+    if dialect == "trino":
+        create = trino_table_ddl(create)
+    statements = [create, render(clear, dialect), insert]
+    if scratch:
+        drops = [f"drop table if exists {table}" for table, _ in scratch]
+        created = [f"create table {table} as\n" + render(query, dialect) for table, query in scratch]
+        statements = drops + created + statements + drops
+    return statements
 
 
 def create_views(wh: Warehouse, conn: sa.Connection) -> None:
@@ -237,7 +250,7 @@ def create_views(wh: Warehouse, conn: sa.Connection) -> None:
     for model in load_models().values():
         if model.materialized == "view":
             for stmt in model_statements(model, wh.dialect):
-                conn.execute(sa.text(stmt))
+                wh.run(conn, stmt)
 
 
 def _as_date(value: dt.date | dt.datetime | None) -> dt.date | None:
@@ -248,7 +261,8 @@ def rebuild_start(conn: sa.Connection, model: Model, start_date: dt.date) -> dt.
     """Where a full rebuild of ``model`` from ``start_date`` starts: a history model starts at the first loaded event."""
     if not model.is_history:
         return start_date
-    first = conn.execute(sa.text("select min(event_date) from raw.events")).scalar()
+    # (read to the end: a Trino statement whose result is left unread is cancelled, which aborts the transaction)
+    first = conn.execute(sa.text("select min(event_date) from raw.events")).all()[0][0]
     return start_date if first is None else min(start_date, _as_date(first))
 
 
@@ -270,7 +284,7 @@ def _run_statements(wh: Warehouse, conn: sa.Connection, model: Model, params: Ma
         for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
             conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
     for stmt in model_statements(model, wh.dialect):
-        conn.execute(sa.text(stmt), dict(params) if ":" in stmt else {})
+        wh.run(conn, stmt, dict(params) if ":" in stmt else {})
 
 
 def build_models(

@@ -62,6 +62,7 @@ def render(sql: str, dialect: str, pretty: bool = True, ctes: str | None = None)
             continue
         if ctes is not None:
             tree = replace_ctes(tree, ctes)
+        tree = same_meaning(tree, target)
         statements.append(tree.transform(rewrite).sql(dialect=target, pretty=pretty))
     return ";\n".join(statements)
 
@@ -102,9 +103,261 @@ def _prop(node: exp.Anonymous, target: str) -> exp.Expression:
     doc, key = node.expressions
     if target == "postgres":
         return exp.Anonymous(this="jsonb_extract_path_text", expressions=[exp.cast(doc, "jsonb"), key])
+    if target == "trino":
+        # Trino's JSON paths must be constants: the document as a map from key to JSON value; a string value's
+        # text is its cast to varchar, any other value's its JSON text (as DuckDB's json_extract_string).
+        value = exp.func(
+            "element_at", exp.cast(exp.func("json_parse", doc), "map(varchar, json)", dialect="trino"), key
+        )
+        return exp.Coalesce(
+            this=exp.TryCast(this=value, to=exp.DataType.build("varchar")),
+            expressions=[exp.Nullif(this=exp.func("json_format", value.copy()), expression=exp.Literal.string("null"))],
+        )
     # DuckDB: a JSONPath whose member name is the key quoted as a JSON string ($."a.b").
     path = exp.DPipe(this=exp.Literal.string("$."), expression=exp.cast(exp.func("to_json", key), "varchar"))
     return exp.Anonymous(this="json_extract_string", expressions=[doc, path])
+
+
+# -- same meaning on every engine ---------------------------------------------
+#
+# sqlglot translates syntax; a few source (DuckDB) constructs translate into valid SQL that means something else
+# on another engine, or into SQL the engine lacks. same_meaning() rewrites them, with the types sqlglot infers
+# from the project's table definitions, for every target; where the target already means what DuckDB means it
+# leaves the node alone. tests/unit/test_dialect_semantics.py pins each case on every engine.
+#
+#   source (DuckDB)                     DuckDB / PostgreSQL        Trino as translated        rewritten for Trino
+#   date + n, date - n (integer n)      date                       error (no date + integer)  date_add('day', n, date)
+#   date - date                         integer days               interval day to second     date_diff('day', b, a)
+#   date + interval                     timestamp                  date                       cast(date as timestamp) + interval
+#   extract(dow), dayofweek()           0 = Sunday .. 6            1 = Monday .. 7 = Sunday   day_of_week(x) % 7
+#                                       (PostgreSQL has no dayofweek(): extract(dow) there)
+#   extract(isodow), isodow()           1 = Monday .. 7 = Sunday   error / day_of_week        day_of_week(x)
+#   extract(epoch from timestamp)       seconds since 1970 (UTC)   session time zone          to_unixtime(with_timezone(x, 'UTC'))
+#   median, quantile_cont,              exact, interpolated        no such function           sorted array, interpolated
+#     percentile_cont within group                                  (approx_percentile only)
+#   md5(text)                           hex text                   error (md5 of varbinary)   lower(to_hex(md5(to_utf8(x))))
+#   generate_series(...) as t(c)        rows named c               rows named t               unnest(sequence(...)) as t(c)
+
+_INTEGER_TYPES = {
+    exp.DataType.Type.TINYINT,
+    exp.DataType.Type.SMALLINT,
+    exp.DataType.Type.INT,
+    exp.DataType.Type.BIGINT,
+    exp.DataType.Type.UTINYINT,
+    exp.DataType.Type.USMALLINT,
+    exp.DataType.Type.UINT,
+    exp.DataType.Type.UBIGINT,
+    exp.DataType.Type.INT128,
+}
+
+
+def same_meaning(tree: exp.Expression, target: str) -> exp.Expression:
+    """``tree`` (source dialect) with the constructs whose meaning differs on ``target`` rewritten (see above)."""
+    if target == "postgres":
+        return _post_order(tree, _postgres_node)
+    if target != "trino" or not isinstance(tree, exp.Query | exp.Insert | exp.Delete | exp.Update | exp.Create):
+        return tree
+    if isinstance(tree, exp.Create) and not isinstance(tree.expression, exp.Query):
+        return tree
+    _annotate(tree)
+    return _post_order(tree, _trino_node)
+
+
+def _postgres_node(node: exp.Expression) -> exp.Expression:
+    # sqlglot writes DuckDB's dayofweek()/isodow() as functions PostgreSQL lacks; extract() means the same there.
+    if isinstance(node, exp.DayOfWeekIso | exp.DayOfWeek) and not isinstance(node, exp.Extract):
+        unit = "isodow" if isinstance(node, exp.DayOfWeekIso) else "dow"
+        return exp.Extract(this=exp.var(unit), expression=node.this)
+    return node
+
+
+def _annotate(tree: exp.Expression) -> None:
+    """Qualify ``tree``'s columns and infer every node's type, in place, from the project's table definitions."""
+    _annotate_with(tree, _known_schema())
+
+
+def _annotate_with(tree: exp.Expression, schema: dict) -> None:
+    from sqlglot.optimizer.annotate_types import annotate_types
+    from sqlglot.optimizer.qualify import qualify
+
+    qualify(tree, schema=schema, dialect=SOURCE_DIALECT, validate_qualify_columns=False, quote_identifiers=False)
+    annotate_types(tree, schema=schema, dialect=SOURCE_DIALECT)
+
+
+@functools.cache
+def _known_schema() -> dict[str, dict[str, dict[str, str]]]:
+    """schema -> table -> column -> type of every table the project defines (base tables, definitions, models)."""
+    from cohortflow.analyses import modules
+    from cohortflow.models import load_models
+
+    schema: dict[str, dict[str, dict[str, str]]] = {}
+    for ddl in BASE_TABLES:
+        create = sqlglot.parse_one(ddl, read=SOURCE_DIALECT)
+        table = create.this.this
+        schema.setdefault(table.db, {})[table.name] = {
+            c.name: c.args["kind"].sql(SOURCE_DIALECT) for c in create.this.expressions if isinstance(c, exp.ColumnDef)
+        }
+    for module in modules():
+        for table, columns in getattr(module, "TABLES", {}).items():
+            db, name = table.split(".")
+            schema.setdefault(db, {})[name] = dict(
+                (part.strip().split(None, 1)[0], part.strip().split(None, 1)[1]) for part in columns.split(",")
+            )
+    for model in load_models().values():  # in dependency order: a view's sources come first
+        if model.columns:
+            schema.setdefault("models", {})[model.name] = {c.name: c.type for c in model.columns}
+        else:  # a view: the types of its SELECT's columns
+            tree = sqlglot.parse_one(model.sql, read=SOURCE_DIALECT)
+            _annotate_with(tree, schema)
+            schema.setdefault("models", {})[model.name] = {
+                select.alias_or_name: select.type.sql(SOURCE_DIALECT) if select.type else "unknown"
+                for select in tree.selects
+            }
+    return schema
+
+
+def _post_order(node: exp.Expression, fn) -> exp.Expression:
+    """Apply ``fn`` to every node, children before parents (so a parent sees its children's rewritten types)."""
+    for key, value in list(node.args.items()):
+        if isinstance(value, exp.Expression):
+            node.set(key, _post_order(value, fn))
+        elif isinstance(value, list):
+            node.set(key, [_post_order(v, fn) if isinstance(v, exp.Expression) else v for v in value])
+    return fn(node)
+
+
+def _is(node: exp.Expression, *types: exp.DataType.Type) -> bool:
+    return node.type is not None and node.type.this in types
+
+
+def _typed(node: exp.Expression, type_name: str) -> exp.Expression:
+    node.type = exp.DataType.build(type_name)
+    return node
+
+
+def _call(name: str, *args: exp.Expression) -> exp.Expression:
+    """``name(args)`` exactly as written (sqlglot would map a known name to its own node and argument order)."""
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def _trino_sql(template: str, **parts: exp.Expression) -> exp.Expression:
+    """A Trino expression from ``template`` with each ``{name}`` column replaced by a copy of ``parts[name]``."""
+    tree = sqlglot.parse_one(template.format(**{k: f"cf_part_{k}" for k in parts}), read="trino")
+    for column in list(tree.find_all(exp.Column)):
+        if column.name.startswith("cf_part_") and not column.table:
+            column.replace(parts[column.name[len("cf_part_") :]].copy())
+    return tree
+
+
+def _day_of_week(node: exp.Expression) -> exp.Expression | None:
+    """The argument of a DuckDB day-of-week (``dow``: 0 = Sunday) or ISO day-of-week (``isodow``) node, and which."""
+    if isinstance(node, exp.Extract):
+        unit = node.this.name.lower()
+        if unit in ("dow", "dayofweek", "weekday"):
+            return node.expression, False
+        if unit in ("isodow",):
+            return node.expression, True
+    if isinstance(node, exp.DayOfWeekIso):
+        return node.this, True
+    if isinstance(node, exp.DayOfWeek):
+        return node.this, False
+    return None
+
+
+def _trino_node(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Add | exp.Sub):
+        left, right = node.this, node.expression
+        if isinstance(node, exp.Add) and _is(right, exp.DataType.Type.DATE) and not _is(left, exp.DataType.Type.DATE):
+            left, right = right, left
+        if (
+            _is(left, exp.DataType.Type.DATE)
+            and right.type is not None
+            and right.type.this in _INTEGER_TYPES
+            and not right.find(exp.Interval)  # n * interval '1 month' is typed by its integer factor
+        ):
+            days = right if isinstance(node, exp.Add) else exp.Neg(this=exp.Paren(this=right))
+            return _typed(_call("date_add", exp.Literal.string("day"), days, left), "date")
+        if isinstance(node, exp.Sub) and _is(right, exp.DataType.Type.DATE):
+            return _typed(_call("date_diff", exp.Literal.string("day"), right, left), "bigint")
+        if _is(left, exp.DataType.Type.DATE) and (_is(right, exp.DataType.Type.INTERVAL) or right.find(exp.Interval)):
+            as_timestamp = exp.cast(left, "timestamp")
+            return _typed(type(node)(this=as_timestamp, expression=right), "timestamp")
+        return node
+    if (dow := _day_of_week(node)) is not None:
+        arg, iso = dow
+        day = _call("day_of_week", arg)
+        return _typed(day if iso else exp.Paren(this=exp.Mod(this=day, expression=exp.Literal.number(7))), "bigint")
+    if isinstance(node, exp.Extract) and node.this.name.lower() == "epoch":
+        return _typed(_trino_sql("to_unixtime(with_timezone({x}, 'UTC'))", x=node.expression), "double")
+    if isinstance(node, exp.Median | exp.PercentileCont | exp.WithinGroup):
+        return _exact_percentile(node)
+    if isinstance(node, exp.Select) and node.args.get("windows"):
+        _inline_frameless_windows(node)
+        return node
+    if isinstance(node, exp.CTE) and node.args.get("materialized") is not None:
+        # A planner hint Trino does not take (it plans each reference of a CTE on its own).
+        node.set("materialized", None)
+        return node
+    if isinstance(node, exp.Collate):
+        # Trino compares varchar by code point (the byte order of UTF-8): the order ``collate "C"`` asks for.
+        return node.this
+    if isinstance(node, exp.MD5):
+        return _typed(_trino_sql("lower(to_hex(md5(to_utf8({x}))))", x=node.this), "varchar")
+    if isinstance(node, exp.Table) and isinstance(node.this, exp.GenerateSeries) and node.alias:
+        series = node.this
+        sequence = _call("sequence", series.args["start"], series.args["end"], *[a for a in [series.args.get("step")] if a])
+        return exp.Unnest(expressions=[sequence], alias=node.args["alias"])
+    return node
+
+
+# Window functions whose result does not depend on a frame; Trino refuses a frame for them (DuckDB ignores it).
+_FRAMELESS = (exp.Lead, exp.Lag, exp.RowNumber, exp.Rank, exp.DenseRank, exp.Ntile, exp.PercentRank, exp.CumeDist)
+
+
+def _inline_frameless_windows(select: exp.Select) -> None:
+    """A frameless window function over a named window that has a frame gets the window's partition and order
+    inline, without the frame (``lead(x) over w`` with ``w as (... rows between ...)``)."""
+    named = {w.this.name: w for w in select.args["windows"] if isinstance(w.this, exp.Identifier)}
+    for window in select.find_all(exp.Window):
+        spec = named.get(window.alias) if isinstance(window.args.get("alias"), exp.Identifier) else None
+        if spec is None or not isinstance(window.this, _FRAMELESS) or spec.args.get("spec") is None:
+            continue
+        window.set("alias", None)
+        window.set("partition_by", [p.copy() for p in spec.args.get("partition_by") or []])
+        if spec.args.get("order") is not None:
+            window.set("order", spec.args["order"].copy())
+
+
+def _exact_percentile(node: exp.Expression) -> exp.Expression:
+    """median(x), quantile_cont(x, p), percentile_cont(p) within group (order by x) as Trino SQL: the non-null values
+    sorted into an array, interpolated linearly between the two order statistics around 1 + p * (n - 1), as
+    PostgreSQL's percentile_cont and DuckDB's quantile_cont do. Trino has only approx_percentile."""
+    if isinstance(node, exp.Median):
+        value, fraction = node.this, exp.Literal.number("0.5")
+    elif isinstance(node, exp.PercentileCont):
+        if node.expression is None:
+            return node  # the inside of a WITHIN GROUP, rewritten with its parent
+        value, fraction = node.this, node.expression
+    else:
+        inner = node.this
+        if not isinstance(inner, exp.PercentileCont) or len(node.expression.expressions) != 1:
+            return node
+        ordered = node.expression.expressions[0]
+        if ordered.args.get("desc"):
+            raise ValueError("percentile_cont ... order by ... desc is not supported on Trino")
+        value, fraction = ordered.this, inner.this
+    if not isinstance(fraction, exp.Literal):
+        raise ValueError(f"a percentile's fraction must be a number literal on Trino, not {fraction.sql()}")
+    p = fraction.this
+    template = (
+        "element_at(transform(array[array_sort(array_agg(cast({x} as double)) filter (where {x} is not null))], "
+        f"cf_sorted -> if(cardinality(cf_sorted) = 0, null, "
+        f"element_at(cf_sorted, cast(floor(1 + {p} * (cardinality(cf_sorted) - 1)) as bigint)) "
+        f"+ (1 + {p} * (cardinality(cf_sorted) - 1) - floor(1 + {p} * (cardinality(cf_sorted) - 1))) "
+        f"* (element_at(cf_sorted, cast(ceiling(1 + {p} * (cardinality(cf_sorted) - 1)) as bigint)) "
+        f"- element_at(cf_sorted, cast(floor(1 + {p} * (cardinality(cf_sorted) - 1)) as bigint))))), 1)"
+    )
+    return _typed(_trino_sql(template, x=value), "double")
 
 
 def _safe_url_text(url: sa.URL) -> str:
@@ -112,7 +365,13 @@ def _safe_url_text(url: sa.URL) -> str:
 
 
 class Warehouse:
-    """The project's warehouse: DuckDB file by default, PostgreSQL in production."""
+    """The project's warehouse: DuckDB file by default, PostgreSQL in production, Trino to scale out.
+
+    Everything engine-specific of Trino lives in :class:`TrinoAccess` (``self.trino``); the methods here
+    hand over to it.
+    """
+
+    trino: TrinoAccess | None = None
 
     def __init__(self, cfg: Config, *, url: str | None = None) -> None:
         self.cfg = cfg
@@ -137,6 +396,10 @@ class Warehouse:
             self.engine = sa.create_engine(
                 sa_url, poolclass=sa.pool.SingletonThreadPool, connect_args={"config": settings} if settings else {}
             )
+        elif sa_url.drivername == "trino":
+            self.dialect = "trino"
+            self.trino = TrinoAccess(cfg, sa_url)
+            self.engine = self.trino.engine
         else:
             raise WarehouseError(f"unsupported warehouse URL scheme {sa_url.drivername!r}")
         self.url_text = _safe_url_text(sa_url)
@@ -146,16 +409,25 @@ class Warehouse:
     @contextlib.contextmanager
     def begin(self) -> Iterator[sa.Connection]:
         """A transaction; errors become one-line WarehouseErrors without secrets."""
+        opened: list[sa.Connection] = []
         try:
             with self.engine.begin() as conn:
+                opened.append(conn)
                 yield conn
         except sa.exc.OperationalError as exc:
             raise WarehouseError(self._describe(exc)) from None
         except sa.exc.DBAPIError as exc:
             raise WarehouseError(self._describe(exc)) from exc
+        finally:
+            if self.trino is not None and opened:
+                # After the commit or rollback: drop the transaction's load tables, release its locks.
+                self.trino.transaction_ended(opened[0])
 
     def _describe(self, exc: sa.exc.DBAPIError) -> str:
-        text = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        orig = exc.orig
+        # The Trino client's errors carry the server's message apart from the error's repr.
+        text = getattr(orig, "message", None) or (str(orig) if orig is not None else str(exc))
+        text = text.strip().splitlines()[0] if text.strip() else type(orig).__name__
         if self.cfg.warehouse.password:
             text = text.replace(self.cfg.warehouse.password, "***")
         return f"warehouse {self.host}: {text}"
@@ -164,10 +436,13 @@ class Warehouse:
         """Serialise writers of one resource until ``conn``'s transaction ends.
 
         PostgreSQL: a transaction-level advisory lock (other writers of the same
-        resource wait). DuckDB needs none: it admits one writing process.
+        resource wait). DuckDB needs none: it admits one writing process. Trino has
+        no locks: a file lock serialises the writers on this machine (see :meth:`TrinoAccess.lock`).
         """
         if self.dialect == "postgres":
             conn.execute(sa.text("select pg_advisory_xact_lock(hashtext(:name))"), {"name": name})
+        elif self.trino is not None:
+            self.trino.lock(conn, name, wait=True)
 
     @contextlib.contextmanager
     def session_lock(self, name: str) -> Iterator[None]:
@@ -196,6 +471,8 @@ class Warehouse:
 
     def try_lock(self, conn: sa.Connection, name: str) -> bool:
         """Like :meth:`lock` but never waits: False when another session holds it."""
+        if self.trino is not None:
+            return self.trino.lock(conn, name, wait=False)
         if self.dialect != "postgres":
             return True
         return bool(conn.execute(sa.text("select pg_try_advisory_xact_lock(hashtext(:name))"), {"name": name}).scalar())
@@ -207,20 +484,32 @@ class Warehouse:
         for part in target.split("."):
             check_identifier(part)
         literal = exp.Literal.string(text).sql(dialect="postgres" if self.dialect == "postgres" else "duckdb")
-        conn.execute(sa.text(f"comment on {kind} {target} is {literal}".replace(":", r"\:")))
+        statement = f"comment on {kind} {target} is {literal}"
+        if self.trino is not None:
+            self.trino.comment(statement, kind, target, text)
+            return
+        conn.execute(sa.text(statement.replace(":", r"\:")))
 
     def render(self, sql: str) -> str:
         return render(sql, self.dialect)
 
     def execute(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
         """Run source-dialect SQL with bound parameters."""
-        return conn.execute(sa.text(self.render(sql)), dict(params or {}))
+        return self.run(conn, self.render(sql), params)
+
+    def run(self, conn: sa.Connection, statement: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
+        """Run one statement already in the warehouse's dialect (from :meth:`render` or ``model_statements``)."""
+        if self.trino is not None:
+            return self.trino.run(conn, statement, params)
+        return conn.execute(sa.text(statement), dict(params or {}))
 
     def scalar(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.execute(conn, sql, params).scalar()
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.trino is not None:
+            self.trino.autocommit.dispose()
 
     # -- schema ------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -228,7 +517,7 @@ class Warehouse:
         with self.begin() as conn:
             self.lock(conn, "cohortflow:bootstrap")
             for schema in SCHEMAS:
-                conn.execute(sa.text(f"create schema if not exists {schema}"))
+                self.run(conn, f"create schema if not exists {schema}")
             for ddl in BASE_TABLES:
                 self.execute(conn, ddl)
             for table, column, type_, fill in MIGRATIONS:
@@ -247,6 +536,17 @@ class Warehouse:
             )
         )
 
+    def table_columns(self, conn: sa.Connection, table: str) -> list[str]:
+        """The columns of ``schema.table`` in order (none if it does not exist); the project's columns only."""
+        schema, name = table.split(".")
+        rows = self.execute(
+            conn,
+            "select column_name from information_schema.columns where table_schema = :s and table_name = :t "
+            "order by ordinal_position",
+            {"s": schema, "t": name},
+        ).fetchall()
+        return [r[0] for r in rows if self.trino is None or r[0] != WHOLE_TABLE_PARTITION]
+
     def table_exists(self, conn: sa.Connection, schema: str, table: str) -> bool:
         return sa.inspect(conn).has_table(table, schema=schema)
 
@@ -256,7 +556,10 @@ class Warehouse:
         if data.num_rows == 0:
             return 0
         columns = ", ".join(data.column_names)
-        if self.dialect == "duckdb":
+        if self.trino is not None:
+            staged = self.trino.stage(conn, table, data)
+            self.run(conn, f"insert into {table} ({columns}) select {columns} from {staged}")
+        elif self.dialect == "duckdb":
             raw = conn.connection.driver_connection
             view = "_cohortflow_load"
             raw.register(view, data)
@@ -283,14 +586,36 @@ class Warehouse:
         columns = list(dict.fromkeys(key for row in rows for key in row))
         for name in columns:
             check_identifier(name)
+        if self.trino is not None:
+            chunk = max(chunk, len(rows))  # a Hive partition takes one insert per transaction
         for first in range(0, len(rows), chunk):
             part = rows[first : first + chunk]
             values = ", ".join(
                 "(" + ", ".join(f":v{i}_{j}" for j in range(len(columns))) + ")" for i in range(len(part))
             )
             params = {f"v{i}_{j}": row.get(col) for i, row in enumerate(part) for j, col in enumerate(columns)}
-            conn.execute(sa.text(f"insert into {table} ({', '.join(columns)}) values {values}"), params)
+            self.run(conn, f"insert into {table} ({', '.join(columns)}) values {values}", params)
         return len(rows)
+
+    @contextlib.contextmanager
+    def staged(self, conn: sa.Connection, name: str, like: str, data: pa.Table) -> Iterator[str]:
+        """``data`` as a relation ``conn``'s statements can read until the block ends; yields its name.
+
+        DuckDB and PostgreSQL: a temporary table ``name`` shaped like ``like``, loaded in bulk (COPY on
+        PostgreSQL, and analysed there: a temporary table has no statistics until analysed). Trino: a load
+        table the data was written to as Parquet (see :meth:`TrinoAccess.stage`).
+        """
+        check_identifier(name)
+        if self.trino is not None:
+            yield self.trino.stage(conn, like, data)
+            return
+        self.execute(conn, f"drop table if exists {name}")
+        self.execute(conn, f"create temporary table {name} as select * from {like} where 1 = 0")
+        self.load_arrow(conn, name, data)
+        if self.dialect == "postgres":
+            self.execute(conn, f"analyze {name}")
+        yield name
+        self.execute(conn, f"drop table {name}")
 
     def query_arrow(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
         result = self.execute(conn, sql, params)
@@ -466,3 +791,340 @@ MIGRATIONS = [
     ("raw.quarantine", "source_name", "varchar", "source_format"),
     ("raw.duplicates", "source_name", "varchar", "source_format"),
 ]
+
+
+# -- Trino ---------------------------------------------------------------------
+#
+# The warehouse on Trino is a Hive catalog (tables as Parquet files, a Hive metastore). What differs from
+# DuckDB and PostgreSQL, and how each is met:
+#
+# * Transactions: the Hive connector keeps several INSERTs and partition deletes of one transaction invisible
+#   until COMMIT, but only through the client's transaction mode (isolation level), not SQL START TRANSACTION.
+#   A table created in a transaction cannot be written in it, so DDL runs on its own autocommitting connection
+#   first; a transaction that began before still sees the new table.
+# * Deletes: a Hive table without ACID deletes whole partitions only. Every table is partitioned by the columns
+#   the project deletes by (TRINO_PARTITIONS, and each partition model's partition_by); an UPDATE (the run
+#   log's) is run as an overwrite of the partitions it touches (insert_existing_partitions_behavior=OVERWRITE).
+# * Bulk load: no COPY and no temporary tables; rows travel as a Parquet file written into the directory of a
+#   load table created for the purpose, then move with INSERT ... SELECT (Trino's own writers), so a load is
+#   one set-based statement inside the caller's transaction. The load tables are dropped after it ends.
+# * Locks: Trino has none. Writers of one resource are serialised by a file lock on this machine.
+
+TRINO_PARTITIONS = {
+    "raw.events": ("load_date",),
+    "raw.quarantine": ("load_date",),
+    "meta.ingest_ledger": ("load_date",),
+    "meta.run_log": ("run_id",),
+    "meta.validation_results": ("business_date", "suite"),
+    "meta.model_builds": ("business_date",),
+}
+
+# The partition column of a table without one of its own (always null: one partition). Not a project column.
+WHOLE_TABLE_PARTITION = "cohortflow_whole"
+
+_CATALOG_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+_ARROW_TO_TRINO = [
+    (pa.types.is_boolean, "boolean"),
+    (pa.types.is_integer, "bigint"),
+    (pa.types.is_floating, "double"),
+    (pa.types.is_date, "date"),
+    (pa.types.is_timestamp, "timestamp(6)"),
+    (pa.types.is_string, "varchar"),
+    (pa.types.is_large_string, "varchar"),
+    (pa.types.is_null, "varchar"),
+]
+
+
+def trino_partitions(table: str) -> tuple[str, ...]:
+    """The partition columns of a project table on Trino (``schema.name``); none for an unpartitioned one."""
+    if table in TRINO_PARTITIONS:
+        return TRINO_PARTITIONS[table]
+    schema, name = table.split(".")
+    if schema in ("models", "reports"):
+        from cohortflow.models import load_models
+
+        model = load_models().get(name)
+        if model is not None and model.materialized == "partition":
+            return (model.partition_by,)
+    return ()
+
+
+def trino_scratch_tables(sql: str, ctes: str | None, prefix: str) -> tuple[str, list[tuple[str, str]]]:
+    """A model's query (source dialect) for Trino, with some CTEs computed first into scratch tables
+    ``<prefix>_<cte>``: ``(query reading them, [(table, query), ...])``, in CTE order.
+
+    Trino inlines a CTE at every reference and unrolls a recursive CTE up to max_recursion_depth times, each
+    copy with the whole subtree of its inputs. The funnel's plan did not finish in 10 minutes, and with fewer
+    copies it still had so many stages that the coordinator's HTTP client queue overflowed. So these CTEs are
+    computed once: every CTE read more than once (unless marked ``not materialized``: the source asks for it
+    to be inlined, each reference filtering it its own way), every recursive CTE, and the CTEs its recursive
+    part reads. Queries with none come back unchanged.
+    """
+    tree = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
+    if ctes is not None:
+        tree = replace_ctes(tree, ctes)
+    with_ = tree.args.get("with_")
+    if with_ is None:
+        return tree.sql(dialect=SOURCE_DIALECT), []
+    names = [cte.alias for cte in with_.expressions]
+    reads = {name: 0 for name in names}
+    for table in tree.find_all(exp.Table):
+        if not table.db and table.name in reads:
+            reads[table.name] += 1
+    wanted = {
+        cte.alias
+        for cte in with_.expressions
+        if reads[cte.alias] > 1 and cte.args.get("materialized") is not False
+    }
+    for cte in with_.expressions:
+        body = cte.this
+        if isinstance(body, exp.Union) and cte.alias in {t.name for t in body.find_all(exp.Table) if not t.db}:
+            wanted.add(cte.alias)
+            wanted |= {t.name for t in body.expression.find_all(exp.Table) if not t.db and t.name in names}
+    scratch: list[tuple[str, str]] = []
+    for at, cte in enumerate(with_.expressions):
+        if cte.alias not in wanted:
+            continue
+        table = f"{prefix}_{check_identifier(cte.alias)}"
+        query = exp.select("*").from_(cte.alias)
+        query.set("with_", exp.With(expressions=[c.copy() for c in with_.expressions[: at + 1]], recursive=True))
+        scratch.append((table, query.sql(dialect=SOURCE_DIALECT)))
+        # The scratch table's column types, for the type-aware rewrites of the queries that read it.
+        typed = query.copy()
+        _annotate(typed)
+        _known_schema().setdefault(table.split(".")[0], {})[table.split(".")[1]] = {
+            select.alias_or_name: select.type.sql(SOURCE_DIALECT) if select.type else "unknown" for select in typed.selects
+        }
+        cte.set("this", exp.select("*").from_(exp.to_table(table)))
+    return tree.sql(dialect=SOURCE_DIALECT), scratch
+
+
+def trino_table_ddl(statement: str) -> str:
+    """A ``create table`` (Trino SQL) as the Hive connector needs it: Parquet, partitioned by the project's
+    partition columns (moved last, as Hive requires), without NOT NULL (Hive tables have no constraints)."""
+    tree = sqlglot.parse_one(statement, read="trino")
+    if not (isinstance(tree, exp.Create) and tree.kind == "TABLE" and isinstance(tree.this, exp.Schema)):
+        return statement
+    if tree.args.get("properties") is not None:
+        return statement  # already has its table properties (this function's own output)
+    table = tree.this.this
+    name = f"{table.db}.{table.name}" if table.db else table.name
+    columns = [c for c in tree.this.expressions if isinstance(c, exp.ColumnDef)]
+    for column in columns:
+        column.set("constraints", [k for k in column.constraints if not isinstance(k.kind, exp.NotNullColumnConstraint)])
+        if column.args["kind"].this == exp.DataType.Type.TIMESTAMP:
+            column.set("kind", exp.DataType.build("timestamp(6)", dialect="trino"))
+    partitions = trino_partitions(name)
+    if not partitions:
+        # A table the project replaces whole (DELETE without WHERE, then INSERT, in one transaction): the
+        # Hive connector allows that combination for partitioned tables only, so it gets one partition.
+        columns.append(exp.ColumnDef(this=exp.to_identifier(WHOLE_TABLE_PARTITION), kind=exp.DataType.build("boolean")))
+        partitions = (WHOLE_TABLE_PARTITION,)
+    ordered = [c for c in columns if c.name not in partitions] + [c for p in partitions for c in columns if c.name == p]
+    properties = ["format = 'PARQUET'", "partitioned_by = ARRAY[" + ", ".join(f"'{p}'" for p in partitions) + "]"]
+    exists = " if not exists" if tree.args.get("exists") else ""
+    body = ",\n    ".join(c.sql(dialect="trino") for c in ordered)
+    return f"create table{exists} {name} (\n    {body}\n) with ({', '.join(properties)})"
+
+
+class TrinoAccess:
+    """What the warehouse does differently on Trino: DDL, updates, loads, locks (see the notes above)."""
+
+    def __init__(self, cfg: Config, url: sa.URL) -> None:
+        self.cfg = cfg
+        self.catalog = (url.database or "").split("/")[0]
+        if not _CATALOG_RE.match(self.catalog):
+            raise WarehouseError(
+                f"warehouse.url: a Trino URL names its catalog, e.g. trino://cohortflow@host:8080/hive (got {self.catalog!r})"
+            )
+        connect_args: dict[str, Any] = {
+            # Timestamps are UTC wall-clock values: the session zone must not shift them.
+            "timezone": "UTC",
+            # The long models (segments, funnels) plan to more stages than the default limit of 150.
+            # Cost-based join enumeration over the long models' dozens of joins costs minutes of planning; the
+            # joins are written in a sensible order already.
+            "session_properties": {
+                "query_max_run_time": "6h",
+                "query_max_stage_count": 1000,
+                "join_reordering_strategy": "NONE",
+            },
+        }
+        if cfg.warehouse.password is not None:
+            import trino.auth
+
+            connect_args["auth"] = trino.auth.BasicAuthentication(url.username or "", cfg.warehouse.password)
+            connect_args["http_scheme"] = "https"
+        self.connect_args = connect_args
+        url = url.set(database=self.catalog)
+        # Two engines: transactions (the client's transaction mode), and autocommit for DDL and procedures
+        # (the Trino dialect cannot switch one pooled connection between the two).
+        # No pool: after a failed commit the client's connection keeps the dead transaction's id.
+        self.engine = sa.create_engine(url, isolation_level="SERIALIZABLE", connect_args=connect_args, poolclass=sa.pool.NullPool)
+        self.autocommit = sa.create_engine(url, connect_args=connect_args, poolclass=sa.pool.NullPool)
+        self._loads: dict[int, list[str]] = {}
+        self._locks: dict[int, list[int]] = {}
+        self._columns: dict[str, list[str]] = {}
+        self._locations: dict[str, str] = {}
+        self._comments: set[tuple[str, str]] = set()
+
+    # -- statements ----------------------------------------------------------------
+    def run(self, conn: sa.Connection, statement: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
+        head = statement.lstrip().split(None, 1)[0].lower() if statement.strip() else ""
+        if head in ("create", "drop", "alter", "comment"):
+            return self.ddl(self.table_ddl(statement) if head == "create" else statement, params)
+        if head == "update":
+            return self.update(conn, statement, params)
+        if head == "select" and "information_schema." in statement.lower():
+            # Catalog questions are asked outside the transaction: a transaction that looked a table up keeps
+            # what it saw, and would miss a table created by the DDL the answer leads to.
+            with self.autocommit.connect() as other:
+                result = other.execute(sa.text(statement), dict(params or {}))
+                return result.freeze()()
+        return self.finished(conn.execute(sa.text(statement), dict(params or {})))
+
+    @staticmethod
+    def finished(result: sa.CursorResult) -> sa.CursorResult:
+        """``result`` once its statement has finished. The client returns as soon as Trino accepts a statement;
+        a write that is not read to its end may still run when the next statement (or COMMIT) arrives."""
+        return result.freeze()() if result.returns_rows else result
+
+    def ddl(self, statement: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
+        """Run a DDL statement on its own autocommitting connection (see the notes above)."""
+        with self.autocommit.connect() as other:
+            return self.finished(other.execute(sa.text(statement), dict(params or {})))
+
+    def table_ddl(self, statement: str) -> str:
+        return trino_table_ddl(statement)
+
+    def columns(self, conn: sa.Connection, table: str) -> list[str]:
+        if table not in self._columns:
+            schema, name = table.split(".")
+            rows = conn.execute(
+                sa.text(
+                    "select column_name from information_schema.columns where table_schema = :s and table_name = :t "
+                    "order by ordinal_position"
+                ),
+                {"s": schema, "t": name},
+            ).fetchall()
+            self._columns[table] = [r[0] for r in rows]
+        return self._columns[table]
+
+    def update(self, conn: sa.Connection, statement: str, params: Mapping[str, Any] | None) -> sa.CursorResult:
+        """``update t set c = x where ...`` as an overwrite of the partitions of ``t`` the WHERE pins: the rows
+        of those partitions rewritten with the new values where the WHERE holds, in ``conn``'s transaction."""
+        tree = sqlglot.parse_one(statement, read="trino")
+        table = tree.this
+        name = f"{table.db}.{table.name}"
+        partitions = set(trino_partitions(name))
+        where = tree.args["where"].this
+        conjuncts = list(where.flatten()) if isinstance(where, exp.And) else [where]
+        pinned = [c for c in conjuncts if c.find(exp.Column) and {col.name for col in c.find_all(exp.Column)} <= partitions]
+        if not pinned:
+            raise WarehouseError(f"an UPDATE of {name} on Trino must name its partition ({', '.join(sorted(partitions)) or 'none'})")
+        assigned = {e.this.name: e.expression for e in tree.expressions}
+        select = ", ".join(
+            exp.If(this=where.copy(), true=assigned[c].copy(), false=exp.column(c)).sql(dialect="trino") + f" as {c}"
+            if c in assigned
+            else c
+            for c in self.columns(conn, name)
+        )
+        cols = ", ".join(self.columns(conn, name))
+        keep = " and ".join(p.sql(dialect="trino") for p in pinned)
+        prop = f"{self.catalog}.insert_existing_partitions_behavior"
+        self.finished(conn.execute(sa.text(f"set session {prop} = 'OVERWRITE'")))
+        try:
+            return self.finished(
+                conn.execute(sa.text(f"insert into {name} ({cols}) select {select} from {name} where {keep}"), dict(params or {}))
+            )
+        finally:
+            self.finished(conn.execute(sa.text(f"reset session {prop}")))
+
+    def comment(self, statement: str, kind: str, target: str, text: str) -> None:
+        if (target, text) in self._comments:
+            return
+        self.ddl(statement.replace(":", r"\:"))
+        self._comments.add((target, text))
+
+    # -- bulk load -----------------------------------------------------------------
+    def stage(self, conn: sa.Connection, like: str, data: pa.Table) -> str:
+        """A load table holding ``data``, in the schema of ``like``: created, then ``data`` written into its
+        directory as one Parquet file (a table without partitions reads every file in its directory). It lives
+        until ``conn``'s transaction ends. Returns its name."""
+        import uuid
+
+        import pyarrow.parquet as pq
+
+        schema = like.split(".")[0] if "." in like else "raw"
+        check_identifier(schema)
+        name = f"load_{uuid.uuid4().hex[:16]}"
+        columns = []
+        for field in data.schema:
+            check_identifier(field.name)
+            sql_type = next((t for test, t in _ARROW_TO_TRINO if test(field.type)), None)
+            if sql_type is None:
+                raise WarehouseError(f"cannot load column {field.name} of type {field.type} into Trino")
+            columns.append(f"{field.name} {sql_type}")
+        self.ddl(f"create table {schema}.{name} ({', '.join(columns)}) with (format = 'PARQUET')")
+        self._loads.setdefault(id(conn), []).append(f"{schema}.{name}")
+        filesystem, folder = self._folder(f"{self._schema_location(schema)}/{name}")
+        filesystem.create_dir(folder, recursive=True)
+        table = data.cast(pa.schema([f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f for f in data.schema]))
+        pq.write_table(table, f"{folder}/part-0.parquet", filesystem=filesystem)
+        return f"{schema}.{name}"
+
+    def _schema_location(self, schema: str) -> str:
+        if schema not in self._locations:
+            with self.autocommit.connect() as other:
+                text = other.execute(sa.text(f"show create schema {self.catalog}.{schema}")).scalar()
+            found = re.search(r"location\s*=\s*'([^']+)'", text or "")
+            if not found:
+                raise WarehouseError(f"schema {self.catalog}.{schema} has no location: cannot write files for it")
+            self._locations[schema] = found.group(1).rstrip("/")
+        return self._locations[schema]
+
+    def _folder(self, uri: str):
+        """The file system and path where this machine writes the files of ``uri`` (a location in the catalog)."""
+        import pyarrow.fs as pafs
+
+        if uri.startswith("local:"):
+            root = self.cfg.warehouse.storage_root
+            if not root:
+                raise WarehouseError(
+                    f"warehouse.storage_root: the catalog keeps its tables on the local file system ({uri}); "
+                    "set it to the folder the catalog's local.location names"
+                )
+            base = (self.cfg.base_dir / root).resolve()
+            path = (base / uri[len("local:") :].lstrip("/")).resolve()
+            if not path.is_relative_to(base):
+                raise WarehouseError(f"{uri} is outside warehouse.storage_root {base}")
+            return pafs.LocalFileSystem(), str(path)
+        return pafs.FileSystem.from_uri(uri)
+
+    # -- transactions and locks ------------------------------------------------------
+    def lock(self, conn: sa.Connection, name: str, *, wait: bool) -> bool:
+        """Hold a lock named ``name`` until ``conn``'s transaction ends: a file lock in ``<target>/locks``,
+        which serialises the writers on this machine (Trino itself has no locks). False if ``wait`` is off
+        and another process holds it."""
+        import fcntl
+        import hashlib
+        import os
+
+        folder = self.cfg.target_path / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._locks.setdefault(id(conn), []).append(fd)
+        return True
+
+    def transaction_ended(self, conn: sa.Connection) -> None:
+        import os
+
+        for table in self._loads.pop(id(conn), []):
+            self.ddl(f"drop table if exists {table}")
+        for fd in self._locks.pop(id(conn), []):
+            os.close(fd)

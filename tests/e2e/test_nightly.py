@@ -84,13 +84,16 @@ def _build(tmp_path_factory, engine: str, name: str) -> _Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The same generated logs run on each engine (PostgreSQL only when a server is configured)."""
-    from tests.conftest import pg_settings
+    """The same generated logs run on each engine (PostgreSQL and Trino only when a server is configured)."""
+    from tests.conftest import pg_settings, trino_settings
 
     made = {"duckdb": _build(tmp_path_factory, "duckdb", "duck")}
     if os.environ.get("COHORTFLOW_TEST_PG_URL") or os.environ.get("CI"):
         pg_settings()
         made["postgres"] = _build(tmp_path_factory, "postgres", "pg")
+    if os.environ.get("COHORTFLOW_TEST_TRINO_URL") or os.environ.get("CI"):
+        trino_settings()
+        made["trino"] = _build(tmp_path_factory, "trino", "trino")
     yield made
     for b in made.values():
         b.project.cleanup()
@@ -110,10 +113,10 @@ def _truth_active_users(path) -> dict[dt.date, tuple[int, int, int]]:
     return out
 
 
-@pytest.mark.parametrize("engine_name", ["duckdb", "postgres"])
+@pytest.mark.parametrize("engine_name", ["duckdb", "postgres", "trino"])
 def test_active_users_equal_the_ground_truth(built, engine_name):
     if engine_name not in built:
-        pytest.skip("no PostgreSQL test server")
+        pytest.skip(f"no {engine_name} test server")
     b = built[engine_name]
     truth = _truth_active_users(b.truth_path)
     got = {row[0]: (row[1], row[2], row[3]) for row in b.tables["active_users_daily"]}
@@ -121,20 +124,21 @@ def test_active_users_equal_the_ground_truth(built, engine_name):
     assert all(dau > 0 for dau, _, _ in truth.values())
 
 
-def test_every_published_table_is_identical_on_both_engines(built):
-    if "postgres" not in built:
-        pytest.skip("no PostgreSQL test server")
-    duck, pg = built["duckdb"].tables, built["postgres"].tables
-    assert set(duck) == set(pg)
+@pytest.mark.parametrize("other", ["postgres", "trino"])
+def test_every_published_table_is_identical_on_every_engine(built, other):
+    if other not in built:
+        pytest.skip(f"no {other} test server")
+    duck, theirs = built["duckdb"].tables, built[other].tables
+    assert set(duck) == set(theirs)
     for name in duck:
         assert duck[name], f"{name} is empty: the comparison would prove nothing"
-        assert duck[name] == pg[name], f"reports.{name} differs between DuckDB and PostgreSQL"
+        assert duck[name] == theirs[name], f"reports.{name} differs between DuckDB and {other}"
 
 
-@pytest.mark.parametrize("engine_name", ["duckdb", "postgres"])
+@pytest.mark.parametrize("engine_name", ["duckdb", "postgres", "trino"])
 def test_rerunning_a_date_gives_identical_tables(built, engine_name):
     if engine_name not in built:
-        pytest.skip("no PostgreSQL test server")
+        pytest.skip(f"no {engine_name} test server")
     b = built[engine_name]
     before = b.tables
     _run_all(b.project, [_dates()[3], _dates()[-1]], resume=False)

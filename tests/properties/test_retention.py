@@ -36,7 +36,7 @@ MODELS = (
     "frequency_retention",
     "lifecycle_daily",
 )
-EXAMPLES = {"duckdb": 60, "postgres": 30}
+EXAMPLES = {"duckdb": 60, "postgres": 30, "trino": 4}
 
 HORIZONS = {"day": 10, "week": 4, "month": 2}
 RETENTIONS = [

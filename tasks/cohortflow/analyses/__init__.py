@@ -52,17 +52,8 @@ def model_params(cfg: Config) -> dict[str, Any]:
 
 def _ensure_table(wh, conn, table: str, columns: str) -> None:
     """Create a definition table, or re-create it when its columns differ (it holds config rows only)."""
-    schema, name = table.split(".")
     wanted = [c.strip().split()[0] for c in columns.split(",")]
-    have = [
-        r[0]
-        for r in wh.execute(
-            conn,
-            "select column_name from information_schema.columns where table_schema = :s and table_name = :t "
-            "order by ordinal_position",
-            {"s": schema, "t": name},
-        ).fetchall()
-    ]
+    have = wh.table_columns(conn, table)
     if have == wanted:
         return
     if have:
