@@ -193,6 +193,16 @@ def _known_schema() -> dict[str, dict[str, dict[str, str]]]:
     schema: dict[str, dict[str, dict[str, str]]] = {}
     for ddl in BASE_TABLES:
         create = sqlglot.parse_one(ddl, read=SOURCE_DIALECT)
+        if isinstance(create, exp.Alter):
+            for action in create.args.get("actions") or []:
+                if isinstance(action, exp.ColumnDef):
+                    schema[create.this.db][create.this.name][action.name] = action.args["kind"].sql(SOURCE_DIALECT)
+            continue
+        if not isinstance(create.this, exp.Schema):
+            # create table ... as select * from <a table defined before>: the same columns
+            source = create.expression.find(exp.Table)
+            schema.setdefault(create.this.db, {})[create.this.name] = dict(schema[source.db][source.name])
+            continue
         table = create.this.this
         schema.setdefault(table.db, {})[table.name] = {
             c.name: c.args["kind"].sql(SOURCE_DIALECT) for c in create.this.expressions if isinstance(c, exp.ColumnDef)
