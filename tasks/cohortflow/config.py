@@ -222,8 +222,12 @@ class TrackingPlan(_Strict):
 
 class Validation(_Strict):
     volume_trailing_days: int = Field(default=7, ge=1)
-    volume_min_ratio: float = Field(default=0.3, gt=0, description="warn when volume < ratio * trailing median")
+    volume_min_ratio: float = Field(default=0.3, gt=0, description="a day with fewer events than ratio * trailing median is out of bounds")
     volume_max_ratio: float = Field(default=3.0, gt=1, description="warn when volume > ratio * trailing median")
+    volume_severity: Literal["critical", "warning"] = Field(
+        default="critical",
+        description="a day outside the volume bounds stops before publish (critical) or is only reported (warning)",
+    )
 
 
 class Sessions(_Strict):

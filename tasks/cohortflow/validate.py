@@ -66,6 +66,7 @@ def _columns(kwargs: Mapping[str, Any]) -> str | None:
         return "+".join(kwargs["column_list"])
     return None
 EVENTS_SUITE = "raw_events"
+VOLUME_EXPECTATION = "expect_table_row_count_to_be_between"
 
 # The batch of the events suite: the rows the ingest loaded for the date.
 DAY_EVENTS_SQL = "select * from raw.events where load_date = :d"
@@ -443,7 +444,8 @@ def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str
         ExpectationOutcome(
             expectation=r.expectation_config.type,
             column=_columns(r.expectation_config.kwargs),
-            severity=_severity(r.expectation_config),
+            # The volume check's severity is the project's choice (validation.volume_severity).
+            severity=cfg.validation.volume_severity if r.expectation_config.type == VOLUME_EXPECTATION else _severity(r.expectation_config),
             success=bool(r.success),
             observed=_observed(r),
         )

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cohortflow.cli import main
 from cohortflow.dag import load_workflows
-from cohortflow.runner import rebuild_range, run_workflow
+from cohortflow.runner import TaskFailed, rebuild_range, run_workflow
 from tests.conftest import short_analyses
 from tests.e2e.reference import full_rebuild, published
 
@@ -224,5 +224,31 @@ def test_an_event_accepted_late_always_reaches_the_published_tables(make_project
             write(project, day, rows)
             run_workflow(cfg, wh, WF, day, **QUIET)
         assert dau(wh)[D[1]] == 2
+    finally:
+        wh.dispose()
+
+
+def test_a_day_whose_volume_collapses_stops_before_publish_until_it_is_fixed(make_project):
+    project = canonical_project(make_project, "duckdb")
+    cfg, wh = project.config(), project.warehouse()
+    full_day = lambda i, day: [event(f"d{i}-{u}", f"u{u}", at(day)) for u in range(20)]  # noqa: E731
+    try:
+        for i, day in enumerate(D[:5]):
+            write(project, day, full_day(i, day))
+            run_workflow(cfg, wh, WF, day, **QUIET)
+        before = published(wh)
+        write(project, D[5], [event("lonely", "u1", at(D[5]))])  # a lost file: one line of the day
+        with pytest.raises(TaskFailed, match="validate"):
+            run_workflow(cfg, wh, WF, D[5], **QUIET)
+        assert published(wh) == before, "a collapsed day must publish nothing"
+        write(project, D[6], full_day(6, D[6]))
+        with pytest.raises(TaskFailed, match=f"{D[5]}.*failed a critical validation"):
+            run_workflow(cfg, wh, WF, D[6], **QUIET)
+        assert published(wh) == before
+        write(project, D[5], full_day(5, D[5]))  # the file is found; the day is rerun
+        run_workflow(cfg, wh, WF, D[5], resume=False, **QUIET)
+        run_workflow(cfg, wh, WF, D[6], **QUIET)
+        assert dau(wh)[D[5]] == 20 and dau(wh)[D[6]] == 20
+        assert published(wh) == full_rebuild(project, wh)
     finally:
         wh.dispose()

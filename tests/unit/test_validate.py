@@ -180,13 +180,34 @@ def test_empty_tracking_plan_skips_event_name_check(tmp_path):
     wh.dispose()
 
 
-def test_volume_collapse_only_warns(wh, cfg):
+def test_volume_collapse_stops_the_night_by_default(wh, cfg):
     load_history(wh, per_day=100)
     load(wh, event_rows(D, 10))
     outcome = validate_day(wh, cfg, D, "run-1")
+    assert outcome.status == "failed"
+    assert [r.label for r in outcome.failed_critical] == ["expect_table_row_count_to_be_between"]
+    assert "observed 10" in outcome.failed_critical[0].observed
+
+
+def test_volume_collapse_only_warns_when_configured(tmp_path):
+    path = tmp_path / "cohortflow.yml"
+    path.write_text(
+        "sources: [{name: app, format: ark, path: ark}]\n"
+        f"warehouse: {{url: 'duckdb:///{tmp_path}/wh.duckdb'}}\n"
+        "validation: {volume_trailing_days: 3, volume_severity: warning}\n",
+        encoding="utf-8",
+    )
+    cfg = load_config(path, environ={})
+    wh = Warehouse(cfg)
+    wh.bootstrap()
+    try:
+        load_history(wh, per_day=100)
+        load(wh, event_rows(D, 10))
+        outcome = validate_day(wh, cfg, D, "run-1")
+    finally:
+        wh.dispose()
     assert outcome.status == "warned"
     assert [r.label for r in outcome.failed_warnings] == ["expect_table_row_count_to_be_between"]
-    assert "observed 10" in outcome.failed_warnings[0].observed
 
 
 def test_volume_uses_median_of_trailing_load_dates(wh, cfg):
