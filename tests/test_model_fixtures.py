@@ -56,7 +56,12 @@ def _norm(value):
 
 @pytest.mark.parametrize(("model", "case"), list(_cases()))
 def test_model_fixture(make_project, engine, model, case):
-    overrides = {"timezone": case.get("timezone", "UTC"), "sources": [{"name": "app", "format": "canonical", "path": "events"}]}
+    overrides = {
+        "timezone": case.get("timezone", "UTC"),
+        "sources": [{"name": "app", "format": "canonical", "path": "events"}],
+        # A fixture's days hold a handful of events, some none: a volume collapse here is the case, not an incident.
+        "validation": {"volume_severity": "warning"},
+    }
     overrides.update(case.get("config", {}))
     project = make_project(engine, **overrides)
     landing = project.root / "landing" / "events"
