@@ -8,7 +8,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from cohortflow.models import published_models
+from cohortflow.contract import published_tables
 from cohortflow.runner import rebuild_range
 from cohortflow.warehouse import Warehouse
 from tests.conftest import drop_pg_database, pg_settings
@@ -19,13 +19,17 @@ def normalise(rows) -> list[tuple]:
 
 
 def published(wh: Warehouse) -> dict[str, list[tuple]]:
-    """Every reports table's rows (sorted, floats rounded)."""
+    """Every reports table's rows, every column of the BI contract in its order (sorted, floats rounded)."""
     with wh.engine.connect() as conn:
         return {
-            m.name: normalise(conn.execute(sa.text(f"select {', '.join(c.name for c in m.columns)} from reports.{m.name}")).fetchall())
-            for m in published_models()
-            if sa.inspect(conn).has_table(m.name, schema="reports")
+            name: normalise(conn.execute(sa.text(f"select {', '.join(published_columns(name))} from reports.{name}")).fetchall())
+            for name in published_tables()
+            if sa.inspect(conn).has_table(name, schema="reports")
         }
+
+
+def published_columns(name: str) -> list[str]:
+    return [c.name for c in published_tables()[name].columns]
 
 
 def full_rebuild(project, wh: Warehouse) -> dict[str, list[tuple]]:

@@ -33,7 +33,7 @@ from tests.conftest import build_fresh
 from tests.reference import funnels as ref
 
 MODELS = ("stg_identities", "stg_events", "segment_membership_daily", "funnel_conversion_daily")
-EXAMPLES = {"duckdb": 150, "postgres": 40, "trino": 4}
+EXAMPLES = {"duckdb": 100, "postgres": 30, "trino": 4}
 COLUMNS = [
     "funnel_name", "entry_date", "breakdown_value", "step_index", "step_event", "entered_users", "reached_users",
     "conversion_from_first", "conversion_from_previous", "median_seconds_to_convert", "p90_seconds_to_convert",

@@ -33,7 +33,7 @@ from tests.conftest import drop_pg_database, pg_settings, write_config
 from tests.reference import segments as ref
 
 MODELS = ("stg_identities", "stg_events", "user_activity_daily", "segment_membership_daily", "segment_size_daily")
-EXAMPLES = {"duckdb": 150, "postgres": 100, "trino": 6}
+EXAMPLES = {"duckdb": 100, "postgres": 40, "trino": 6}
 
 TIMEZONES = ("UTC", "Asia/Shanghai", "America/New_York")
 FIRST_DAY = dt.date(2026, 3, 4)  # New York springs forward on 2026-03-08

@@ -39,7 +39,7 @@ MODELS = (
     "top_paths_daily",
     "event_metrics_breakdown_daily",
 )
-EXAMPLES = {"duckdb": 120, "postgres": 40, "trino": 6}
+EXAMPLES = {"duckdb": 80, "postgres": 30, "trino": 6}
 
 TIMEZONES = ("UTC", "Asia/Shanghai", "America/New_York", "Asia/Kolkata")
 # Local midnights to start near: an ordinary one, the New York fall-back date and spring-forward date.
