@@ -347,7 +347,10 @@ def run_workflow(
             continue
         blocked = [u for u in task.upstream if u in failed]
         if blocked:
-            _log_skipped(wh, run_id, workflow.name, task.name, business_date, "local", f"upstream failed: {', '.join(blocked)}")
+            try:
+                _log_skipped(wh, run_id, workflow.name, task.name, business_date, "local", f"upstream failed: {', '.join(blocked)}")
+            except Exception as log_exc:  # noqa: BLE001 - the upstream failure is what the operator must see
+                echo(f"  (could not write the run log: {log_exc})")
             failed[task.name] = "upstream"
             echo(f"[{task.name}] not run: upstream {', '.join(blocked)} failed")
             continue
