@@ -534,7 +534,9 @@ def _build_one(
                 f"select count(*) from {model.table} where {model.partition_by} between :lo and :hi",
                 {"lo": lo, "hi": hi},
             )
-        if outcome.dates:
+        # (Trino: a user-grain build records its dates with its users, in the one insert its partition of
+        # meta.model_changes takes in a transaction)
+        if outcome.dates and not (wh.trino is not None and model.grain == "user"):
             wh.insert_rows(
                 conn,
                 "meta.model_changes",
@@ -544,7 +546,9 @@ def _build_one(
                 ],
             )
         if model.grain == "user":
-            outcome.users, rows = _build_users(wh, conn, cfg, model, models, bound, state[0], target, first, as_of)
+            outcome.users, rows = _build_users(
+                wh, conn, cfg, model, models, bound, state[0], target, first, as_of, rebuilt=outcome.dates
+            )
             outcome.rows += rows
     else:
         _build_whole(wh, conn, model, bound, first, _history_end(wh, conn, model, as_of))
@@ -637,9 +641,12 @@ def _build_users(
     high: int,
     first: dt.date,
     as_of: dt.date,
+    *,
+    rebuilt: tuple[dt.date, ...] = (),
 ) -> tuple[int, int]:
     """Rebuild the rows of the users whose input changed in (low, high], each from the first date its change can
-    reach; record the (user, date) pairs of the rows replaced. Returns (users, rows written)."""
+    reach; record the (user, date) pairs of the rows replaced. Returns (users, rows written). ``rebuilt``: the
+    partitions this build has just rebuilt whole (for every user)."""
     inputs = []
     names: dict[str, Any] = {}
     for i, dep in enumerate(model.depends_on):
@@ -660,14 +667,15 @@ def _build_users(
                 "and change_id > :lo and change_id <= :hi and user_id is not null"
             )
     params = {**bound, "lo": low, "hi": high, "first": first, **names}
-    wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
-    wh.execute(
-        conn,
+    scope_sql = (
         "insert into meta.build_scope (model_name, user_id, from_date) "
         f"select :model_name, user_id, greatest(min(from_date), cast(:first as date)) from ({' union all '.join(inputs)}) as changes "
-        "group by user_id",
-        params,
+        "group by user_id"
     )
+    if wh.trino is not None:
+        return _build_users_trino(wh, conn, model, params, scope_sql, rebuilt)
+    wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
+    wh.execute(conn, scope_sql, params)
     users, earliest = wh.execute(
         conn, "select count(*), min(from_date) from meta.build_scope where model_name = :model_name", params
     ).one()
@@ -705,6 +713,90 @@ def _build_users(
     )
     wh.execute(conn, "drop table replaced_rows")
     wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
+    return int(users), written
+
+
+def _build_users_trino(
+    wh: Warehouse,
+    conn: sa.Connection,
+    model: Model,
+    params: Mapping[str, Any],
+    scope_sql: str,
+    rebuilt: tuple[dt.date, ...],
+) -> tuple[int, int]:
+    """:func:`_build_users` on Trino, whose Hive tables delete whole partitions only and take one write per partition
+    in a transaction: the partitions holding rows of the scope's users (old or new) are rewritten whole, with the other
+    users' rows and the scope's new ones; those in ``rebuilt`` were just rebuilt for every user and stay as they are.
+
+    The scope is committed (in a transaction of its own) before the build reads it: the model's shared CTEs are
+    computed into scratch tables by DDL outside the build's transaction, which sees committed rows only. It stays
+    in meta.build_scope after the build (a partition written in a transaction cannot be deleted in it); only a
+    scoped build reads it, after writing its own. The build holds the model's lock meanwhile."""
+    with wh.begin() as other:
+        wh.execute(other, "delete from meta.build_scope where model_name = :model_name", params)
+        wh.execute(other, scope_sql, params)
+    users, earliest = wh.execute(
+        conn, "select count(*), min(from_date) from meta.build_scope where model_name = :model_name", params
+    ).one()
+    date_rows = " ".join(
+        f"union all select cast(:model_name as varchar), cast(:hi as bigint), cast(null as varchar), cast(:rb{i} as date), false"
+        for i in range(len(rebuilt))
+    )
+    params = {**params, **{f"rb{i}": d for i, d in enumerate(rebuilt)}}
+    if not users:
+        if rebuilt:
+            wh.execute(
+                conn,
+                "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
+                + date_rows.removeprefix("union all "),
+                params,
+            )
+        return 0, 0
+    col, table = model.partition_by, model.table
+    scope_old = _IN_SCOPE.format(t="t", col=col)
+    cols = ", ".join(c.name for c in model.columns)
+    scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": _history_end(wh, conn, model, _as_date(params["as_of_date"]))}
+    source, scratch = trino_scratch_tables(model.sql.strip().rstrip(";"), model.sql_for("trino"), f"models.scratch_{model.name}")
+    for name, _ in scratch:
+        wh.run(conn, f"drop table if exists {name}")
+    for name, query in scratch:
+        wh.run(conn, f"create table {name} as\n" + render(query, "trino"), scoped)
+    wh.execute(conn, "drop table if exists replaced_rows")
+    wh.execute(conn, f"create temporary table replaced_rows as select distinct user_id, {col} as changed_date from {table} as t where {scope_old}", params)
+    wh.execute(conn, "drop table if exists new_rows")
+    wh.execute(
+        conn,
+        f"create temporary table new_rows as select {cols} from (\n{source}\n) as model_rows where "
+        + _IN_SCOPE.format(t="model_rows", col=col),
+        scoped,
+    )
+    for name, _ in scratch:
+        wh.run(conn, f"drop table if exists {name}")
+    touched = wh.execute(
+        conn, f"select changed_date from replaced_rows union select {col} from new_rows", params
+    ).fetchall()
+    dates = sorted({_as_date(r[0]) for r in touched} - set(rebuilt))
+    if dates:
+        listed = ", ".join(f":pd{i}" for i in range(len(dates)))
+        at = {**params, **{f"pd{i}": d for i, d in enumerate(dates)}}
+        wh.execute(conn, "drop table if exists kept_rows")
+        wh.execute(conn, f"create temporary table kept_rows as select {cols} from {table} as t where t.{col} in ({listed}) and not {scope_old}", at)
+        wh.execute(conn, f"delete from {table} where {col} in ({listed})", at)
+        wh.execute(
+            conn,
+            f"insert into {table} ({cols}) select {cols} from kept_rows "
+            f"union all select {cols} from new_rows where {col} in ({listed})",
+            at,
+        )
+    written = int(wh.scalar(conn, f"select count(*) from {table} as t where {scope_old}", params))
+    wh.execute(
+        conn,
+        "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
+        "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from ("
+        f"select user_id, changed_date from replaced_rows union select user_id, {col} from {table} as t where {scope_old}"
+        f") as replaced {date_rows}",
+        params,
+    )
     return int(users), written
 
 

@@ -151,6 +151,10 @@ def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model], tables) ->
             whole = whole or recreated
             if whole:
                 where = ""
+            elif wh.trino is not None:
+                # Hive deletes whole partitions only, by a predicate on the partition column itself.
+                listed = ", ".join(f"date '{d.isoformat()}'" for d in dates)
+                where = f" where {model.partition_by} in ({listed})" if dates else " where 1 = 0"
             else:
                 wh.execute(conn, "drop table if exists publish_dates")
                 wh.execute(conn, "create temporary table publish_dates (d date)")
