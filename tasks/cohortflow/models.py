@@ -215,15 +215,16 @@ def published_models() -> list[Model]:
     return [m for m in load_models().values() if m.publish]
 
 
-def model_statements(model: Model, dialect: str) -> list[str]:
+def model_statements(model: Model, dialect: str, scratch_prefix: str | None = None) -> list[str]:
     """The statements, in ``dialect``, that build a model (``:start_date``/``:end_date`` bound).
 
     The model's SELECT is transpiled from the source dialect, with the CTEs of
     the model's override file for the engine (if any) in place of its own.
+    ``scratch_prefix``: the names of Trino's scratch tables (default ``models.scratch_<model>``).
     """
     source, scratch = model.sql.strip().rstrip(";"), []
     if dialect == "trino" and model.materialized != "view":
-        source, scratch = trino_scratch_tables(source, model.sql_for(dialect), f"models.scratch_{model.name}")
+        source, scratch = trino_scratch_tables(source, model.sql_for(dialect), scratch_prefix or f"models.scratch_{model.name}")
         select_sql = render(source, dialect)
     else:
         select_sql = render(source, dialect, ctes=model.sql_for(dialect))
@@ -279,11 +280,22 @@ def _reach(value: str | int | None, cfg: Config) -> int | None:
     return reach_days(value, cfg)
 
 
+def _scratch_prefix(wh: Warehouse, conn: sa.Connection, model: Model) -> str | None:
+    """Trino: the scratch tables' prefix for the next build statements of ``model`` in ``conn``'s transaction, new for
+    each (a transaction keeps the files it listed of a table: one dropped and created again under the same name in
+    it is read from the files it had)."""
+    if wh.trino is None:
+        return None
+    used = conn.info.setdefault("cohortflow_scratch", {})
+    n = used[model.name] = used.get(model.name, -1) + 1
+    return f"models.scratch_{model.name}" + (f"_{n}" if n else "")
+
+
 def _run_statements(wh: Warehouse, conn: sa.Connection, model: Model, params: Mapping[str, Any]) -> None:
     if wh.dialect == "postgres":
         for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
             conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
-    for stmt in model_statements(model, wh.dialect):
+    for stmt in model_statements(model, wh.dialect, _scratch_prefix(wh, conn, model)):
         wh.run(conn, stmt, dict(params) if ":" in stmt else {})
 
 
@@ -728,16 +740,27 @@ def _build_users_trino(
     in a transaction: the partitions holding rows of the scope's users (old or new) are rewritten whole, with the other
     users' rows and the scope's new ones; those in ``rebuilt`` were just rebuilt for every user and stay as they are.
 
-    The scope is committed (in a transaction of its own) before the build reads it: the model's shared CTEs are
-    computed into scratch tables by DDL outside the build's transaction, which sees committed rows only. It stays
-    in meta.build_scope after the build (a partition written in a transaction cannot be deleted in it); only a
-    scoped build reads it, after writing its own. The build holds the model's lock meanwhile."""
-    with wh.begin() as other:
-        wh.execute(other, "delete from meta.build_scope where model_name = :model_name", params)
-        wh.execute(other, scope_sql, params)
-    users, earliest = wh.execute(
-        conn, "select count(*), min(from_date) from meta.build_scope where model_name = :model_name", params
-    ).one()
+    The scope is a scratch table written outside the build's transaction (DDL), from committed changes: the model's
+    shared CTEs are computed into scratch tables by DDL too, which sees committed rows only, and a transaction keeps
+    what it read of a table (this one's meta.build_scope, read by the date builds before), so the build reads the
+    scope there, in place of meta.build_scope. It is dropped when the transaction ends."""
+    import uuid
+
+    scope_table = f"raw.tmp_scope_{uuid.uuid4().hex[:12]}"
+    scope_select = scope_sql[scope_sql.index("select ") :]
+    wh.trino.ddl(
+        f"create table {scope_table} as select * from (\n"
+        + render(scope_select.replace(":model_name", "cast(:model_name as varchar)", 1), "trino")
+        + "\n) as scope (model_name, user_id, from_date)",
+        params,
+    )
+    wh.trino.drop_after(conn, scope_table)
+    wh.trino.register(scope_table, {"model_name": "varchar", "user_id": "varchar", "from_date": "date"})
+
+    def scoped_sql(sql: str) -> str:
+        return re.sub(r"\bmeta\.build_scope\b", scope_table, sql)
+
+    users, earliest = wh.execute(conn, f"select count(*), min(from_date) from {scope_table}", params).one()
     date_rows = " ".join(
         f"union all select cast(:model_name as varchar), cast(:hi as bigint), cast(null as varchar), cast(:rb{i} as date), false"
         for i in range(len(rebuilt))
@@ -753,10 +776,13 @@ def _build_users_trino(
             )
         return 0, 0
     col, table = model.partition_by, model.table
-    scope_old = _IN_SCOPE.format(t="t", col=col)
+    scope_old = scoped_sql(_IN_SCOPE.format(t="t", col=col))
     cols = ", ".join(c.name for c in model.columns)
     scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": _history_end(wh, conn, model, _as_date(params["as_of_date"]))}
-    source, scratch = trino_scratch_tables(model.sql.strip().rstrip(";"), model.sql_for("trino"), f"models.scratch_{model.name}")
+    overrides = model.sql_for("trino")
+    source, scratch = trino_scratch_tables(
+        scoped_sql(model.sql.strip().rstrip(";")), overrides and scoped_sql(overrides), _scratch_prefix(wh, conn, model)
+    )
     for name, _ in scratch:
         wh.run(conn, f"drop table if exists {name}")
     for name, query in scratch:
@@ -767,7 +793,7 @@ def _build_users_trino(
     wh.execute(
         conn,
         f"create temporary table new_rows as select {cols} from (\n{source}\n) as model_rows where "
-        + _IN_SCOPE.format(t="model_rows", col=col),
+        + scoped_sql(_IN_SCOPE.format(t="model_rows", col=col)),
         scoped,
     )
     for name, _ in scratch:

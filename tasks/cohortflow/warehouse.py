@@ -1057,6 +1057,10 @@ class TrinoAccess:
         self._scratch.setdefault(id(conn), []).append(scratch)
         return scratch
 
+    def drop_after(self, conn: sa.Connection, table: str) -> None:
+        """Drop ``table`` when ``conn``'s transaction ends."""
+        self._scratch.setdefault(id(conn), []).append(table)
+
     def _create_temp(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None) -> None:
         tree = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
         if not isinstance(tree, exp.Create):
@@ -1069,7 +1073,7 @@ class TrinoAccess:
             columns = {c.name: c.args["kind"].sql(SOURCE_DIALECT) for c in tree.this.expressions if isinstance(c, exp.ColumnDef)}
             body = ", ".join(f"{c} {exp.DataType.build(t, dialect=SOURCE_DIALECT).sql('trino')}" for c, t in columns.items())
             self.ddl(f"create table {scratch} ({body}, {WHOLE_TABLE_PARTITION} boolean) {partition}")
-            self._register(scratch, columns)
+            self.register(scratch, columns)
             temps[name] = scratch
             return
         name = tree.this.name
@@ -1092,14 +1096,14 @@ class TrinoAccess:
                 {"s": "raw", "t": scratch.split(".")[1]},
             ).fetchall()
         columns = {c: re.sub(r"^timestamp\(\d+\)", "timestamp", t) for c, t in rows if c != WHOLE_TABLE_PARTITION}
-        self._register(scratch, columns)
+        self.register(scratch, columns)
         temps[name] = scratch
         if not empty:
             cols = ", ".join(columns)
             self.finished(conn.execute(sa.text(f"insert into {scratch} ({cols})\n{select_sql}"), dict(params or {})))
             self._written.setdefault(id(conn), set()).add(scratch)
 
-    def _register(self, scratch: str, columns: dict[str, str]) -> None:
+    def register(self, scratch: str, columns: dict[str, str]) -> None:
         """The scratch table's columns and types, for the type-aware rewrites of the statements that read it."""
         schema, name = scratch.split(".")
         _known_schema().setdefault(schema, {})[name] = dict(columns)
@@ -1157,7 +1161,7 @@ class TrinoAccess:
             raise WarehouseError(f"temporary table {name}: a second insert on Trino must be INSERT ... SELECT of every column")
         fresh = self._scratch_name(conn, name)
         self.ddl(f"create table {fresh} (like {scratch} including properties)")
-        self._register(fresh, {c: _known_schema()["raw"][scratch.split(".")[1]][c] for c in columns})
+        self.register(fresh, {c: _known_schema()["raw"][scratch.split(".")[1]][c] for c in columns})
         union = exp.union(exp.select(*cols).from_(exp.to_table(scratch)), query.copy(), distinct=False)
         insert = exp.insert(union, exp.to_table(fresh), columns=cols).sql(dialect=SOURCE_DIALECT)
         self.run(conn, render(insert, "trino"), params)
