@@ -801,7 +801,9 @@ def _build_users_trino(
     touched = wh.execute(
         conn, f"select changed_date from replaced_rows union select {col} from new_rows", params
     ).fetchall()
-    dates = sorted({_as_date(r[0]) for r in touched} - set(rebuilt))
+    # (the date builds rebuilt whole every partition of the ranges their dates were grouped into)
+    written_whole = {d for lo, hi in _runs(sorted(rebuilt)) for d in date_range(lo, hi)}
+    dates = sorted({_as_date(r[0]) for r in touched} - written_whole)
     if dates:
         listed = ", ".join(f":pd{i}" for i in range(len(dates)))
         at = {**params, **{f"pd{i}": d for i, d in enumerate(dates)}}
