@@ -540,10 +540,13 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, eve
         "from removed as r left join models.stg_identities as i on i.anonymous_id = r.distinct_id",
     )
     # The change itself: every touched row leaves both tables, and comes back judged.
-    for table in ("raw.events", "raw.duplicates"):
-        wh.execute(conn, f"delete from {table} as t where {_TOUCHED}", params)
-    wh.execute(conn, f"insert into raw.events ({_COLUMNS}) select {_COLUMNS} from judged where not is_duplicate")
-    wh.execute(conn, f"insert into raw.duplicates ({_COLUMNS}) select {_COLUMNS} from judged where is_duplicate")
+    if wh.trino is not None:
+        _replace_touched_partitions(wh, conn, params)
+    else:
+        for table in ("raw.events", "raw.duplicates"):
+            wh.execute(conn, f"delete from {table} as t where {_TOUCHED}", params)
+        wh.execute(conn, f"insert into raw.events ({_COLUMNS}) select {_COLUMNS} from judged where not is_duplicate")
+        wh.execute(conn, f"insert into raw.duplicates ({_COLUMNS}) select {_COLUMNS} from judged where is_duplicate")
     _temp(
         wh,
         conn,
@@ -583,15 +586,53 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, eve
         wh.execute(conn, f"drop table {name}")
 
 
-def _record_change(wh: Warehouse, conn, business_date: dt.date, run_id: str, kind: str, now: dt.datetime) -> int:
-    """A new change id, in commit order (a writer holds the lock until its transaction ends)."""
+def _replace_touched_partitions(wh: Warehouse, conn, params: dict) -> None:
+    """The change on Trino, whose Hive tables delete whole partitions only (and take one write per partition in a
+    transaction): every load_date partition holding a touched row (the date's own, and those of the copies re-judged:
+    the load dates of ``judged``) is rewritten whole, with its untouched rows and the judged ones."""
+    dates = [
+        r[0] for r in wh.execute(conn, "select distinct load_date from judged union select cast(:d as date)", params).fetchall()
+    ]
+    listed = ", ".join(f":ld{i}" for i in range(len(dates)))
+    bound = {**params, **{f"ld{i}": d for i, d in enumerate(dates)}}
+    for table, judged in (("raw.events", "not is_duplicate"), ("raw.duplicates", "is_duplicate")):
+        _temp(wh, conn, "kept", f"select {_COLUMNS} from {table} as t where t.load_date in ({listed}) and not ({_TOUCHED})", bound)
+        wh.execute(conn, f"delete from {table} where load_date in ({listed})", bound)
+        wh.execute(
+            conn,
+            f"insert into {table} ({_COLUMNS}) select {_COLUMNS} from kept "
+            f"union all select {_COLUMNS} from judged where {judged}",
+        )
+        wh.execute(conn, "drop table kept")
+
+
+def _record_change(
+    wh: Warehouse,
+    conn,
+    business_date: dt.date,
+    run_id: str,
+    kind: str,
+    now: dt.datetime,
+    rebuild: tuple[dt.date, dt.date] | None = None,
+) -> int:
+    """A new change id, in commit order (a writer holds the lock until its transaction ends); ``rebuild``: the range a
+    requested rebuild rebuilds."""
     wh.lock(conn, "cohortflow:changes")
     change_id = int(wh.scalar(conn, "select coalesce(max(change_id), 0) + 1 from meta.change_log"))
+    values = {"c": change_id, "d": business_date, "k": kind, "r": run_id, "t": now}
+    if rebuild is not None:
+        wh.execute(
+            conn,
+            "insert into meta.change_log (change_id, business_date, kind, run_id, rebuild_start, rebuild_end, created_at) "
+            "values (:c, :d, :k, :r, :s, :e, :t)",
+            {**values, "s": rebuild[0], "e": rebuild[1]},
+        )
+        return change_id
     wh.execute(
         conn,
         "insert into meta.change_log (change_id, business_date, kind, run_id, created_at) "
         "values (:c, :d, :k, :r, :t)",
-        {"c": change_id, "d": business_date, "k": kind, "r": run_id, "t": now},
+        values,
     )
     return change_id
 
@@ -637,6 +678,9 @@ def _recount_ledgers(wh: Warehouse, conn, business_date: dt.date, ledger: Ledger
     )
     wh.load_arrow(conn, "meta.ingest_ledger", ledger_rows)
     # Other dates: a copy of theirs became (or stopped being) the one that counts.
+    if wh.trino is not None:
+        _recount_other_ledgers_trino(wh, conn, business_date, counts)
+        return
     for (load_date, ingest_file), (loaded, dups) in counts.items():
         if load_date == business_date:
             continue
@@ -647,6 +691,40 @@ def _recount_ledgers(wh: Warehouse, conn, business_date: dt.date, ledger: Ledger
             {"loaded": loaded, "dups": dups, "ld": load_date, "f": ingest_file},
         )
 
+
+def _recount_other_ledgers_trino(wh: Warehouse, conn, business_date: dt.date, counts: dict) -> None:
+    """The UPDATE of the other dates' ledger rows on Trino: each of their load_date partitions overwritten once (a
+    Hive partition takes one write per transaction) with its rows, the counts of the recounted files replaced."""
+    others = {k: v for k, v in counts.items() if k[0] != business_date}
+    if not others:
+        return
+    data = pa.table(
+        {
+            "load_date": pa.array([k[0] for k in others], type=pa.date32()),
+            "ingest_file": pa.array([k[1] for k in others], type=pa.string()),
+            "loaded": pa.array([v[0] for v in others.values()], type=pa.int64()),
+            "dups": pa.array([v[1] for v in others.values()], type=pa.int64()),
+        }
+    )
+    dates = sorted({k[0] for k in others})
+    listed = ", ".join(f":ld{i}" for i in range(len(dates)))
+    cols = LEDGER_SCHEMA.names
+    select = ", ".join(
+        "coalesce(c.loaded, l.events_loaded)" if c == "events_loaded"
+        else "coalesce(c.dups, l.duplicates_removed)" if c == "duplicates_removed"
+        else f"l.{c}"
+        for c in cols
+    )
+    with wh.staged(conn, "ledger_counts", "meta.ingest_ledger", data) as staged:
+        wh.trino.overwrite(
+            conn,
+            wh.render(
+                f"insert into meta.ingest_ledger ({', '.join(cols)}) select {select} from meta.ingest_ledger as l "
+                f"left join {staged} as c on c.load_date = l.load_date and c.ingest_file = l.ingest_file "
+                f"where l.load_date in ({listed})"
+            ),
+            {f"ld{i}": d for i, d in enumerate(dates)},
+        )
 
 
 def load_day(

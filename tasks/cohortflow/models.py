@@ -215,15 +215,16 @@ def published_models() -> list[Model]:
     return [m for m in load_models().values() if m.publish]
 
 
-def model_statements(model: Model, dialect: str) -> list[str]:
+def model_statements(model: Model, dialect: str, scratch_prefix: str | None = None) -> list[str]:
     """The statements, in ``dialect``, that build a model (``:start_date``/``:end_date`` bound).
 
     The model's SELECT is transpiled from the source dialect, with the CTEs of
     the model's override file for the engine (if any) in place of its own.
+    ``scratch_prefix``: the names of Trino's scratch tables (default ``models.scratch_<model>``).
     """
     source, scratch = model.sql.strip().rstrip(";"), []
     if dialect == "trino" and model.materialized != "view":
-        source, scratch = trino_scratch_tables(source, model.sql_for(dialect), f"models.scratch_{model.name}")
+        source, scratch = trino_scratch_tables(source, model.sql_for(dialect), scratch_prefix or f"models.scratch_{model.name}")
         select_sql = render(source, dialect)
     else:
         select_sql = render(source, dialect, ctes=model.sql_for(dialect))
@@ -279,11 +280,22 @@ def _reach(value: str | int | None, cfg: Config) -> int | None:
     return reach_days(value, cfg)
 
 
+def _scratch_prefix(wh: Warehouse, conn: sa.Connection, model: Model) -> str | None:
+    """Trino: the scratch tables' prefix for the next build statements of ``model`` in ``conn``'s transaction, new for
+    each (a transaction keeps the files it listed of a table: one dropped and created again under the same name in
+    it is read from the files it had)."""
+    if wh.trino is None:
+        return None
+    used = conn.info.setdefault("cohortflow_scratch", {})
+    n = used[model.name] = used.get(model.name, -1) + 1
+    return f"models.scratch_{model.name}" + (f"_{n}" if n else "")
+
+
 def _run_statements(wh: Warehouse, conn: sa.Connection, model: Model, params: Mapping[str, Any]) -> None:
     if wh.dialect == "postgres":
         for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
             conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
-    for stmt in model_statements(model, wh.dialect):
+    for stmt in model_statements(model, wh.dialect, _scratch_prefix(wh, conn, model)):
         wh.run(conn, stmt, dict(params) if ":" in stmt else {})
 
 
@@ -534,7 +546,9 @@ def _build_one(
                 f"select count(*) from {model.table} where {model.partition_by} between :lo and :hi",
                 {"lo": lo, "hi": hi},
             )
-        if outcome.dates:
+        # (Trino: a user-grain build records its dates with its users, in the one insert its partition of
+        # meta.model_changes takes in a transaction)
+        if outcome.dates and not (wh.trino is not None and model.grain == "user"):
             wh.insert_rows(
                 conn,
                 "meta.model_changes",
@@ -544,7 +558,9 @@ def _build_one(
                 ],
             )
         if model.grain == "user":
-            outcome.users, rows = _build_users(wh, conn, cfg, model, models, bound, state[0], target, first, as_of)
+            outcome.users, rows = _build_users(
+                wh, conn, cfg, model, models, bound, state[0], target, first, as_of, rebuilt=outcome.dates
+            )
             outcome.rows += rows
     else:
         _build_whole(wh, conn, model, bound, first, _history_end(wh, conn, model, as_of))
@@ -637,9 +653,12 @@ def _build_users(
     high: int,
     first: dt.date,
     as_of: dt.date,
+    *,
+    rebuilt: tuple[dt.date, ...] = (),
 ) -> tuple[int, int]:
     """Rebuild the rows of the users whose input changed in (low, high], each from the first date its change can
-    reach; record the (user, date) pairs of the rows replaced. Returns (users, rows written)."""
+    reach; record the (user, date) pairs of the rows replaced. Returns (users, rows written). ``rebuilt``: the
+    partitions this build has just rebuilt whole (for every user)."""
     inputs = []
     names: dict[str, Any] = {}
     for i, dep in enumerate(model.depends_on):
@@ -660,14 +679,15 @@ def _build_users(
                 "and change_id > :lo and change_id <= :hi and user_id is not null"
             )
     params = {**bound, "lo": low, "hi": high, "first": first, **names}
-    wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
-    wh.execute(
-        conn,
+    scope_sql = (
         "insert into meta.build_scope (model_name, user_id, from_date) "
         f"select :model_name, user_id, greatest(min(from_date), cast(:first as date)) from ({' union all '.join(inputs)}) as changes "
-        "group by user_id",
-        params,
+        "group by user_id"
     )
+    if wh.trino is not None:
+        return _build_users_trino(wh, conn, model, params, scope_sql, rebuilt)
+    wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
+    wh.execute(conn, scope_sql, params)
     users, earliest = wh.execute(
         conn, "select count(*), min(from_date) from meta.build_scope where model_name = :model_name", params
     ).one()
@@ -705,6 +725,106 @@ def _build_users(
     )
     wh.execute(conn, "drop table replaced_rows")
     wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
+    return int(users), written
+
+
+def _build_users_trino(
+    wh: Warehouse,
+    conn: sa.Connection,
+    model: Model,
+    params: Mapping[str, Any],
+    scope_sql: str,
+    rebuilt: tuple[dt.date, ...],
+) -> tuple[int, int]:
+    """:func:`_build_users` on Trino, whose Hive tables delete whole partitions only and take one write per partition
+    in a transaction: the partitions holding rows of the scope's users (old or new) are rewritten whole, with the other
+    users' rows and the scope's new ones; those in ``rebuilt`` were just rebuilt for every user and stay as they are.
+
+    The scope is a scratch table written outside the build's transaction (DDL), from committed changes: the model's
+    shared CTEs are computed into scratch tables by DDL too, which sees committed rows only, and a transaction keeps
+    what it read of a table (this one's meta.build_scope, read by the date builds before), so the build reads the
+    scope there, in place of meta.build_scope. It is dropped when the transaction ends."""
+    import uuid
+
+    scope_table = f"raw.tmp_scope_{uuid.uuid4().hex[:12]}"
+    scope_select = scope_sql[scope_sql.index("select ") :]
+    wh.trino.ddl(
+        f"create table {scope_table} as select * from (\n"
+        + render(scope_select.replace(":model_name", "cast(:model_name as varchar)", 1), "trino")
+        + "\n) as scope (model_name, user_id, from_date)",
+        params,
+    )
+    wh.trino.drop_after(conn, scope_table)
+    wh.trino.register(scope_table, {"model_name": "varchar", "user_id": "varchar", "from_date": "date"})
+
+    def scoped_sql(sql: str) -> str:
+        return re.sub(r"\bmeta\.build_scope\b", scope_table, sql)
+
+    users, earliest = wh.execute(conn, f"select count(*), min(from_date) from {scope_table}", params).one()
+    date_rows = " ".join(
+        f"union all select cast(:model_name as varchar), cast(:hi as bigint), cast(null as varchar), cast(:rb{i} as date), false"
+        for i in range(len(rebuilt))
+    )
+    params = {**params, **{f"rb{i}": d for i, d in enumerate(rebuilt)}}
+    if not users:
+        if rebuilt:
+            wh.execute(
+                conn,
+                "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
+                + date_rows.removeprefix("union all "),
+                params,
+            )
+        return 0, 0
+    col, table = model.partition_by, model.table
+    scope_old = scoped_sql(_IN_SCOPE.format(t="t", col=col))
+    cols = ", ".join(c.name for c in model.columns)
+    scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": _history_end(wh, conn, model, _as_date(params["as_of_date"]))}
+    overrides = model.sql_for("trino")
+    source, scratch = trino_scratch_tables(
+        scoped_sql(model.sql.strip().rstrip(";")), overrides and scoped_sql(overrides), _scratch_prefix(wh, conn, model)
+    )
+    for name, _ in scratch:
+        wh.run(conn, f"drop table if exists {name}")
+    for name, query in scratch:
+        wh.run(conn, f"create table {name} as\n" + render(query, "trino"), scoped)
+    wh.execute(conn, "drop table if exists replaced_rows")
+    wh.execute(conn, f"create temporary table replaced_rows as select distinct user_id, {col} as changed_date from {table} as t where {scope_old}", params)
+    wh.execute(conn, "drop table if exists new_rows")
+    wh.execute(
+        conn,
+        f"create temporary table new_rows as select {cols} from (\n{source}\n) as model_rows where "
+        + scoped_sql(_IN_SCOPE.format(t="model_rows", col=col)),
+        scoped,
+    )
+    for name, _ in scratch:
+        wh.run(conn, f"drop table if exists {name}")
+    touched = wh.execute(
+        conn, f"select changed_date from replaced_rows union select {col} from new_rows", params
+    ).fetchall()
+    # (the date builds rebuilt whole every partition of the ranges their dates were grouped into)
+    written_whole = {d for lo, hi in _runs(sorted(rebuilt)) for d in date_range(lo, hi)}
+    dates = sorted({_as_date(r[0]) for r in touched} - written_whole)
+    if dates:
+        listed = ", ".join(f":pd{i}" for i in range(len(dates)))
+        at = {**params, **{f"pd{i}": d for i, d in enumerate(dates)}}
+        wh.execute(conn, "drop table if exists kept_rows")
+        wh.execute(conn, f"create temporary table kept_rows as select {cols} from {table} as t where t.{col} in ({listed}) and not {scope_old}", at)
+        wh.execute(conn, f"delete from {table} where {col} in ({listed})", at)
+        wh.execute(
+            conn,
+            f"insert into {table} ({cols}) select {cols} from kept_rows "
+            f"union all select {cols} from new_rows where {col} in ({listed})",
+            at,
+        )
+    written = int(wh.scalar(conn, f"select count(*) from {table} as t where {scope_old}", params))
+    wh.execute(
+        conn,
+        "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
+        "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from ("
+        f"select user_id, changed_date from replaced_rows union select user_id, {col} from {table} as t where {scope_old}"
+        f") as replaced {date_rows}",
+        params,
+    )
     return int(users), written
 
 

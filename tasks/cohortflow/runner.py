@@ -393,12 +393,8 @@ def rebuild_range(
     try:
         if start is not None:
             with wh.begin() as conn:
-                change_id = _record_change(wh, conn, as_of or end, run_id, "rebuild", _now())
-                wh.execute(
-                    conn,
-                    "update meta.change_log set rebuild_start = :s, rebuild_end = :e where change_id = :c",
-                    {"s": start, "e": end, "c": change_id},
-                )
+                # (one insert with the range: on Trino a row inserted in a transaction cannot be updated in it)
+                _record_change(wh, conn, as_of or end, run_id, "rebuild", _now(), rebuild=(start, end))
         built = build_pending(wh, cfg, progress=echo, whole=start is None)
         counts = publish(wh, cfg, log_date, progress=echo, run_id=run_id)
     except Exception as exc:

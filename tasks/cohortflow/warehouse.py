@@ -505,6 +505,8 @@ class Warehouse:
 
     def execute(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
         """Run source-dialect SQL with bound parameters."""
+        if self.trino is not None:
+            return self.trino.execute(conn, sql, params)
         return self.run(conn, self.render(sql), params)
 
     def run(self, conn: sa.Connection, statement: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
@@ -558,6 +560,10 @@ class Warehouse:
         return [r[0] for r in rows if self.trino is None or r[0] != WHOLE_TABLE_PARTITION]
 
     def table_exists(self, conn: sa.Connection, schema: str, table: str) -> bool:
+        if self.trino is not None:
+            # Asked outside the transaction, as every catalog question on Trino (see TrinoAccess.run).
+            with self.trino.autocommit.connect() as other:
+                return sa.inspect(other).has_table(table, schema=schema)
         return sa.inspect(conn).has_table(table, schema=schema)
 
     # -- bulk load ---------------------------------------------------------
@@ -568,7 +574,7 @@ class Warehouse:
         columns = ", ".join(data.column_names)
         if self.trino is not None:
             staged = self.trino.stage(conn, table, data)
-            self.run(conn, f"insert into {table} ({columns}) select {columns} from {staged}")
+            self.run(conn, f"insert into {self.trino.insert_target(conn, table)} ({columns}) select {columns} from {staged}")
         elif self.dialect == "duckdb":
             raw = conn.connection.driver_connection
             view = "_cohortflow_load"
@@ -598,6 +604,7 @@ class Warehouse:
             check_identifier(name)
         if self.trino is not None:
             chunk = max(chunk, len(rows))  # a Hive partition takes one insert per transaction
+            table = self.trino.insert_target(conn, table)
         for first in range(0, len(rows), chunk):
             part = rows[first : first + chunk]
             values = ", ".join(
@@ -822,6 +829,13 @@ MIGRATIONS = [
 
 TRINO_PARTITIONS = {
     "raw.events": ("load_date",),
+    "raw.duplicates": ("load_date",),
+    "meta.changed_pairs": ("change_id",),
+    "meta.model_state": ("model_name",),
+    "meta.model_changes": ("model_name", "change_id"),
+    "meta.build_scope": ("model_name",),
+    "meta.publish_state": ("model_name",),
+    "meta.published_schema": ("table_name",),
     "raw.quarantine": ("load_date",),
     "meta.ingest_ledger": ("load_date",),
     "meta.run_log": ("run_id",),
@@ -913,6 +927,26 @@ def trino_table_ddl(statement: str) -> str:
     """A ``create table`` (Trino SQL) as the Hive connector needs it: Parquet, partitioned by the project's
     partition columns (moved last, as Hive requires), without NOT NULL (Hive tables have no constraints)."""
     tree = sqlglot.parse_one(statement, read="trino")
+    if (
+        isinstance(tree, exp.Create)
+        and tree.kind == "TABLE"
+        and isinstance(tree.expression, exp.Query)
+        and tree.args.get("properties") is None
+        and isinstance(tree.this, exp.Table)
+        and (partitions := trino_partitions(f"{tree.this.db}.{tree.this.name}"))
+    ):
+        # create table ... as select (raw.duplicates, shaped like raw.events): the partition columns last
+        query = tree.expression
+        if isinstance(query, exp.Select) and not any(isinstance(e, exp.Star) for e in query.expressions):
+            selects = query.expressions
+            query.set(
+                "expressions",
+                [e for e in selects if e.alias_or_name not in partitions]
+                + [e for p in partitions for e in selects if e.alias_or_name == p],
+            )
+        exists = " if not exists" if tree.args.get("exists") else ""
+        properties = "format = 'PARQUET', partitioned_by = ARRAY[" + ", ".join(f"'{p}'" for p in partitions) + "]"
+        return f"create table{exists} {tree.this.db}.{tree.this.name} with ({properties}) as {tree.expression.sql(dialect='trino')}"
     if not (isinstance(tree, exp.Create) and tree.kind == "TABLE" and isinstance(tree.this, exp.Schema)):
         return statement
     if tree.args.get("properties") is not None:
@@ -976,6 +1010,164 @@ class TrinoAccess:
         self._columns: dict[str, list[str]] = {}
         self._locations: dict[str, str] = {}
         self._comments: set[tuple[str, str]] = set()
+        # Per connection: temporary table name -> its scratch table, the scratch tables written in the transaction,
+        # and every scratch table to drop when the transaction ends.
+        self._temps: dict[int, dict[str, str]] = {}
+        self._written: dict[int, set[str]] = {}
+        self._scratch: dict[int, list[str]] = {}
+
+    # -- temporary tables ------------------------------------------------------------
+    #
+    # Trino has no temporary tables. ``create temporary table t ...`` creates a scratch table ``raw.tmp_t_<id>``
+    # (Parquet, one partition: a Hive table without partitions cannot be read in the transaction that wrote it),
+    # empty, by DDL outside the transaction; a CTAS's rows are then inserted in the transaction, so they are what
+    # the transaction sees. The statements that follow on the connection read and write ``t`` as that table. A
+    # Hive partition takes one write per transaction: a second insert into ``t`` writes a new scratch table with
+    # the old rows and the new ones, which ``t`` then names. ``drop table t`` forgets the name; the scratch tables
+    # are dropped when the transaction ends (a table written in a transaction must outlive it).
+
+    def execute(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult | None:
+        """Source-dialect SQL on Trino, with the connection's temporary tables in place (see above)."""
+        temps = self._temps.get(id(conn), {})
+        lowered = sql.lower()
+        if "create temporary table" in lowered:
+            self._create_temp(conn, sql, params)
+            return None
+        dropped = re.fullmatch(r"\s*drop\s+table\s+(?:if\s+exists\s+)?([a-z_][a-z0-9_]*)\s*", lowered)
+        if dropped:
+            temps.pop(dropped.group(1), None)
+            return None
+        if temps and any(re.search(rf"\b{name}\b", lowered) for name in temps):
+            sql = self._with_temps(conn, sql, params)
+            if sql is None:
+                return None
+        return self.run(conn, render(sql, "trino"), params)
+
+    def insert_target(self, conn: sa.Connection, table: str) -> str:
+        """The table an insert into ``table`` writes: the scratch table of a temporary table (see above)."""
+        if "." in table:
+            return table
+        return self._prepare_insert(conn, table, None, None)
+
+    def _scratch_name(self, conn: sa.Connection, name: str) -> str:
+        import uuid
+
+        check_identifier(name)
+        scratch = f"raw.tmp_{name}_{uuid.uuid4().hex[:12]}"
+        self._scratch.setdefault(id(conn), []).append(scratch)
+        return scratch
+
+    def drop_after(self, conn: sa.Connection, table: str) -> None:
+        """Drop ``table`` when ``conn``'s transaction ends."""
+        self._scratch.setdefault(id(conn), []).append(table)
+
+    def _create_temp(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None) -> None:
+        tree = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
+        if not isinstance(tree, exp.Create):
+            raise WarehouseError(f"not a create statement: {sql[:80]}")
+        temps = self._temps.setdefault(id(conn), {})
+        partition = f"with (format = 'PARQUET', partitioned_by = ARRAY['{WHOLE_TABLE_PARTITION}'])"
+        if isinstance(tree.this, exp.Schema):
+            name = tree.this.this.name
+            scratch = self._scratch_name(conn, name)
+            columns = {c.name: c.args["kind"].sql(SOURCE_DIALECT) for c in tree.this.expressions if isinstance(c, exp.ColumnDef)}
+            body = ", ".join(f"{c} {exp.DataType.build(t, dialect=SOURCE_DIALECT).sql('trino')}" for c, t in columns.items())
+            self.ddl(f"create table {scratch} ({body}, {WHOLE_TABLE_PARTITION} boolean) {partition}")
+            self.register(scratch, columns)
+            temps[name] = scratch
+            return
+        name = tree.this.name
+        query = self._replace_temps(conn, tree.expression)
+        where = query.args.get("where") if isinstance(query, exp.Select) else None
+        empty = where is not None and where.this.sql() == "1 = 0"
+        select_sql = render(query.sql(dialect=SOURCE_DIALECT), "trino")
+        scratch = self._scratch_name(conn, name)
+        self.ddl(
+            f"create table {scratch} {partition} as select q.*, cast(null as boolean) as {WHOLE_TABLE_PARTITION} "
+            f"from (\n{select_sql}\n) as q with no data",
+            params,
+        )
+        with self.autocommit.connect() as other:
+            rows = other.execute(
+                sa.text(
+                    "select column_name, data_type from information_schema.columns where table_schema = :s and table_name = :t "
+                    "order by ordinal_position"
+                ),
+                {"s": "raw", "t": scratch.split(".")[1]},
+            ).fetchall()
+        columns = {c: re.sub(r"^timestamp\(\d+\)", "timestamp", t) for c, t in rows if c != WHOLE_TABLE_PARTITION}
+        self.register(scratch, columns)
+        temps[name] = scratch
+        if not empty:
+            cols = ", ".join(columns)
+            self.finished(conn.execute(sa.text(f"insert into {scratch} ({cols})\n{select_sql}"), dict(params or {})))
+            self._written.setdefault(id(conn), set()).add(scratch)
+
+    def register(self, scratch: str, columns: dict[str, str]) -> None:
+        """The scratch table's columns and types, for the type-aware rewrites of the statements that read it."""
+        schema, name = scratch.split(".")
+        _known_schema().setdefault(schema, {})[name] = dict(columns)
+        self._columns[scratch] = list(columns)
+
+    def _replace_temps(self, conn: sa.Connection, tree: exp.Expression) -> exp.Expression:
+        """``tree`` with every reference to a temporary table (not a CTE of the same name) naming its scratch table."""
+        temps = self._temps.get(id(conn), {})
+        ctes = {cte.alias for cte in tree.find_all(exp.CTE)}
+        for table in list(tree.find_all(exp.Table)):
+            if not table.db and table.name in temps and table.name not in ctes:
+                alias = table.args.get("alias")
+                replacement = exp.to_table(temps[table.name])
+                replacement.set("alias", alias.copy() if alias is not None else exp.TableAlias(this=exp.to_identifier(table.name)))
+                table.replace(replacement)
+        return tree
+
+    def _with_temps(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None) -> str | None:
+        """``sql`` (source dialect) reading and writing the scratch tables of the connection's temporary tables; None
+        when the statement (a second insert into a temporary table) has been run here."""
+        tree = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
+        temps = self._temps.get(id(conn), {})
+        if isinstance(tree, exp.Insert):
+            target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+            if isinstance(target, exp.Table) and not target.db and target.name in temps:
+                listed = [c.name for c in tree.this.expressions] if isinstance(tree.this, exp.Schema) else None
+                query = self._replace_temps(conn, tree.expression)
+                scratch = self._prepare_insert(conn, target.name, listed, query, params)
+                if scratch is None:
+                    return None
+                return exp.insert(query, exp.to_table(scratch), columns=listed or self._columns[scratch]).sql(dialect=SOURCE_DIALECT)
+        return self._replace_temps(conn, tree).sql(dialect=SOURCE_DIALECT)
+
+    def _prepare_insert(
+        self,
+        conn: sa.Connection,
+        name: str,
+        listed: list[str] | None,
+        query: exp.Expression | None,
+        params: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """The scratch table an insert into temporary table ``name`` writes; for a second insert in the transaction,
+        a new scratch table gets the old rows and ``query``'s here (returns None)."""
+        temps = self._temps.get(id(conn), {})
+        if name not in temps:
+            raise WarehouseError(f"no temporary table {name} on this connection")
+        scratch = temps[name]
+        written = self._written.setdefault(id(conn), set())
+        if scratch not in written:
+            written.add(scratch)
+            return scratch
+        columns = self._columns[scratch]
+        cols = listed or columns
+        if query is None or set(cols) != set(columns):
+            raise WarehouseError(f"temporary table {name}: a second insert on Trino must be INSERT ... SELECT of every column")
+        fresh = self._scratch_name(conn, name)
+        self.ddl(f"create table {fresh} (like {scratch} including properties)")
+        self.register(fresh, {c: _known_schema()["raw"][scratch.split(".")[1]][c] for c in columns})
+        union = exp.union(exp.select(*cols).from_(exp.to_table(scratch)), query.copy(), distinct=False)
+        insert = exp.insert(union, exp.to_table(fresh), columns=cols).sql(dialect=SOURCE_DIALECT)
+        self.run(conn, render(insert, "trino"), params)
+        written.add(fresh)
+        temps[name] = fresh
+        return None
 
     # -- statements ----------------------------------------------------------------
     def run(self, conn: sa.Connection, statement: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
@@ -1040,12 +1232,15 @@ class TrinoAccess:
         )
         cols = ", ".join(self.columns(conn, name))
         keep = " and ".join(p.sql(dialect="trino") for p in pinned)
+        return self.overwrite(conn, f"insert into {name} ({cols}) select {select} from {name} where {keep}", params)
+
+    def overwrite(self, conn: sa.Connection, insert: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult:
+        """Run ``insert`` (Trino SQL) replacing the partitions it writes (insert_existing_partitions_behavior =
+        OVERWRITE), in ``conn``'s transaction. A partition it writes no row to is left as it was."""
         prop = f"{self.catalog}.insert_existing_partitions_behavior"
         self.finished(conn.execute(sa.text(f"set session {prop} = 'OVERWRITE'")))
         try:
-            return self.finished(
-                conn.execute(sa.text(f"insert into {name} ({cols}) select {select} from {name} where {keep}"), dict(params or {}))
-            )
+            return self.finished(conn.execute(sa.text(insert), dict(params or {})))
         finally:
             self.finished(conn.execute(sa.text(f"reset session {prop}")))
 
@@ -1134,6 +1329,12 @@ class TrinoAccess:
     def transaction_ended(self, conn: sa.Connection) -> None:
         import os
 
+        self._temps.pop(id(conn), None)
+        self._written.pop(id(conn), None)
+        for table in self._scratch.pop(id(conn), []):
+            self.ddl(f"drop table if exists {table}")
+            self._columns.pop(table, None)
+            _known_schema().get("raw", {}).pop(table.split(".")[1], None)
         for table in self._loads.pop(id(conn), []):
             self.ddl(f"drop table if exists {table}")
         for fd in self._locks.pop(id(conn), []):
