@@ -1,4 +1,5 @@
 /* Funnel levels per user: for each funnel, entry date E and user who entered (a step-1 event on E), the steps reached (level >= k) and the least time from step 1 to each, with the user's breakdown value. Levels are exactly windowFunnel(window, 'strict_once') with the first condition on E: for each "node" (a user's events at one millisecond that can fill step k) the latest start of a valid chain ending there, found by following each node's owner (the latest earlier node of the previous step), one step per pass of a recursive CTE. A build can take some users only (those whose events changed), from the first entry date their change can reach. Grain: one row per funnel, entry_date, user_id and step_index k <= level. */
+{% import 'macros/filters.sql' as filters %}
 with recursive
 
 funnels as (
@@ -94,11 +95,7 @@ filter_inputs as (
 filter_values as (
     select
         *,
-        -- a number only when the text is a plain decimal number (the cast can then never fail)
-        case
-            when regexp_matches(property_value, '^-?[0-9]{1,200}([.][0-9]{1,200})?([eE][-+]?[0-9]{1,2})?$')
-                then cast(property_value as double)
-        end as property_number
+                {{ filters.as_number('property_value') | indent(8) }} as property_number
     from filter_inputs
 ),
 
@@ -111,24 +108,7 @@ filter_results as (
         filter_no,
         is_negated,
         coalesce(bool_or(
-            case
-                when op in ('is_set', 'is_not_set') then property_value is not null
-                when op = 'contains' then strpos(property_value, value_text) > 0
-                when value_kind = 'number' then case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_number = value_number
-                    when op = 'gt' then property_number > value_number
-                    when op = 'gte' then property_number >= value_number
-                    when op = 'lt' then property_number < value_number
-                    when op = 'lte' then property_number <= value_number
-                end
-                else case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_value = value_text
-                    when op = 'gt' then property_value collate "C" > value_text
-                    when op = 'gte' then property_value collate "C" >= value_text
-                    when op = 'lt' then property_value collate "C" < value_text
-                    when op = 'lte' then property_value collate "C" <= value_text
-                end
-            end
+            {{ filters.value_matches('op', 'value_kind', 'property_value', 'property_number', 'value_text', 'value_number') | indent(12) }}
         ), false) as is_value_match
     from filter_values
     group by

@@ -1,4 +1,5 @@
 /* Retention per user, the user-grain step of retention_cohorts: for each definition, each cohort a user belongs to (first_time: the period of their first-ever start event; recurring: every period with a start event), with each breakdown value ('all' and the user's value), a row for the membership (period numbers 0 to 0) and rows for the periods k >= 1 the user counts as retained in (mode on: one row per return period; on_or_after: one row 1 to the last period returned, capped at the horizon). A build can take some users only: the users whose events changed, all their cohorts. Grain: one row per retention_name, cohort_date, user_id, breakdown_value and period range. */
+{% import 'macros/filters.sql' as filters %}
 with
 
 definitions as (
@@ -168,11 +169,7 @@ filter_values as (
         value_number,
         is_negated,
         property_value,
-        -- a number only when the text is a plain decimal number (the cast can then never fail)
-        case
-            when regexp_matches(property_value, '^-?[0-9]{1,200}([.][0-9]{1,200})?([eE][-+]?[0-9]{1,2})?$')
-                then cast(property_value as double)
-        end as property_number
+                {{ filters.as_number('property_value') | indent(8) }} as property_number
     from filter_inputs
 ),
 
@@ -186,24 +183,7 @@ filter_results as (
         filter_no,
         is_negated,
         coalesce(bool_or(
-            case
-                when op in ('is_set', 'is_not_set') then property_value is not null
-                when op = 'contains' then strpos(property_value, value_text) > 0
-                when value_kind = 'number' then case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_number = value_number
-                    when op = 'gt' then property_number > value_number
-                    when op = 'gte' then property_number >= value_number
-                    when op = 'lt' then property_number < value_number
-                    when op = 'lte' then property_number <= value_number
-                end
-                else case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_value = value_text
-                    when op = 'gt' then property_value collate "C" > value_text
-                    when op = 'gte' then property_value collate "C" >= value_text
-                    when op = 'lt' then property_value collate "C" < value_text
-                    when op = 'lte' then property_value collate "C" <= value_text
-                end
-            end
+            {{ filters.value_matches('op', 'value_kind', 'property_value', 'property_number', 'value_text', 'value_number') | indent(12) }}
         ), false) as is_value_match
     from filter_values
     group by
