@@ -33,3 +33,13 @@ case
     end
 end
 {%- endmacro %}
+
+{#- A property of an event row by its key: the three columns every event has, otherwise the JSON property. -#}
+{% macro property_value(row, key) -%}
+case {{ key }}
+    when 'platform' then {{ row }}.platform
+    when 'app_version' then {{ row }}.app_version
+    when 'channel' then {{ row }}.channel
+    else prop({{ row }}.properties, {{ key }})
+end
+{%- endmacro %}

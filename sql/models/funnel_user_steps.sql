@@ -74,12 +74,7 @@ filter_inputs as (
         filters.value_text,
         filters.value_number,
         filters.is_negated,
-        case filters.property
-            when 'platform' then events.platform
-            when 'app_version' then events.app_version
-            when 'channel' then events.channel
-            else prop(events.properties, filters.property)
-        end as property_value
+        {{ filters.property_value('events', 'filters.property') | indent(8) }} as property_value
     from models.stg_events as events
     inner join steps
         on steps.event_name = events.event_name
@@ -142,12 +137,7 @@ step_event_details as not materialized (
         candidates.event_date,
         candidates.event_ms,
         case
-            when candidates.step_index = 1 and funnels.breakdown is not null then case funnels.breakdown
-                when 'platform' then candidates.platform
-                when 'app_version' then candidates.app_version
-                when 'channel' then candidates.channel
-                else prop(candidates.properties, funnels.breakdown)
-            end
+            when candidates.step_index = 1 and funnels.breakdown is not null then {{ filters.property_value('candidates', 'funnels.breakdown') | indent(12) }}
         end as breakdown_value
     from candidates
     inner join funnels

@@ -145,12 +145,7 @@ filter_inputs as (
         filters.value_text,
         filters.value_number,
         filters.is_negated,
-        case filters.property
-            when 'platform' then candidates.platform
-            when 'app_version' then candidates.app_version
-            when 'channel' then candidates.channel
-            else prop(candidates.properties, filters.property)
-        end as property_value
+        {{ filters.property_value('candidates', 'filters.property') | indent(8) }} as property_value
     from candidates
     inner join filters
         on filters.retention_name = candidates.retention_name
@@ -366,12 +361,7 @@ breakdown_events as (
             when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
             else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
         end as period_date,
-        case matched_events.breakdown
-            when 'platform' then matched_events.platform
-            when 'app_version' then matched_events.app_version
-            when 'channel' then matched_events.channel
-            else prop(matched_events.properties, matched_events.breakdown)
-        end as breakdown_value
+        {{ filters.property_value('matched_events', 'matched_events.breakdown') | indent(8) }} as breakdown_value
     from matched_events
     inner join definitions
         on definitions.retention_name = matched_events.retention_name

@@ -173,12 +173,7 @@ latest_property_texts as (
         latest.user_id,
         latest.valid_from,
         latest.valid_to,
-        case leaves.property_key
-            when 'platform' then latest.platform
-            when 'app_version' then latest.app_version
-            when 'channel' then latest.channel
-            else prop(latest.properties, leaves.property_key)
-        end as property_text
+        {{ filters.property_value('latest', 'leaves.property_key') | indent(8) }} as property_text
     from property_leaves as leaves
     cross join latest_events as latest
     where latest.valid_to >= cast(:start_date as date)
