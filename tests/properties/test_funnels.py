@@ -165,6 +165,7 @@ def _raw_rows(events, timezone):
             "load_date": e["event_time"].date(),
             "ingest_file": "events/part-0.jsonl",
             "ingest_line": i + 1,
+            "source_name": "app",
         }
         for i, e in enumerate(events)
     ]
@@ -227,7 +228,9 @@ def check_scenario(wh: Warehouse, scenario) -> None:
             conn, "select segment_name, as_of_date, user_id from models.segment_membership_daily"
         ).fetchall():
             members.setdefault(seg, set()).add((day, user))
-    want = ref.funnel_rows(list(cfg.analyses.funnels), staged(wh), start, end, timezone, members)
+    want = ref.funnel_rows(
+        list(cfg.analyses.funnels), staged(wh), start, end, timezone, members, cfg.ingest.late_arrival_days
+    )
     assert rows_of(got) == rows_of(want)
 
 

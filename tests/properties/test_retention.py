@@ -144,6 +144,7 @@ def _raw_rows(events):
             "load_date": e["event_time"].date(),
             "ingest_file": "events/part-0.jsonl",
             "ingest_line": i + 1,
+            "source_name": "app",
         }
         for i, e in enumerate(events)
     ]
@@ -187,7 +188,7 @@ def _norm(v):
 
 
 RETENTION_COLUMNS = ["retention_name", "cohort_date", "period", "breakdown_value", "period_number", "period_start_date",
-                     "cohort_users", "retained_users", "retention_rate", "is_complete", "as_of_date"]
+                     "cohort_users", "retained_users", "retention_rate", "is_complete"]
 FREQUENCY_COLUMNS = ["frequency_name", "cohort_week", "is_overall", "frequency_bucket", "frequency_min", "users",
                      "retained_users", "retention_rate", "is_complete"]
 LIFECYCLE_COLUMNS = ["activity_date", "lifecycle_state", "users"]
@@ -209,12 +210,13 @@ def test_retention_frequency_lifecycle_match_reference(project, engine):
         events, start, end = scenario
         build(wh, cfg, events, start, end)
         stg = staged(wh)
+        late = cfg.ingest.late_arrival_days
         with wh.begin() as conn:
             membership = {tuple(r) for r in wh.execute(
                 conn, "select segment_name, as_of_date, user_id from models.segment_membership_daily").fetchall()}
-        want = [row for d in RETENTIONS for row in ref.retention(stg, d, start, end, membership)]
+        want = [row for d in RETENTIONS for row in ref.retention(stg, d, start, end, membership, late)]
         assert read(wh, "models.retention_cohorts", RETENTION_COLUMNS) == expect(want, RETENTION_COLUMNS)
-        want = [row for d in FREQUENCIES for row in ref.frequency_retention(stg, d, end)]
+        want = [row for d in FREQUENCIES for row in ref.frequency_retention(stg, d, end, late)]
         assert read(wh, "models.frequency_retention", FREQUENCY_COLUMNS) == expect(want, FREQUENCY_COLUMNS)
         assert read(wh, "models.lifecycle_daily", LIFECYCLE_COLUMNS) == expect(
             ref.lifecycle_daily(stg, start, end), LIFECYCLE_COLUMNS

@@ -134,6 +134,7 @@ def _raw_rows(events):
             "load_date": e["event_date"],
             "ingest_file": "events/part-0.jsonl",
             "ingest_line": i + 1,
+            "source_name": "app",
         }
         for i, e in enumerate(events)
     ]

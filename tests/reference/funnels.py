@@ -149,6 +149,7 @@ def funnel_rows(
     end_date: dt.date,
     timezone: str = "UTC",
     segment_members: dict[str, set[tuple[dt.date, str]]] | None = None,
+    late_arrival_days: int = 7,
 ) -> list[dict[str, Any]]:
     """The expected rows of funnel_conversion_daily for entry dates in [start_date, end_date] as of end_date."""
     by_user: dict[str, list[Event]] = defaultdict(list)
@@ -177,7 +178,8 @@ def funnel_rows(
                     value = property_text(first, funnel.breakdown)
                     groups["(none)" if value is None else value].append(reached)
             groups.setdefault("all", [])
-            complete = end_date >= window_end_date(entry_date, funnel.window_seconds, timezone)
+            # final once the window and the late-arrival window after it have passed
+            complete = end_date >= window_end_date(entry_date, funnel.window_seconds, timezone) + dt.timedelta(days=late_arrival_days)
             for value, users in groups.items():
                 entered = len(users)
                 counts = [sum(1 for r in users if k in r) for k in range(1, n + 1)]

@@ -106,7 +106,9 @@ def matches(event: dict, ref: dict | None) -> bool:
 # -- retention ---------------------------------------------------------------------------------
 
 
-def retention(events: list[dict], d: dict, start: dt.date, end: dt.date, membership: set) -> list[dict]:
+def retention(
+    events: list[dict], d: dict, start: dt.date, end: dt.date, membership: set, late_arrival_days: int = 7
+) -> list[dict]:
     period = d.get("period", "day")
     horizon = d.get("horizon", 30)
     observed = [e for e in events if e["event_date"] <= end]
@@ -150,7 +152,10 @@ def retention(events: list[dict], d: dict, start: dt.date, end: dt.date, members
                     "retention_name": d["name"], "cohort_date": c, "period": period, "breakdown_value": value,
                     "period_number": k, "period_start_date": begins, "cohort_users": len(users),
                     "retained_users": retained, "retention_rate": retained / len(users),
-                    "is_complete": add_periods(c, k + 1, period) - DAY <= end, "as_of_date": end,
+                    # final once the period and the late-arrival window after it have passed; in mode on_or_after
+                    # a later return still raises periods k >= 1
+                    "is_complete": add_periods(c, k + 1, period) - DAY + dt.timedelta(days=late_arrival_days) <= end
+                    and (k == 0 or d.get("mode") != "on_or_after"),
                 }
             )
     return out
@@ -159,7 +164,7 @@ def retention(events: list[dict], d: dict, start: dt.date, end: dt.date, members
 # -- frequency -> retention --------------------------------------------------------------------
 
 
-def frequency_retention(events: list[dict], d: dict, end: dt.date) -> list[dict]:
+def frequency_retention(events: list[dict], d: dict, end: dt.date, late_arrival_days: int = 7) -> list[dict]:
     n, m1, m2, cap = d.get("first_days", 7), d.get("target_from_day", 7), d.get("target_to_day", 13), d.get("cap", 20)
     observed = [e for e in events if e["event_date"] <= end]
     active = defaultdict(set)
@@ -186,7 +191,7 @@ def frequency_retention(events: list[dict], d: dict, end: dt.date) -> list[dict]
             "frequency_name": d["name"], "cohort_week": week, "is_overall": week is None,
             "frequency_bucket": f"{cap}+" if low >= cap else str(low), "frequency_min": low,
             "users": users, "retained_users": kept, "retention_rate": kept / users,
-            "is_complete": week is not None and week + dt.timedelta(days=6 + window) <= end,
+            "is_complete": week is not None and week + dt.timedelta(days=6 + window + late_arrival_days) <= end,
         }
         for (week, low), (users, kept) in groups.items()
     ]

@@ -12,7 +12,6 @@ condition per day after the user's first active day. Both must be equal.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 
 import pytest
 import sqlalchemy as sa
@@ -108,8 +107,8 @@ def test_day_retention_equals_clickhouse(tmp_path):
     expected = {key: v for key, v in reference.items() if start <= key[0] and key[0] + dt.timedelta(days=key[1]) <= end}
     assert ours == expected
     assert len(ours) == sum(min(HORIZON, (end - c).days) + 1 for c in date_range(start, end))
-    # Completeness follows the as-of date: period k of cohort c is complete once c + k <= end.
-    per_cohort = defaultdict(list)
-    for r in rows:
-        per_cohort[r[0]].append(r[4])
-    assert all(all(flags) for flags in per_cohort.values())
+    # Completeness follows the as-of date: period k of cohort c is final once c + k + late_arrival_days <= end.
+    late = dt.timedelta(days=cfg.ingest.late_arrival_days)
+    flags = {(r[0], r[1]): r[4] for r in rows}
+    assert flags == {(c, k): c + dt.timedelta(days=k) + late <= end for c, k in flags}
+    assert any(flags.values()) and not all(flags.values())
