@@ -43,3 +43,37 @@ case {{ key }}
     else prop({{ row }}.properties, {{ key }})
 end
 {%- endmacro %}
+
+{#- The events (rows of `inputs`: `keys`, filter_no, op, value_kind, value_text, value_number, is_negated and
+    property_value, one row per listed value) that fail one of their filters, as the CTE `name`: a filter holds when
+    any listed value matches, a negated one (neq, not_in, is_not_set) when none does. -#}
+{% macro failed_filter_ctes(keys, inputs, name) -%}
+filter_values as (
+    select
+        *,
+        {{ as_number('property_value') | indent(8) }} as property_number
+    from {{ inputs }}
+),
+
+filter_results as (
+    select
+        {{ keys | join(",\n        ") }},
+        filter_no,
+        is_negated,
+        coalesce(bool_or(
+            {{ value_matches('op', 'value_kind', 'property_value', 'property_number', 'value_text', 'value_number') | indent(12) }}
+        ), false) as is_value_match
+    from filter_values
+    group by
+        {{ keys | join(",\n        ") }},
+        filter_no,
+        is_negated
+),
+
+{{ name }} as (
+    select distinct
+        {{ keys | join(",\n        ") }}
+    from filter_results
+    where is_value_match = is_negated
+)
+{%- endmacro %}

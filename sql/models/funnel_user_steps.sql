@@ -87,41 +87,8 @@ filter_inputs as (
         and (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
 ),
 
-filter_values as (
-    select
-        *,
-                {{ filters.as_number('property_value') | indent(8) }} as property_number
-    from filter_inputs
-),
-
--- Per event, step and filter: does any listed value match? Negated ops (neq, not_in, is_not_set) hold when none does.
-filter_results as (
-    select
-        funnel_no,
-        step_index,
-        event_id,
-        filter_no,
-        is_negated,
-        coalesce(bool_or(
-            {{ filters.value_matches('op', 'value_kind', 'property_value', 'property_number', 'value_text', 'value_number') | indent(12) }}
-        ), false) as is_value_match
-    from filter_values
-    group by
-        funnel_no,
-        step_index,
-        event_id,
-        filter_no,
-        is_negated
-),
-
-failed_steps as (
-    select distinct
-        funnel_no,
-        step_index,
-        event_id
-    from filter_results
-    where is_value_match = is_negated
-),
+-- Per event and filter: does any listed value match? The events failing a filter of theirs.
+{{ filters.failed_filter_ctes(['funnel_no', 'step_index', 'event_id'], 'filter_inputs', 'failed_steps') }},
 
 -- Each (event, step) the event fills: its name is the step's event and all the step's filters hold; with the event's
 -- id and the breakdown property of step-1 events. Not materialized: only the readers that need ids or properties read

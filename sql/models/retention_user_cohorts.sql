@@ -152,51 +152,8 @@ filter_inputs as (
         and filters.side = candidates.side
 ),
 
-filter_values as (
-    select
-        retention_name,
-        side,
-        event_id,
-        filter_no,
-        op,
-        value_kind,
-        value_text,
-        value_number,
-        is_negated,
-        property_value,
-                {{ filters.as_number('property_value') | indent(8) }} as property_number
-    from filter_inputs
-),
-
--- Per event and filter: does any listed value match? Negated ops (neq, not_in, is_not_set) hold when none does.
--- Number values compare numerically, strings and booleans as text (ordered in binary, whatever the collation).
-filter_results as (
-    select
-        retention_name,
-        side,
-        event_id,
-        filter_no,
-        is_negated,
-        coalesce(bool_or(
-            {{ filters.value_matches('op', 'value_kind', 'property_value', 'property_number', 'value_text', 'value_number') | indent(12) }}
-        ), false) as is_value_match
-    from filter_values
-    group by
-        retention_name,
-        side,
-        event_id,
-        filter_no,
-        is_negated
-),
-
-failed_events as (
-    select distinct
-        retention_name,
-        side,
-        event_id
-    from filter_results
-    where is_value_match = is_negated
-),
+-- Per event and filter: does any listed value match? The events failing a filter of theirs.
+{{ filters.failed_filter_ctes(['retention_name', 'side', 'event_id'], 'filter_inputs', 'failed_events') }},
 
 matched_events as (
     select candidates.*
