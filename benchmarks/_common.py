@@ -1,7 +1,9 @@
-"""Helpers: run a step in a child process and report its wall time and peak memory."""
+"""Helpers: run a step in a child process and report its wall time and peak memory; the shared steps of the
+engine-versus-engine harnesses."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import resource
@@ -9,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 
 def measure(code: str, env: dict[str, str] | None = None) -> dict:
@@ -47,3 +51,120 @@ def measure_wait4(argv: list[str], env: dict[str, str] | None = None) -> dict:
     except json.JSONDecodeError:
         out = {}
     return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "out": out}
+
+
+# -- the engine-versus-engine harnesses (bench_funnel, bench_retention) ----------------------------------------
+
+
+def bench_config(workdir: Path, analyses: dict):
+    """A canonical-source project in ``workdir/proj`` with the given analyses."""
+    from cohortflow.config import load_config
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.conftest import write_config
+
+    path = write_config(workdir / "proj", sources=[{"name": "app", "format": "canonical", "path": "events"}], analyses=analyses)
+    return load_config(path, environ={})
+
+
+def prepare_warehouse(cfg, insert_sql: str, params: dict, start: dt.date, end: dt.date, export_sql: str, parquet: Path) -> None:
+    """Fill ``raw.events`` with ``insert_sql`` (DuckDB SQL generating synthetic events), build the staging layer and
+    segment membership the models read, and export ``export_sql`` (a query of models.stg_events) to ``parquet`` for
+    the reference engine."""
+    import sqlalchemy as sa
+
+    from cohortflow.models import build_models
+    from cohortflow.warehouse import Warehouse
+
+    wh = Warehouse(cfg)
+    wh.bootstrap()
+    t0 = time.monotonic()
+    with wh.begin() as conn:
+        conn.execute(sa.text("delete from raw.events"))
+        conn.execute(sa.text(insert_sql), params)
+        n = conn.execute(sa.text("select count(*) from raw.events")).scalar()
+    build_models(wh, cfg, start, end, exact_range=True, only={"stg_events", "segment_membership_daily"})
+    with wh.begin() as conn:
+        conn.connection.driver_connection.execute(f"copy ({export_sql}) to '{parquet}' (format parquet)")
+    wh.dispose()
+    print(f"prepared {n:,} events in {time.monotonic() - t0:.1f}s")
+
+
+def time_model_build(cfg, names: tuple[str, ...], start: dt.date, end: dt.date, result_sql: str, memory_limit: str | None = None):
+    """Build ``names`` (a published model and the user-grain model it aggregates) for [start, end] from scratch, as
+    an explicit range build runs them; return the build's seconds and the rows of ``result_sql`` read afterwards."""
+    import sqlalchemy as sa
+
+    from cohortflow.models import build_models
+    from cohortflow.warehouse import Warehouse
+
+    wh = Warehouse(cfg)
+    with wh.begin() as conn:
+        for name in names:
+            conn.execute(sa.text(f"drop table if exists models.{name}"))
+        if memory_limit:
+            conn.connection.driver_connection.execute(f"set memory_limit = '{memory_limit}'")
+    t0 = time.monotonic()
+    build_models(wh, cfg, start, end, exact_range=True, only=set(names), dependencies=False)
+    seconds = time.monotonic() - t0
+    with wh.begin() as conn:
+        rows = conn.execute(sa.text(result_sql)).fetchall()
+    wh.dispose()
+    return seconds, rows
+
+
+def time_chdb_query(workdir: Path, source: str, table_ddl: str, query: Callable[[str], str]) -> tuple[float, str]:
+    """Run ``query(source_table)`` in chdb over the exported Parquet file: from a MergeTree table created with
+    ``table_ddl`` (columns and engine of ``default.stg_events``) and loaded beforehand when ``source`` is "table",
+    straight from the file when "parquet". Returns the query's seconds and its TSV output."""
+    from chdb import session
+
+    parquet = workdir / "stg_events.parquet"
+    sess = session.Session(str(workdir / "chdb"))
+    if source == "table":
+        sess.query("drop table if exists default.stg_events")
+        sess.query(f"create table default.stg_events {table_ddl}")
+        sess.query(f"insert into default.stg_events select * from file('{parquet}', Parquet)")
+        src = "default.stg_events"
+    else:
+        src = f"file('{parquet}', Parquet)"
+    t0 = time.monotonic()
+    out = str(sess.query(query(src)))
+    seconds = time.monotonic() - t0
+    sess.close()
+    return seconds, out
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry over the parent's across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def write_child_result(workdir: Path, child: str, result: dict) -> None:
+    """A child process's result (with its own peak memory) for ``compare_engines`` to read."""
+    result["peak_rss_mb"] = peak_rss_mb()
+    (workdir / f"result-{child}.json").write_text(json.dumps(result))
+
+
+def compare_engines(script: str, workdir: Path, children: list[str], child_args: list[str], what: str) -> int:
+    """Run each engine in its own process (``script --child NAME``), print its time and peak memory, whether all
+    engines' cells are equal, and the ratio of duckdb's time to each reference's. Exit code 1 when the cells differ."""
+    results = {}
+    for child in children:
+        subprocess.run([sys.executable, script, "--child", child, "--workdir", str(workdir), *child_args], check=True)
+        results[child] = json.loads((workdir / f"result-{child}.json").read_text())
+        print(f"{child:13s} {results[child]['seconds']:7.2f}s  peak RSS {results[child]['peak_rss_mb']:,.0f} MB")
+    cells = [r["cells"] for r in results.values()]
+    same = all(c == cells[0] for c in cells)
+    print(f"{what} equal: {same} ({len(cells[0])} cells)")
+    if "duckdb" in results:
+        for ref in children:
+            if ref != "duckdb":
+                print(f"duckdb / {ref}: {results['duckdb']['seconds'] / results[ref]['seconds']:.2f}")
+    return 0 if same else 1

@@ -10,7 +10,7 @@ opens with ``app_start``, then a mix of ``view_item``, ``add_to_cart``,
 about 3 % of the events share their millisecond with the previous one), then
 times, each in its own process (peak memory is per process):
 
-* duckdb: the ``funnel_conversion_daily`` build of the 5-step funnel
+* duckdb: the ``funnel_user_steps`` and ``funnel_conversion_daily`` builds of the 5-step funnel
   app_start -> view_item -> add_to_cart -> checkout -> pay_order with a
   1-day window, for every date, exactly as the nightly job runs it, from the
   staged events view;
@@ -28,49 +28,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_config, compare_engines, prepare_warehouse, time_chdb_query, time_model_build, write_child_result  # noqa: E402
 
 START = dt.date(2026, 11, 1)
 STEPS = ["app_start", "view_item", "add_to_cart", "checkout", "pay_order"]
 WINDOW_SECONDS = 86400
 
-
-def _config(workdir: Path):
-    from cohortflow.config import load_config
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.conftest import write_config
-
-    path = write_config(
-        workdir / "proj",
-        sources=[{"name": "app", "format": "canonical", "path": "events"}],
-        analyses={"funnels": [{"name": "purchase", "steps": [{"event": s} for s in STEPS], "window_seconds": WINDOW_SECONDS}]},
-    )
-    return load_config(path, environ={})
-
-
-def prepare(workdir: Path, users: int, days: int) -> None:
-    import sqlalchemy as sa
-
-    from cohortflow.analyses import load_definitions, model_params
-    from cohortflow.models import load_models, model_statements
-    from cohortflow.warehouse import Warehouse
-
-    cfg = _config(workdir)
-    wh = Warehouse(cfg)
-    wh.bootstrap()
-    end = START + dt.timedelta(days=days - 1)
-    t0 = time.monotonic()
-    with wh.begin() as conn:
-        conn.execute(sa.text("delete from raw.events"))
-        conn.execute(
-            sa.text(
-                """
+EVENTS_SQL = """
                 insert into raw.events
                 with
                     active as (
@@ -108,56 +76,39 @@ def prepare(workdir: Path, users: int, days: int) -> None:
                     cast(:start as timestamp) + to_days(cast(d as integer)) + to_milliseconds(ms),
                     'canonical', null, null, null, null, null, '{}', true, null, null,
                     cast(:start as date) + cast(d as integer),
-                    'bench', 0
+                    'bench', 0, 'app'
                 from named
-                """
-            ),
-            {"users": users, "days": days, "start": START},
-        )
-        n = conn.execute(sa.text("select count(*) from raw.events")).scalar()
-        load_definitions(wh, conn, cfg)
-        models = load_models()
-        params = {**model_params(cfg), "start_date": START, "end_date": end}
-        for name in ("stg_identities", "stg_events", "segment_membership_daily"):
-            for stmt in model_statements(models[name], wh.dialect):
-                conn.execute(sa.text(stmt), params if ":" in stmt else {})
-        conn.connection.driver_connection.execute(
-            "copy (select user_id, cast(extract(epoch from event_time) * 1000 as bigint) as event_ms, event_name, "
-            f"event_date from models.stg_events) to '{workdir / 'stg_events.parquet'}' (format parquet)"
-        )
-    wh.dispose()
-    print(f"prepared {n:,} events for {users:,} users over {days} days in {time.monotonic() - t0:.1f}s")
+"""
+
+
+def _config(workdir: Path):
+    funnel = {"name": "purchase", "steps": [{"event": s} for s in STEPS], "window_seconds": WINDOW_SECONDS}
+    return bench_config(workdir, {"funnels": [funnel]})
+
+
+def prepare(workdir: Path, users: int, days: int) -> None:
+    end = START + dt.timedelta(days=days - 1)
+    prepare_warehouse(
+        _config(workdir),
+        EVENTS_SQL,
+        {"users": users, "days": days, "start": START},
+        START,
+        end,
+        "select user_id, cast(extract(epoch from event_time) * 1000 as bigint) as event_ms, event_name, event_date "
+        "from models.stg_events",
+        workdir / "stg_events.parquet",
+    )
 
 
 def run_duckdb(workdir: Path, days: int, memory_limit: str | None = None) -> dict:
-    import sqlalchemy as sa
-
-    from cohortflow.analyses import model_params
-    from cohortflow.models import load_models, model_statements
-    from cohortflow.warehouse import Warehouse
-
-    cfg = _config(workdir)
-    wh = Warehouse(cfg)
-    end = START + dt.timedelta(days=days - 1)
-    model = load_models()["funnel_conversion_daily"]
-    params = {**model_params(cfg), "start_date": START, "end_date": end}
-    with wh.begin() as conn:
-        conn.execute(sa.text("drop table if exists models.funnel_conversion_daily"))
-        if memory_limit:
-            conn.connection.driver_connection.execute(f"set memory_limit = '{memory_limit}'")
-    t0 = time.monotonic()
-    with wh.begin() as conn:
-        for stmt in model_statements(model, wh.dialect):
-            conn.execute(sa.text(stmt), params if ":" in stmt else {})
-    seconds = time.monotonic() - t0
-    with wh.begin() as conn:
-        rows = conn.execute(
-            sa.text(
-                "select entry_date, step_index, reached_users from models.funnel_conversion_daily "
-                "where breakdown_value = 'all'"
-            )
-        ).fetchall()
-    wh.dispose()
+    seconds, rows = time_model_build(
+        _config(workdir),
+        ("funnel_user_steps", "funnel_conversion_daily"),
+        START,
+        START + dt.timedelta(days=days - 1),
+        "select entry_date, step_index, reached_users from models.funnel_conversion_daily where breakdown_value = 'all'",
+        memory_limit,
+    )
     return {"seconds": seconds, "cells": {f"{r[0]}|{r[1]}": r[2] for r in rows}}
 
 
@@ -198,37 +149,15 @@ def _cells(text: str) -> dict:
 
 
 def run_chdb(workdir: Path, days: int, source: str) -> dict:
-    from chdb import session
-
     end = START + dt.timedelta(days=days - 1)
-    parquet = workdir / "stg_events.parquet"
-    sess = session.Session(str(workdir / "chdb"))
-    if source == "table":
-        sess.query("drop table if exists default.stg_events")
-        sess.query(
-            "create table default.stg_events (user_id String, event_ms Int64, event_name LowCardinality(String), "
-            "event_date Date) engine = MergeTree order by (user_id, event_ms)"
-        )
-        sess.query(f"insert into default.stg_events select * from file('{parquet}', Parquet)")
-        src = "default.stg_events"
-    else:
-        src = f"file('{parquet}', Parquet)"
-    t0 = time.monotonic()
-    out = str(sess.query(_clickhouse_sql(src, end)))
-    seconds = time.monotonic() - t0
-    sess.close()
+    seconds, out = time_chdb_query(
+        workdir,
+        source,
+        "(user_id String, event_ms Int64, event_name LowCardinality(String), event_date Date) "
+        "engine = MergeTree order by (user_id, event_ms)",
+        lambda src: _clickhouse_sql(src, end),
+    )
     return {"seconds": seconds, "cells": _cells(out)}
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry over the parent's across exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(args) -> None:
@@ -237,8 +166,7 @@ def _child(args) -> None:
         result = run_duckdb(workdir, args.days, args.memory_limit)
     else:
         result = run_chdb(workdir, args.days, args.child.split("-", 1)[1])
-    result["peak_rss_mb"] = _peak_rss_mb()
-    (workdir / f"result-{args.child}.json").write_text(json.dumps(result))
+    write_child_result(workdir, args.child, result)
 
 
 def main() -> int:
@@ -258,22 +186,9 @@ def main() -> int:
         return 0
     if not args.skip_prepare:
         prepare(workdir, args.users, args.days)
-    results = {}
-    for child in args.only or ("duckdb", "chdb-table", "chdb-parquet"):
-        cmd = [sys.executable, __file__, "--child", child, "--workdir", str(workdir), "--days", str(args.days)]
-        if args.memory_limit:
-            cmd += ["--memory-limit", args.memory_limit]
-        subprocess.run(cmd, check=True)
-        results[child] = json.loads((workdir / f"result-{child}.json").read_text())
-        print(f"{child:13s} {results[child]['seconds']:7.2f}s  peak RSS {results[child]['peak_rss_mb']:,.0f} MB")
-    cells = [r["cells"] for r in results.values()]
-    same = all(c == cells[0] for c in cells)
-    print(f"users per entry date and step equal: {same} ({len(cells[0])} cells)")
-    if "duckdb" in results:
-        for ref in ("chdb-table", "chdb-parquet"):
-            if ref in results:
-                print(f"duckdb / {ref}: {results['duckdb']['seconds'] / results[ref]['seconds']:.2f}")
-    return 0 if same else 1
+    child_args = ["--days", str(args.days)] + (["--memory-limit", args.memory_limit] if args.memory_limit else [])
+    children = args.only or ["duckdb", "chdb-table", "chdb-parquet"]
+    return compare_engines(__file__, workdir, children, child_args, "users per entry date and step")
 
 
 if __name__ == "__main__":

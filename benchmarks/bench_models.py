@@ -78,9 +78,14 @@ select
     null as link_anonymous_id, null as link_login_id,
     cast(ts as date) as load_date,
     'bench' as ingest_file,
-    0 as ingest_line
+    0 as ingest_line,
+    'app' as source_name
 from timed
 """
+
+# A funnel or retention build: the user-grain model and the published table aggregating it.
+FUNNEL = "funnel_user_steps,funnel_conversion_daily"
+RETENTION = "retention_user_cohorts,retention_cohorts"
 
 BUILD = r"""
 import datetime as dt, json, sys, time
@@ -94,10 +99,11 @@ start, end = dt.date.fromisoformat(sys.argv[3]), dt.date.fromisoformat(sys.argv[
 # membership): this process's time and peak memory are the model's alone, as a night builds it after them. The
 # activity table is timed on its own (ACTIVITY).
 t0 = time.perf_counter()
-built = build_models(wh, cfg, start, end, exact_range=True, only={sys.argv[2]}, dependencies=False)
+names = sys.argv[2].split(",")
+built = build_models(wh, cfg, start, end, exact_range=True, only=set(names), dependencies=False)
 seconds = time.perf_counter() - t0
 with wh.begin() as conn:
-    if sys.argv[2] == "funnel_conversion_daily":
+    if "funnel_conversion_daily" in names:
         rows = wh.execute(conn, "select entry_date, step_index, reached_users from models.funnel_conversion_daily "
                                 "where breakdown_value = 'all' and entry_date between :s and :e order by 1, 2",
                           {"s": start, "e": end}).fetchall()
@@ -119,7 +125,7 @@ cfg = load_config(sys.argv[1], environ={})
 wh = Warehouse(cfg)
 start, end = dt.date.fromisoformat(sys.argv[2]), dt.date.fromisoformat(sys.argv[3])
 models = load_models()
-targets = {"funnel_conversion_daily", "retention_cohorts"}
+targets = {"funnel_user_steps", "funnel_conversion_daily", "retention_user_cohorts", "retention_cohorts"}
 build_models(wh, cfg, start, end, exact_range=True, only=_with_dependencies(targets, models) - targets)
 """
 
@@ -257,17 +263,17 @@ def main() -> int:
 
     measure_wait4([py, "-c", DEPENDENCIES, str(cfg_path), str(START), str(end)])
     results = {}
-    results["cohortflow funnel (DuckDB)"] = measure_wait4([py, "-c", BUILD, str(cfg_path), "funnel_conversion_daily", str(START), str(end)])
+    results["cohortflow funnel (DuckDB)"] = measure_wait4([py, "-c", BUILD, str(cfg_path), FUNNEL, str(START), str(end)])
     results["chdb windowFunnel"] = measure_wait4([py, "-c", CH_FUNNEL, str(parquet), str(workdir / "chdb"), str(START), str(end)])
     results["cohortflow activity table (DuckDB)"] = measure_wait4([py, "-c", ACTIVITY, str(cfg_path), str(START), str(end)])
-    results["cohortflow retention (DuckDB)"] = measure_wait4([py, "-c", BUILD, str(cfg_path), "retention_cohorts", str(START), str(end)])
+    results["cohortflow retention (DuckDB)"] = measure_wait4([py, "-c", BUILD, str(cfg_path), RETENTION, str(START), str(end)])
     results["chdb retention"] = measure_wait4([py, "-c", CH_RETENTION, str(parquet), str(workdir / "chdb"), str(HORIZON)])
     if args.memory_limit:
         limited = workdir / "limited.yml"
         spec = yaml.safe_load(cfg_path.read_text())
         spec["warehouse"]["memory_limit"] = args.memory_limit
         limited.write_text(yaml.safe_dump(spec, sort_keys=False))
-        for model, label in (("funnel_conversion_daily", "funnel"), ("retention_cohorts", "retention")):
+        for model, label in ((FUNNEL, "funnel"), (RETENTION, "retention")):
             results[f"cohortflow {label} (DuckDB, {args.memory_limit})"] = measure_wait4(
                 [py, "-c", BUILD, str(limited), model, str(START), str(end)]
             )

@@ -7,7 +7,7 @@ random day, is active on 40 % of the later days, 1-5 events per active day:
 about 21 events per user, ~10.5M for 500k users), then times, each in its
 own process (peak memory is per process):
 
-* duckdb: the ``retention_cohorts`` build (first_time, mode on, any activity)
+* duckdb: the ``retention_user_cohorts`` and ``retention_cohorts`` builds (first_time, mode on, any activity)
   exactly as the nightly job runs it, from the staged events view;
 * chdb: ClickHouse's ``retention()`` aggregate on the same staged events,
   from a MergeTree table loaded beforehand (and, for reference, straight from
@@ -20,47 +20,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import bench_config, compare_engines, prepare_warehouse, time_chdb_query, time_model_build, write_child_result  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 
-
-def _config(workdir: Path, horizon: int):
-    from cohortflow.config import load_config
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.conftest import write_config
-
-    path = write_config(
-        workdir / "proj",
-        sources=[{"name": "app", "format": "canonical", "path": "events"}],
-        analyses={"retention": [{"name": "day_all", "period": "day", "horizon": horizon}]},
-    )
-    return load_config(path, environ={})
-
-
-def prepare(workdir: Path, users: int, days: int, horizon: int) -> None:
-    import sqlalchemy as sa
-
-    from cohortflow.analyses import load_definitions, model_params
-    from cohortflow.models import load_models, model_statements
-    from cohortflow.warehouse import Warehouse
-
-    cfg = _config(workdir, horizon)
-    wh = Warehouse(cfg)
-    wh.bootstrap()
-    end = START + dt.timedelta(days=days - 1)
-    t0 = time.monotonic()
-    with wh.begin() as conn:
-        conn.execute(sa.text("delete from raw.events"))
-        conn.execute(
-            sa.text(
-                """
+EVENTS_SQL = """
                 insert into raw.events
                 with
                     people as (select u, hash(u) % :days as first_day from range(:users) as t(u)),
@@ -83,51 +51,35 @@ def prepare(workdir: Path, users: int, days: int, horizon: int) -> None:
                     cast(:start as timestamp) + to_days(cast(day_no as integer)) + to_minutes(cast(60 + e * 97 as bigint)),
                     'canonical', null, null, null, null, null, '{}', true, null, null,
                     cast(:start as date) + cast(day_no as integer),
-                    'bench', 0
+                    'bench', 0, 'app'
                 from events
-                """
-            ),
-            {"users": users, "days": days, "start": START},
-        )
-        n = conn.execute(sa.text("select count(*) from raw.events")).scalar()
-        load_definitions(wh, conn, cfg)
-        models = load_models()
-        params = {**model_params(cfg), "start_date": START, "end_date": end}
-        for name in ("stg_identities", "stg_events", "segment_membership_daily"):
-            for stmt in model_statements(models[name], wh.dialect):
-                conn.execute(sa.text(stmt), params if ":" in stmt else {})
-        conn.connection.driver_connection.execute(
-            f"copy (select user_id, event_date, is_activity from models.stg_events) "
-            f"to '{workdir / 'stg_events.parquet'}' (format parquet)"
-        )
-    wh.dispose()
-    print(f"prepared {n:,} events for {users:,} users over {days} days in {time.monotonic() - t0:.1f}s")
+"""
+
+
+def _config(workdir: Path, horizon: int):
+    return bench_config(workdir, {"retention": [{"name": "day_all", "period": "day", "horizon": horizon}]})
+
+
+def prepare(workdir: Path, users: int, days: int, horizon: int) -> None:
+    prepare_warehouse(
+        _config(workdir, horizon),
+        EVENTS_SQL,
+        {"users": users, "days": days, "start": START},
+        START,
+        START + dt.timedelta(days=days - 1),
+        "select user_id, event_date, is_activity from models.stg_events",
+        workdir / "stg_events.parquet",
+    )
 
 
 def run_duckdb(workdir: Path, days: int, horizon: int) -> dict:
-    import sqlalchemy as sa
-
-    from cohortflow.analyses import model_params
-    from cohortflow.models import load_models, model_statements
-    from cohortflow.warehouse import Warehouse
-
-    cfg = _config(workdir, horizon)
-    wh = Warehouse(cfg)
-    end = START + dt.timedelta(days=days - 1)
-    model = load_models()["retention_cohorts"]
-    params = {**model_params(cfg), "start_date": START, "end_date": end}
-    with wh.begin() as conn:
-        conn.execute(sa.text("drop table if exists models.retention_cohorts"))
-    t0 = time.monotonic()
-    with wh.begin() as conn:
-        for stmt in model_statements(model, wh.dialect):
-            conn.execute(sa.text(stmt), params if ":" in stmt else {})
-    seconds = time.monotonic() - t0
-    with wh.begin() as conn:
-        rows = conn.execute(
-            sa.text("select cohort_date, period_number, cohort_users, retained_users from models.retention_cohorts")
-        ).fetchall()
-    wh.dispose()
+    seconds, rows = time_model_build(
+        _config(workdir, horizon),
+        ("retention_user_cohorts", "retention_cohorts"),
+        START,
+        START + dt.timedelta(days=days - 1),
+        "select cohort_date, period_number, cohort_users, retained_users from models.retention_cohorts",
+    )
     return {"seconds": seconds, "cells": {f"{r[0]}|{r[1]}": [r[2], r[3]] for r in rows}}
 
 
@@ -162,37 +114,14 @@ def _cells(text: str, horizon: int, end: dt.date) -> dict:
 
 
 def run_chdb(workdir: Path, days: int, horizon: int, source: str) -> dict:
-    from chdb import session
-
     end = START + dt.timedelta(days=days - 1)
-    parquet = workdir / "stg_events.parquet"
-    sess = session.Session(str(workdir / "chdb"))
-    if source == "table":
-        sess.query("drop table if exists default.stg_events")
-        sess.query(
-            "create table default.stg_events (user_id String, event_date Date, is_activity Bool) "
-            "engine = MergeTree order by (user_id, event_date)"
-        )
-        sess.query(f"insert into default.stg_events select user_id, event_date, is_activity from file('{parquet}', Parquet)")
-        src = "default.stg_events"
-    else:
-        src = f"file('{parquet}', Parquet)"
-    t0 = time.monotonic()
-    out = str(sess.query(_clickhouse_sql(src, horizon, end)))
-    seconds = time.monotonic() - t0
-    sess.close()
+    seconds, out = time_chdb_query(
+        workdir,
+        source,
+        "(user_id String, event_date Date, is_activity Bool) engine = MergeTree order by (user_id, event_date)",
+        lambda src: _clickhouse_sql(src, horizon, end),
+    )
     return {"seconds": seconds, "cells": _cells(out, horizon, end)}
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike ru_maxrss it does not carry over the parent's across exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _child(args) -> None:
@@ -201,8 +130,7 @@ def _child(args) -> None:
         result = run_duckdb(workdir, args.days, args.horizon)
     else:
         result = run_chdb(workdir, args.days, args.horizon, args.child.split("-", 1)[1])
-    result["peak_rss_mb"] = _peak_rss_mb()
-    (workdir / f"result-{args.child}.json").write_text(json.dumps(result))
+    write_child_result(workdir, args.child, result)
 
 
 def main() -> int:
@@ -221,18 +149,8 @@ def main() -> int:
         return 0
     if not args.skip_prepare:
         prepare(workdir, args.users, args.days, args.horizon)
-    results = {}
-    for child in ("duckdb", "chdb-table", "chdb-parquet"):
-        cmd = [sys.executable, __file__, "--child", child, "--workdir", str(workdir),
-               "--days", str(args.days), "--horizon", str(args.horizon)]
-        subprocess.run(cmd, check=True)
-        results[child] = json.loads((workdir / f"result-{child}.json").read_text())
-        print(f"{child:13s} {results[child]['seconds']:7.2f}s  peak RSS {results[child]['peak_rss_mb']:,.0f} MB")
-    same = results["duckdb"]["cells"] == results["chdb-table"]["cells"] == results["chdb-parquet"]["cells"]
-    print(f"triangles equal: {same} ({len(results['duckdb']['cells'])} cells)")
-    for ref in ("chdb-table", "chdb-parquet"):
-        print(f"duckdb / {ref}: {results['duckdb']['seconds'] / results[ref]['seconds']:.2f}")
-    return 0 if same else 1
+    child_args = ["--days", str(args.days), "--horizon", str(args.horizon)]
+    return compare_engines(__file__, workdir, ["duckdb", "chdb-table", "chdb-parquet"], child_args, "triangles")
 
 
 if __name__ == "__main__":

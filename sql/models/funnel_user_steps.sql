@@ -1,4 +1,5 @@
 /* Funnel levels per user: for each funnel, entry date E and user who entered (a step-1 event on E), the steps reached (level >= k) and the least time from step 1 to each, with the user's breakdown value. Levels are exactly windowFunnel(window, 'strict_once') with the first condition on E: for each "node" (a user's events at one millisecond that can fill step k) the latest start of a valid chain ending there, found by following each node's owner (the latest earlier node of the previous step), one step per pass of a recursive CTE. A build can take some users only (those whose events changed), from the first entry date their change can reach. Grain: one row per funnel, entry_date, user_id and step_index k <= level. */
+{% import 'macros/filters.sql' as filters %}
 with recursive
 
 funnels as (
@@ -73,12 +74,7 @@ filter_inputs as (
         filters.value_text,
         filters.value_number,
         filters.is_negated,
-        case filters.property
-            when 'platform' then events.platform
-            when 'app_version' then events.app_version
-            when 'channel' then events.channel
-            else prop(events.properties, filters.property)
-        end as property_value
+        {{ filters.property_value('events', 'filters.property') | indent(8) }} as property_value
     from models.stg_events as events
     inner join steps
         on steps.event_name = events.event_name
@@ -91,62 +87,8 @@ filter_inputs as (
         and (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
 ),
 
-filter_values as (
-    select
-        *,
-        -- a number only when the text is a plain decimal number (the cast can then never fail)
-        case
-            when regexp_matches(property_value, '^-?[0-9]{1,200}([.][0-9]{1,200})?([eE][-+]?[0-9]{1,2})?$')
-                then cast(property_value as double)
-        end as property_number
-    from filter_inputs
-),
-
--- Per event, step and filter: does any listed value match? Negated ops (neq, not_in, is_not_set) hold when none does.
-filter_results as (
-    select
-        funnel_no,
-        step_index,
-        event_id,
-        filter_no,
-        is_negated,
-        coalesce(bool_or(
-            case
-                when op in ('is_set', 'is_not_set') then property_value is not null
-                when op = 'contains' then strpos(property_value, value_text) > 0
-                when value_kind = 'number' then case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_number = value_number
-                    when op = 'gt' then property_number > value_number
-                    when op = 'gte' then property_number >= value_number
-                    when op = 'lt' then property_number < value_number
-                    when op = 'lte' then property_number <= value_number
-                end
-                else case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_value = value_text
-                    when op = 'gt' then property_value collate "C" > value_text
-                    when op = 'gte' then property_value collate "C" >= value_text
-                    when op = 'lt' then property_value collate "C" < value_text
-                    when op = 'lte' then property_value collate "C" <= value_text
-                end
-            end
-        ), false) as is_value_match
-    from filter_values
-    group by
-        funnel_no,
-        step_index,
-        event_id,
-        filter_no,
-        is_negated
-),
-
-failed_steps as (
-    select distinct
-        funnel_no,
-        step_index,
-        event_id
-    from filter_results
-    where is_value_match = is_negated
-),
+-- Per event and filter: does any listed value match? The events failing a filter of theirs.
+{{ filters.failed_filter_ctes(['funnel_no', 'step_index', 'event_id'], 'filter_inputs', 'failed_steps') }},
 
 -- Each (event, step) the event fills: its name is the step's event and all the step's filters hold; with the event's
 -- id and the breakdown property of step-1 events. Not materialized: only the readers that need ids or properties read
@@ -162,12 +104,7 @@ step_event_details as not materialized (
         candidates.event_date,
         candidates.event_ms,
         case
-            when candidates.step_index = 1 and funnels.breakdown is not null then case funnels.breakdown
-                when 'platform' then candidates.platform
-                when 'app_version' then candidates.app_version
-                when 'channel' then candidates.channel
-                else prop(candidates.properties, funnels.breakdown)
-            end
+            when candidates.step_index = 1 and funnels.breakdown is not null then {{ filters.property_value('candidates', 'funnels.breakdown') | indent(12) }}
         end as breakdown_value
     from candidates
     inner join funnels

@@ -1,33 +1,8 @@
 /* Path transitions per day: within each session's path (from the first occurrence of the configured start event, or from the session start), every event to the next one, the last to the '$end' marker, with its step number. Grain: one row per session_date, step_number, from_event and to_event. */
+{% import 'macros/paths.sql' as paths %}
 with
 
--- No row: paths start at the session start.
-path_settings as (
-    select start_event from meta.def_paths
-),
-
-session_events as (
-    select
-        session_date,
-        session_id,
-        user_id,
-        event_name,
-        event_number,
-        next_event_name
-    from models.session_events
-    where session_date between cast(:start_date as date) and cast(:end_date as date)
-),
-
--- The first occurrence of the start event opens the path; events before it are not part of it.
-path_starts as (
-    select
-        session_id,
-        min(event_number) as start_number
-    from session_events
-    where event_name in (select path_settings.start_event from path_settings)
-        or (event_number = 1 and not exists (select 1 from path_settings))
-    group by session_id
-),
+{{ paths.path_start_ctes(['next_event_name']) }},
 
 path_events as (
     select

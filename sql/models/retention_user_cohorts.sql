@@ -1,4 +1,5 @@
 /* Retention per user, the user-grain step of retention_cohorts: for each definition, each cohort a user belongs to (first_time: the period of their first-ever start event; recurring: every period with a start event), with each breakdown value ('all' and the user's value), a row for the membership (period numbers 0 to 0) and rows for the periods k >= 1 the user counts as retained in (mode on: one row per return period; on_or_after: one row 1 to the last period returned, capped at the horizon). A build can take some users only: the users whose events changed, all their cohorts. Grain: one row per retention_name, cohort_date, user_id, breakdown_value and period range. */
+{% import 'macros/filters.sql' as filters %}
 with
 
 definitions as (
@@ -144,84 +145,15 @@ filter_inputs as (
         filters.value_text,
         filters.value_number,
         filters.is_negated,
-        case filters.property
-            when 'platform' then candidates.platform
-            when 'app_version' then candidates.app_version
-            when 'channel' then candidates.channel
-            else prop(candidates.properties, filters.property)
-        end as property_value
+        {{ filters.property_value('candidates', 'filters.property') | indent(8) }} as property_value
     from candidates
     inner join filters
         on filters.retention_name = candidates.retention_name
         and filters.side = candidates.side
 ),
 
-filter_values as (
-    select
-        retention_name,
-        side,
-        event_id,
-        filter_no,
-        op,
-        value_kind,
-        value_text,
-        value_number,
-        is_negated,
-        property_value,
-        -- a number only when the text is a plain decimal number (the cast can then never fail)
-        case
-            when regexp_matches(property_value, '^-?[0-9]{1,200}([.][0-9]{1,200})?([eE][-+]?[0-9]{1,2})?$')
-                then cast(property_value as double)
-        end as property_number
-    from filter_inputs
-),
-
--- Per event and filter: does any listed value match? Negated ops (neq, not_in, is_not_set) hold when none does.
--- Number values compare numerically, strings and booleans as text (ordered in binary, whatever the collation).
-filter_results as (
-    select
-        retention_name,
-        side,
-        event_id,
-        filter_no,
-        is_negated,
-        coalesce(bool_or(
-            case
-                when op in ('is_set', 'is_not_set') then property_value is not null
-                when op = 'contains' then strpos(property_value, value_text) > 0
-                when value_kind = 'number' then case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_number = value_number
-                    when op = 'gt' then property_number > value_number
-                    when op = 'gte' then property_number >= value_number
-                    when op = 'lt' then property_number < value_number
-                    when op = 'lte' then property_number <= value_number
-                end
-                else case
-                    when op in ('eq', 'neq', 'in', 'not_in') then property_value = value_text
-                    when op = 'gt' then property_value collate "C" > value_text
-                    when op = 'gte' then property_value collate "C" >= value_text
-                    when op = 'lt' then property_value collate "C" < value_text
-                    when op = 'lte' then property_value collate "C" <= value_text
-                end
-            end
-        ), false) as is_value_match
-    from filter_values
-    group by
-        retention_name,
-        side,
-        event_id,
-        filter_no,
-        is_negated
-),
-
-failed_events as (
-    select distinct
-        retention_name,
-        side,
-        event_id
-    from filter_results
-    where is_value_match = is_negated
-),
+-- Per event and filter: does any listed value match? The events failing a filter of theirs.
+{{ filters.failed_filter_ctes(['retention_name', 'side', 'event_id'], 'filter_inputs', 'failed_events') }},
 
 matched_events as (
     select candidates.*
@@ -386,12 +318,7 @@ breakdown_events as (
             when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
             else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
         end as period_date,
-        case matched_events.breakdown
-            when 'platform' then matched_events.platform
-            when 'app_version' then matched_events.app_version
-            when 'channel' then matched_events.channel
-            else prop(matched_events.properties, matched_events.breakdown)
-        end as breakdown_value
+        {{ filters.property_value('matched_events', 'matched_events.breakdown') | indent(8) }} as breakdown_value
     from matched_events
     inner join definitions
         on definitions.retention_name = matched_events.retention_name

@@ -1,4 +1,5 @@
 /* Segment membership: the users of each configured segment on each as-of date. The rule trees of meta.def_segment_nodes are evaluated leaves first, then one pass per tree level from the deepest (8) up to the root (1); members are limited to the universe (users with activity on or before the as-of date). Grain: one row per segment_name, as_of_date and user_id. */
+{% import 'macros/filters.sql' as filters %}
 with
 
 calendar as (
@@ -172,25 +173,17 @@ latest_property_texts as (
         latest.user_id,
         latest.valid_from,
         latest.valid_to,
-        case leaves.property_key
-            when 'platform' then latest.platform
-            when 'app_version' then latest.app_version
-            when 'channel' then latest.channel
-            else prop(latest.properties, leaves.property_key)
-        end as property_text
+        {{ filters.property_value('latest', 'leaves.property_key') | indent(8) }} as property_text
     from property_leaves as leaves
     cross join latest_events as latest
     where latest.valid_to >= cast(:start_date as date)
 ),
 
--- A property is a number only when its text is a plain decimal number (the cast can then never fail).
+-- A property is a number only when its text is a plain decimal number.
 latest_property_typed as (
     select
         *,
-        case
-            when regexp_matches(property_text, '^-?[0-9]{1,200}([.][0-9]{1,200})?([eE][-+]?[0-9]{1,2})?$')
-                then cast(property_text as double)
-        end as property_number
+        {{ filters.as_number('property_text') | indent(8) }} as property_number
     from latest_property_texts
 ),
 
@@ -205,29 +198,8 @@ latest_property_checks as (
         checks.valid_from,
         checks.valid_to,
         checks.property_text,
-        max(case when case
-            when checks.op in ('eq', 'neq', 'in', 'not_in') then case
-                when vals.value_kind = 'number' then checks.property_number = vals.value_number
-                else checks.property_text = vals.value_text
-            end
-            when checks.op = 'gt' then case
-                when vals.value_kind = 'number' then checks.property_number > vals.value_number
-                else checks.property_text collate "C" > vals.value_text
-            end
-            when checks.op = 'gte' then case
-                when vals.value_kind = 'number' then checks.property_number >= vals.value_number
-                else checks.property_text collate "C" >= vals.value_text
-            end
-            when checks.op = 'lt' then case
-                when vals.value_kind = 'number' then checks.property_number < vals.value_number
-                else checks.property_text collate "C" < vals.value_text
-            end
-            when checks.op = 'lte' then case
-                when vals.value_kind = 'number' then checks.property_number <= vals.value_number
-                else checks.property_text collate "C" <= vals.value_text
-            end
-            when checks.op = 'contains' then strpos(checks.property_text, vals.value_text) > 0
-        end then 1 else 0 end) as any_value_holds
+        -- is_set and is_not_set are decided from the property alone (latest_property_true)
+        max(case when {{ filters.value_matches('checks.op', 'vals.value_kind', 'checks.property_text', 'checks.property_number', 'vals.value_text', 'vals.value_number') | indent(8) }} then 1 else 0 end) as any_value_holds
     from latest_property_typed as checks
     left join filter_values as vals
         on vals.segment_name = checks.segment_name
@@ -281,7 +253,8 @@ not_slots as (
 
 -- One pass per level, deepest first: every true child votes 1 for its parent;
 -- and = all children voted, or = at least one, not = none (its universe slot votes 0).
-depth_7 as (
+{% for depth in range(7, 0, -1) %}
+depth_{{ depth }} as (
     select
         parents.segment_name,
         parents.node_id,
@@ -290,9 +263,13 @@ depth_7 as (
         votes.user_id,
         votes.as_of_date
     from (
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 8
+        {%- if depth < 7 %}
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_{{ depth + 1 }}
         union all
-        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 7
+        {%- endif %}
+        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = {{ depth + 1 }}
+        union all
+        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = {{ depth }}
     ) as votes
     inner join nodes as parents
         on parents.segment_name = votes.segment_name
@@ -304,163 +281,7 @@ depth_7 as (
         else sum(votes.vote) = 0
     end
 ),
-
-depth_6 as (
-    select
-        parents.segment_name,
-        parents.node_id,
-        parents.parent_id,
-        parents.depth,
-        votes.user_id,
-        votes.as_of_date
-    from (
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_7
-        union all
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 7
-        union all
-        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 6
-    ) as votes
-    inner join nodes as parents
-        on parents.segment_name = votes.segment_name
-        and parents.node_id = votes.node_id
-    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
-    having case parents.kind
-        when 'and' then sum(votes.vote) = parents.child_count
-        when 'or' then sum(votes.vote) >= 1
-        else sum(votes.vote) = 0
-    end
-),
-
-depth_5 as (
-    select
-        parents.segment_name,
-        parents.node_id,
-        parents.parent_id,
-        parents.depth,
-        votes.user_id,
-        votes.as_of_date
-    from (
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_6
-        union all
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 6
-        union all
-        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 5
-    ) as votes
-    inner join nodes as parents
-        on parents.segment_name = votes.segment_name
-        and parents.node_id = votes.node_id
-    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
-    having case parents.kind
-        when 'and' then sum(votes.vote) = parents.child_count
-        when 'or' then sum(votes.vote) >= 1
-        else sum(votes.vote) = 0
-    end
-),
-
-depth_4 as (
-    select
-        parents.segment_name,
-        parents.node_id,
-        parents.parent_id,
-        parents.depth,
-        votes.user_id,
-        votes.as_of_date
-    from (
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_5
-        union all
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 5
-        union all
-        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 4
-    ) as votes
-    inner join nodes as parents
-        on parents.segment_name = votes.segment_name
-        and parents.node_id = votes.node_id
-    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
-    having case parents.kind
-        when 'and' then sum(votes.vote) = parents.child_count
-        when 'or' then sum(votes.vote) >= 1
-        else sum(votes.vote) = 0
-    end
-),
-
-depth_3 as (
-    select
-        parents.segment_name,
-        parents.node_id,
-        parents.parent_id,
-        parents.depth,
-        votes.user_id,
-        votes.as_of_date
-    from (
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_4
-        union all
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 4
-        union all
-        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 3
-    ) as votes
-    inner join nodes as parents
-        on parents.segment_name = votes.segment_name
-        and parents.node_id = votes.node_id
-    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
-    having case parents.kind
-        when 'and' then sum(votes.vote) = parents.child_count
-        when 'or' then sum(votes.vote) >= 1
-        else sum(votes.vote) = 0
-    end
-),
-
-depth_2 as (
-    select
-        parents.segment_name,
-        parents.node_id,
-        parents.parent_id,
-        parents.depth,
-        votes.user_id,
-        votes.as_of_date
-    from (
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_3
-        union all
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 3
-        union all
-        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 2
-    ) as votes
-    inner join nodes as parents
-        on parents.segment_name = votes.segment_name
-        and parents.node_id = votes.node_id
-    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
-    having case parents.kind
-        when 'and' then sum(votes.vote) = parents.child_count
-        when 'or' then sum(votes.vote) >= 1
-        else sum(votes.vote) = 0
-    end
-),
-
-depth_1 as (
-    select
-        parents.segment_name,
-        parents.node_id,
-        parents.parent_id,
-        parents.depth,
-        votes.user_id,
-        votes.as_of_date
-    from (
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from depth_2
-        union all
-        select segment_name, parent_id as node_id, user_id, as_of_date, 1 as vote from leaf_true where depth = 2
-        union all
-        select segment_name, node_id, user_id, as_of_date, 0 as vote from not_slots where depth = 1
-    ) as votes
-    inner join nodes as parents
-        on parents.segment_name = votes.segment_name
-        and parents.node_id = votes.node_id
-    group by parents.segment_name, parents.node_id, parents.parent_id, parents.depth, parents.kind, parents.child_count, votes.user_id, votes.as_of_date
-    having case parents.kind
-        when 'and' then sum(votes.vote) = parents.child_count
-        when 'or' then sum(votes.vote) >= 1
-        else sum(votes.vote) = 0
-    end
-),
-
+{% endfor %}
 roots as (
     select segment_name, user_id, as_of_date from depth_1
     union all

@@ -1,33 +1,8 @@
 /* Top paths per day: the most frequent sequences of up to max_steps events from the path start (the first occurrence of the configured start event, or the session start), ' > '-joined, ending in ' > $end' when the session ended within them. Grain: one row per session_date and path_rank (rank <= top_n). */
+{% import 'macros/paths.sql' as paths %}
 with
 
--- No row: paths start at the session start.
-path_settings as (
-    select start_event from meta.def_paths
-),
-
-session_events as (
-    select
-        session_date,
-        session_id,
-        user_id,
-        event_name,
-        event_number,
-        is_last_event
-    from models.session_events
-    where session_date between cast(:start_date as date) and cast(:end_date as date)
-),
-
--- The first occurrence of the start event opens the path; events before it are not part of it.
-path_starts as (
-    select
-        session_id,
-        min(event_number) as start_number
-    from session_events
-    where event_name in (select path_settings.start_event from path_settings)
-        or (event_number = 1 and not exists (select 1 from path_settings))
-    group by session_id
-),
+{{ paths.path_start_ctes(['is_last_event']) }},
 
 path_steps as (
     select

@@ -71,6 +71,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
+from cohortflow import demo_catalog as C
 from cohortflow import demo_formats as F
 from cohortflow.progress import plural
 
@@ -91,83 +92,6 @@ CANONICAL_NO_EVENT_ID = 0.10
 FUNNEL = ("signup_start", "signup_submit", "signup_verify", "signup_done")
 FUNNEL_CONVERSION = (0.70, 0.786, 0.818)  # step to step: 100 -> 70 -> 55 -> 45 %
 
-_MALFORMED_WEIGHTS = (30, 20, 12, 12, 14, 12)  # in the order of F.MALFORMED_KINDS
-
-_HOUR_WEIGHTS = (2.0, 1.2, 0.7, 0.4, 0.3, 0.4, 1.0, 2.5, 4.0, 4.5, 4.2, 4.5,
-                 5.5, 5.0, 4.2, 4.0, 4.2, 4.5, 5.2, 6.0, 6.8, 7.0, 6.0, 3.8)
-
-_CHAIN: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
-    "app_start": (("view_item", "search", "share"), (0.58, 0.37, 0.05)),
-    "view_item": (("view_item", "search", "add_to_cart", "share"), (0.47, 0.2, 0.23, 0.1)),
-    "search": (("view_item", "search", "share"), (0.7, 0.25, 0.05)),
-    "add_to_cart": (("view_item", "checkout", "search"), (0.4, 0.45, 0.15)),
-    "checkout": (("pay_order", "view_item", "search"), (0.65, 0.25, 0.1)),
-    "pay_order": (("view_item", "search", "share"), (0.5, 0.3, 0.2)),
-    "share": (("view_item", "search"), (0.6, 0.4)),
-}
-
-
-def _cum(weights: tuple[float, ...]) -> list[float]:
-    out, s = [], 0.0
-    for w in weights:
-        s += w
-        out.append(s)
-    return out
-
-
-_CHAIN_CUM = {k: (names, _cum(w)) for k, (names, w) in _CHAIN.items()}
-_HOUR_CUM = _cum(_HOUR_WEIGHTS)
-
-_PLATFORMS = ("iOS", "Android", "Web", "小程序")
-_PLATFORM_CUM = _cum((0.36, 0.44, 0.10, 0.10))
-_PLATFORM_INFO: dict[str, dict[str, Any]] = {
-    "iOS": {
-        "lib": "iOS", "lib_version": "4.5.2", "os": ("iOS",), "os_version": ("16.7.8", "17.6.1", "18.1"),
-        "model": ("iPhone 13", "iPhone 14 Pro", "iPhone 15", "iPhone 16 Pro Max", "iPad Air"),
-        "channel": (("App Store",), (1.0,)),
-    },
-    "Android": {
-        "lib": "Android", "lib_version": "4.5.3", "os": ("Android",), "os_version": ("11", "12", "13", "14"),
-        "model": ("HUAWEI Mate 60", "Xiaomi 14", "OPPO Reno11", "vivo X100", "Redmi K70", "HONOR 100", "Galaxy S24"),
-        "channel": (("华为应用市场", "小米应用商店", "应用宝", "OPPO软件商店", "vivo应用商店", "Google Play", "官网下载"),
-                    (0.3, 0.2, 0.2, 0.12, 0.1, 0.03, 0.05)),
-    },
-    "Web": {
-        "lib": "JS", "lib_version": "4.5.1", "os": ("Windows", "Mac OS X", "iOS", "Android"),
-        "os_version": ("10", "11", "14.6"), "model": ("PC", "Mac", "mobile"),
-        "channel": (("百度搜索", "直接访问", "微信分享", "今日头条"), (0.4, 0.35, 0.15, 0.1)),
-    },
-    "小程序": {
-        "lib": "WeChat", "lib_version": "4.5.0", "os": ("iOS", "Android"), "os_version": ("8.0.50", "8.0.53"),
-        "model": ("iPhone 15", "HUAWEI Mate 60", "Xiaomi 14"),
-        "channel": (("微信", "微信分享", "小程序码"), (0.6, 0.3, 0.1)),
-    },
-}
-# (version, first day it exists relative to the start, weight among older installs)
-_VERSIONS = (("3.1.4", -999, 0.15), ("3.2.0", -999, 0.25), ("3.2.1", -999, 0.60), ("3.3.0", 5, 0.0))
-_NETWORKS = ("WIFI", "WIFI", "WIFI", "5G", "4G")
-
-_ITEMS = (  # (name, category, list price)
-    ("无线蓝牙耳机 🎧", "数码", 299.0), ("机械键盘⌨️", "数码", 399.0), ("智能手表 Pro", "数码", 1299.0),
-    ("手机壳 iPhone 16", "数码", 39.9), ("4K 显示器 27英寸", "数码", 1999.0), ("纯棉T恤", "服饰", 79.0),
-    ('Tシャツ "limited"', "服饰", 129.0), ("羽绒服 女 长款", "服饰", 899.0), ("运动跑鞋 男款", "运动", 459.0),
-    ("露营帐篷⛺", "运动", 599.0), ("有机牛奶 1L", "食品", 19.9), ("咖啡豆 ☕ 500g", "食品", 89.0),
-    ("坚果礼盒 🎁", "食品", 128.0), ("Café crème", "食品", 9.9), ("Python编程：从入门到实践", "图书", 69.8),
-    ("儿童绘本（全10册）", "图书", 99.0), ("保湿面霜", "美妆", 239.0), ("口红 #999", "美妆", 320.0),
-    ("电动牙刷", "家居", 199.0), ("空气炸锅", "家居", 349.0), ("猫粮 🐱 2kg", "家居", 59.0),
-    ("婴儿湿巾 80抽×10", "母婴", 49.9),
-)
-_KEYWORDS = ("耳机", "蓝牙耳机 降噪", "iPhone 16", "连衣裙", "咖啡☕", "🎁 生日礼物", "零食大礼包", "跑步鞋 男",
-             "python", "口红 #999", "猫粮 🐱", "儿童 绘本", "露营装备⛺", "双十一 优惠券", "  空格  ", 'say "hi"',
-             "C:\\path\\to", "Café au lait", "😀😀😀", "手机", "羽绒服 女 长款", "新疆 葡萄干", "4K 显示器")
-_PAY_METHODS = ("微信支付", "支付宝", "Apple Pay", "银联", "花呗")
-_SHARE_TO = ("微信好友", "朋友圈", "微博", "QQ", "复制链接")
-_SIGNUP_ENTRY = ("首页弹窗", "我的", "结算页", "活动页")
-_SIGNUP_METHOD = ("手机号", "微信", "Apple ID", "邮箱")
-_SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
-_GIVEN = ("伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "娟", "涛", "明", "超", "霞", "平")
-_CITIES = ("北京", "上海", "广州", "深圳", "杭州", "成都", "武汉", "西安", "南京", "重庆", "苏州", "长沙")
-_GENDERS = ("男", "女", "女", "男", "未知")
 
 _HDR = struct.Struct("<qqI")
 
@@ -379,12 +303,12 @@ class _Generator:
         w = [0.40, 0.12, 0.07][:D]
         if D > 3:
             w += [0.41 / (D - 3)] * (D - 3)
-        self.first_day_cum = _cum(tuple(w))
+        self.first_day_cum = C.cumulative(tuple(w))
         # a small catalogue
         r = self.rng
         self.items = []
         for i in range(300):
-            name, category, price = r.choice(_ITEMS)
+            name, category, price = r.choice(C.ITEMS)
             price = round(price * r.choice((1, 1, 1, 0.9, 0.8, 0.5)), 2)
             self.items.append((f"sku_{10001 + i}", f"{name} · {i % 7 + 1}号款", category, price))
 
@@ -449,7 +373,7 @@ class _Generator:
 
     def _time_of_day(self, d: int) -> int:
         r = self.rng
-        h = bisect.bisect_left(_HOUR_CUM, r.random() * _HOUR_CUM[-1])
+        h = bisect.bisect_left(C.HOUR_CUM, r.random() * C.HOUR_CUM[-1])
         length = self.cal.starts[d + 1] - self.cal.starts[d]
         return self.cal.starts[d] + int((h * HOUR + r.random() * HOUR) * length / DAY)
 
@@ -457,10 +381,10 @@ class _Generator:
         r = self.rng
         dev = _Dev()
         while True:
-            platform = _PLATFORMS[bisect.bisect_left(_PLATFORM_CUM, r.random() * _PLATFORM_CUM[-1])]
+            platform = C.PLATFORMS[bisect.bisect_left(C.PLATFORM_CUM, r.random() * C.PLATFORM_CUM[-1])]
             if platform != not_platform:
                 break
-        info = _PLATFORM_INFO[platform]
+        info = C.PLATFORM_INFO[platform]
         dev.anon = "anon-" + self._hex(80)
         dev.platform = platform
         names, weights = info["channel"]
@@ -470,11 +394,11 @@ class _Generator:
         dev.os = r.choice(info["os"])
         dev.os_version = r.choice(info["os_version"])
         dev.model = r.choice(info["model"])
-        latest, latest_day, _ = _VERSIONS[-1]
+        latest, latest_day, _ = C.VERSIONS[-1]
         if first_day >= latest_day and r.random() < 0.8:
             dev.old_version = latest
         else:
-            dev.old_version = r.choices([v[0] for v in _VERSIONS[:-1]], [v[2] for v in _VERSIONS[:-1]])[0]
+            dev.old_version = r.choices([v[0] for v in C.VERSIONS[:-1]], [v[2] for v in C.VERSIONS[:-1]])[0]
         dev.new_version = latest
         dev.upgrade_day = (
             None if dev.old_version == latest else max(latest_day, first_day + 1) + int(r.expovariate(0.3))
@@ -501,7 +425,7 @@ class _Generator:
             st["item"] = item
             return {"item_id": item[0], "item_name": item[1], "category": item[2], "price": item[3]}
         if name == "search":
-            kw = self._long_text() if r.random() < LONG_VALUE_RATE else r.choice(_KEYWORDS)
+            kw = self._long_text() if r.random() < LONG_VALUE_RATE else r.choice(C.KEYWORDS)
             return {"keyword": kw, "result_count": r.randint(0, 500)}
         if name == "add_to_cart":
             item = st.get("item") or r.choice(self.items)
@@ -518,17 +442,17 @@ class _Generator:
             order, amount = st.get("order") or ("o" + self._hex(48), r.choice(self.items)[3])
             st.pop("cart", None)
             st.pop("cart_n", None)
-            return {"order_id": order, "amount": amount, "pay_method": r.choice(_PAY_METHODS)}
+            return {"order_id": order, "amount": amount, "pay_method": r.choice(C.PAY_METHODS)}
         if name == "share":
             item = st.get("item") or r.choice(self.items)
             text = self._long_text() if r.random() < LONG_VALUE_RATE else f"好物推荐：{item[1]} 👍"
-            return {"item_id": item[0], "share_to": r.choice(_SHARE_TO), "share_text": text}
+            return {"item_id": item[0], "share_to": r.choice(C.SHARE_TO), "share_text": text}
         return {}
 
     def _session(self, t0: int, dev: _Dev, e: float, n: int | None = None) -> _Sess:
         """A session of ``n`` (or a random number of) activity events from ``t0``."""
         r = self.rng
-        sess = _Sess("s-" + self._hex(64), dev, r.choice(_NETWORKS))
+        sess = _Sess("s-" + self._hex(64), dev, r.choice(C.NETWORKS))
         if n is None:
             n = 1 if r.random() < 0.12 else 2 + min(58, int(r.expovariate(1.0 / (3 + 9 * e))))
         self._extend(sess, t0, "app_start", n, {})
@@ -541,7 +465,7 @@ class _Generator:
         last = t
         for i in range(n):
             if i > 0:
-                names, cum = _CHAIN_CUM[name]
+                names, cum = C.CHAIN_CUM[name]
                 nxt = names[bisect.bisect_left(cum, r.random() * cum[-1])]
                 if i == long_gap_at:
                     gap = r.randint(31 * MINUTE, 90 * MINUTE)
@@ -618,7 +542,7 @@ class _Generator:
         sessions: list[_Sess] = []
         prev_end = 0
         counts = (1, 2, 3, 4)
-        cum = _cum((0.3, 0.33, 0.22, 0.15)) if e > 0.6 else _cum((0.5, 0.28, 0.14, 0.08))
+        cum = C.cumulative((0.3, 0.33, 0.22, 0.15)) if e > 0.6 else C.cumulative((0.5, 0.28, 0.14, 0.08))
         by_day: dict[int, list[_Sess]] = {}
         for d in active:
             k = counts[bisect.bisect_left(cum, r.random() * cum[-1])]
@@ -673,7 +597,7 @@ class _Generator:
                 if sess.events[0].t > login_t and r.random() < 0.04:
                     t = min(sess.events[0].t + r.randint(100, 5000), self.last_ms)
                     sess.events.append(_Ev(t, F.PROFILE_SET, "", {
-                        "city": r.choice(_CITIES), "vip_level": r.randint(0, 5)}, sess))
+                        "city": r.choice(C.CITIES), "vip_level": r.randint(0, 5)}, sess))
             # a second device
             later = [s for s in sessions if s.events[0].t > login_t + HOUR and s.dev is dev0]
             if later and r.random() < 0.06:
@@ -691,8 +615,8 @@ class _Generator:
 
     def _profile(self) -> dict[str, Any]:
         r = self.rng
-        return {"name": r.choice(_SURNAMES) + r.choice(_GIVEN), "gender": r.choice(_GENDERS),
-                "city": r.choice(_CITIES), "age": r.randint(16, 70)}
+        return {"name": r.choice(C.SURNAMES) + r.choice(C.GIVEN), "gender": r.choice(C.GENDERS),
+                "city": r.choice(C.CITIES), "age": r.randint(16, 70)}
 
     def _boundary_session(self, role: tuple[str, int], dev: _Dev, sessions: list[_Sess]) -> None:
         r = self.rng
@@ -724,7 +648,7 @@ class _Generator:
         s = self.summary
         t = sess.events[-1].t + 1000 + int(r.expovariate(1 / 15_000))
         cur = sess
-        method = r.choice(_SIGNUP_METHOD)
+        method = r.choice(C.SIGNUP_METHOD)
         t_start = t
         for i, step in enumerate(FUNNEL):
             if i > 0:
@@ -744,7 +668,7 @@ class _Generator:
                 if t > self.last_ms:
                     return None, None
                 if gap >= 30 * MINUTE:  # comes back later: a new session
-                    cur = _Sess("s-" + self._hex(64), sess.dev, r.choice(_NETWORKS))
+                    cur = _Sess("s-" + self._hex(64), sess.dev, r.choice(C.NETWORKS))
                     cur.events.append(_Ev(t - r.randint(2000, 30_000), F.TRACK, "app_start",
                                           {"launch_type": "cold"}, cur))
                     sessions.append(cur)
@@ -752,7 +676,7 @@ class _Generator:
                 return None, None
             props: dict[str, Any]
             if step == "signup_start":
-                props = {"entry": r.choice(_SIGNUP_ENTRY)}
+                props = {"entry": r.choice(C.SIGNUP_ENTRY)}
             elif step == "signup_verify":
                 props = {"method": method, "verify_type": "邮件链接" if method == "邮箱" else "短信验证码"}
             else:
@@ -883,7 +807,7 @@ class _Generator:
                     s.late_events += 1
             # a malformed extra line (e.g. a broken first attempt)
             if r.random() < MALFORMED_RATE:
-                kind = r.choices(F.MALFORMED_KINDS, _MALFORMED_WEIGHTS)[0]
+                kind = r.choices(F.MALFORMED_KINDS, C.MALFORMED_WEIGHTS)[0]
                 u, pick = r.random(), r.getrandbits(16)
                 self.emit(r1, F.malformed_line(fmt, rec, r1, kind, u, pick))
                 s.malformed[kind] += 1

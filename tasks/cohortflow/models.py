@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import jinja2
 import sqlalchemy as sa
 import sqlglot
 import yaml
@@ -98,6 +99,31 @@ def _sql_root():
     return importlib.resources.files("cohortflow.sql")
 
 
+@cache
+def _templates() -> jinja2.Environment:
+    """Model files are Jinja templates: ``{% import 'macros/filters.sql' as filters %}`` shares one definition of a
+    piece of logic (``sql/macros/``) between models, ``{% for %}`` writes repeated passes once. They render once, when
+    the models load; everything after (sqlglot, the engines) sees plain SQL."""
+    root = _sql_root()
+
+    def load(name: str) -> str | None:
+        path = root.joinpath(*name.split("/"))
+        return path.read_text(encoding="utf-8") if path.is_file() else None
+
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+
+
+def render_template(text: str, where: str) -> str:
+    """A model file's SQL with its macros expanded; a template error names the file."""
+    try:
+        return _templates().from_string(text).render()
+    except jinja2.TemplateError as err:
+        line = f" line {err.lineno}" if getattr(err, "lineno", None) else ""
+        raise ValueError(f"{where}{line}: {err}") from err
+
+
 def _walk(node, prefix=""):
     for child in sorted(node.iterdir(), key=lambda c: c.name):
         if child.is_dir() and not child.name.startswith(("_", ".")):
@@ -120,6 +146,7 @@ def load_models() -> dict[str, Model]:
         sql = sql_file.read_text(encoding="utf-8")
         if not sql.lstrip().startswith("/*"):
             raise ValueError(f"sql/{layer}/{name}.sql must open with a /* purpose and grain */ comment")
+        sql = render_template(sql, f"sql/{layer}/{name}.sql")
         overrides = {}
         for engine in ("postgres", "duckdb", "trino"):
             variant = yml.parent.joinpath(f"{name}.{engine}.sql")
@@ -127,6 +154,7 @@ def load_models() -> dict[str, Model]:
                 text = variant.read_text(encoding="utf-8")
                 if not text.lstrip().startswith("/*") or "reason" not in text.lower()[:1000]:
                     raise ValueError(f"sql/{layer}/{name}.{engine}.sql must open with a comment giving the reason for the override")
+                text = render_template(text, f"sql/{layer}/{name}.{engine}.sql")
                 try:
                     # (the call model_statements makes, so that render's cache serves the build)
                     render(sql.strip().rstrip(";"), engine, ctes=text)

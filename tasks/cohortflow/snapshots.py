@@ -90,6 +90,7 @@ def code_version() -> dict[str, str]:
         ("cohortflow.report", ("*.py", "*.html", "*.css", "*.js")),
         ("cohortflow.sql.staging", ("*.sql", "*.yml")),
         ("cohortflow.sql.models", ("*.sql", "*.yml")),
+        ("cohortflow.sql.macros", ("*.sql",)),
         ("cohortflow.expectations", ("*.json",)),
         ("cohortflow.workflows", ("*.py",)),
     ):

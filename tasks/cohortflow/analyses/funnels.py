@@ -42,7 +42,8 @@ from itertools import combinations
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cohortflow.config import Config, Funnel, PropertyFilter
+from cohortflow.analyses.filters import filter_rows
+from cohortflow.config import Config, Funnel
 
 FUNNELS = "meta.def_funnels"
 STEPS = "meta.def_funnel_steps"
@@ -74,41 +75,11 @@ TABLES = {
     ),
 }
 
-NEGATED_OPS = {"neq", "not_in", "is_not_set"}
 # Classes of steps (same event, same filters) of one event name a funnel may hold: the
 # model checks every subset of them (2^n - 1 rows), so this bounds the definition rows.
 MAX_STEP_CLASSES_PER_EVENT = 10
 # Entry dates checked for DST effects on the window end (the zone's rules in this span).
 DEADLINE_SPAN = (dt.date(2000, 1, 1), dt.date(2100, 12, 31))
-
-
-def _value(value: Any) -> tuple[str, str | None, float | None]:
-    if value is None:
-        return "none", None, None
-    if isinstance(value, bool):
-        return "boolean", "true" if value else "false", None
-    if isinstance(value, int | float):
-        return "number", json.dumps(value), float(value)
-    return "string", value, None
-
-
-def _filter_rows(funnel_no: int, step_index: int, where: list[PropertyFilter]) -> list[dict[str, Any]]:
-    out = []
-    for no, f in enumerate(where, start=1):
-        for v in f.value if isinstance(f.value, list) else [f.value]:
-            kind, text, number = _value(v)
-            out.append({
-                "funnel_no": funnel_no,
-                "step_index": step_index,
-                "filter_no": no,
-                "property": f.property,
-                "op": f.op,
-                "value_kind": kind,
-                "value_text": text,
-                "value_number": number,
-                "is_negated": f.op in NEGATED_OPS,
-            })
-    return out
 
 
 def _end_of_day_utc(day: dt.date, tz: ZoneInfo) -> dt.datetime:
@@ -219,7 +190,7 @@ def rows(cfg: Config) -> dict[str, list[dict[str, Any]]]:
                 "filter_count": len(step.where),
                 "step_label": step.label,
             })
-            filters += _filter_rows(no, index, step.where)
+            filters += filter_rows({"funnel_no": no, "step_index": index}, step.where)
         if f.mode == "ordered":
             s, b = hall_rows(no, f)
             sets += s

@@ -23,10 +23,10 @@ the segments' ``latest_property`` filters (``cohortflow.analyses.segments``):
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from cohortflow.config import Config, PropertyFilter
+from cohortflow.analyses.filters import filter_rows
+from cohortflow.config import Config
 
 TABLES = {
     "meta.def_retention": (
@@ -44,42 +44,8 @@ TABLES = {
     ),
 }
 
-NEGATED_OPS = {"neq", "not_in", "is_not_set"}
 # Days of one period at most, for the reach of a horizon (a month has up to 31).
 PERIOD_DAYS = {"day": 1, "week": 7, "month": 31}
-
-
-def _value(value: Any) -> tuple[str, str | None, float | None]:
-    """(value_kind, value_text, value_number) of a filter value."""
-    if value is None:
-        return "none", None, None
-    if isinstance(value, bool):
-        return "boolean", "true" if value else "false", None
-    if isinstance(value, int | float):
-        return "number", json.dumps(value), float(value)
-    return "string", value, None
-
-
-def filter_rows(name: str, side: str, where: list[PropertyFilter]) -> list[dict[str, Any]]:
-    """One row per (filter, value); ``in``/``not_in`` give a row per listed value."""
-    out = []
-    for no, f in enumerate(where, start=1):
-        for v in f.value if isinstance(f.value, list) else [f.value]:
-            kind, text, number = _value(v)
-            out.append(
-                {
-                    "retention_name": name,
-                    "side": side,
-                    "filter_no": no,
-                    "property": f.property,
-                    "op": f.op,
-                    "value_kind": kind,
-                    "value_text": text,
-                    "value_number": number,
-                    "is_negated": f.op in NEGATED_OPS,
-                }
-            )
-    return out
 
 
 def rows(cfg: Config) -> dict[str, list[dict[str, Any]]]:
@@ -99,8 +65,8 @@ def rows(cfg: Config) -> dict[str, list[dict[str, Any]]]:
                 "breakdown_segment": r.breakdown_segment,
             }
         )
-        filters += filter_rows(r.name, "start", r.start.where)
-        filters += filter_rows(r.name, "return", r.returning.where)
+        filters += filter_rows({"retention_name": r.name, "side": "start"}, r.start.where)
+        filters += filter_rows({"retention_name": r.name, "side": "return"}, r.returning.where)
     for f in cfg.analyses.frequency_retention:
         frequency.append(
             {

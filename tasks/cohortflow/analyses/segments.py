@@ -53,9 +53,9 @@ partition before X can change, so no extra days are rebuilt before it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from cohortflow.analyses.filters import value_columns
 from cohortflow.config import MAX_SEGMENT_DEPTH, Config, PropertyFilter, SegmentRule
 
 NODES = "meta.def_segment_nodes"
@@ -72,17 +72,6 @@ TABLES = {
         "value_text varchar not null, value_number double"
     ),
 }
-
-
-def _value_row(segment: str, node_id: int, value: str | int | float | bool) -> dict[str, Any]:
-    if isinstance(value, bool):
-        return {"segment_name": segment, "node_id": node_id, "value_kind": "boolean",
-                "value_text": "true" if value else "false", "value_number": None}
-    if isinstance(value, int | float):
-        return {"segment_name": segment, "node_id": node_id, "value_kind": "number",
-                "value_text": json.dumps(value), "value_number": float(value)}
-    return {"segment_name": segment, "node_id": node_id, "value_kind": "string",
-            "value_text": value, "value_number": None}
 
 
 def _children(rule: SegmentRule) -> list[SegmentRule]:
@@ -136,7 +125,7 @@ def segment_rows(name: str, rule: SegmentRule) -> tuple[list[dict[str, Any]], li
         })
         if flt is not None and flt.value is not None:
             for v in flt.value if isinstance(flt.value, list) else [flt.value]:
-                values.append(_value_row(name, node_id, v))
+                values.append({"segment_name": name, "node_id": node_id, **value_columns(v)})
         for child in children:
             visit(child, node_id, depth + 1)
 
