@@ -78,7 +78,8 @@ def test_no_password_in_any_output_log_row_snapshot_or_server_log(tmp_path):
         # statement), a name that is not an identifier.
         for bad_role in ("postgres", "Bad-Name"):
             proc = run("grant-reader", "--role", bad_role, env={"COHORTFLOW_READER_PASSWORD": READER_SECRET}, code=1)
-            assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: "), proc.stderr
+            # one log line: "<date> <time> error: ..."
+            assert proc.stderr.strip().count("\n") == 0 and proc.stderr.split(" ", 2)[2].startswith("error: "), proc.stderr
             assert "Traceback" not in proc.stderr
         proc = run("grant-reader", "--role", role, env={"COHORTFLOW_READER_PASSWORD": READER_SECRET}, code=0)
         assert "SCRAM-SHA-256$***" in proc.stdout
