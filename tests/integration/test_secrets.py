@@ -76,8 +76,9 @@ def test_no_password_in_any_output_log_row_snapshot_or_server_log(tmp_path):
 
         # grant-reader failures, each one line: a role the connecting role may not alter (the server logs the failed
         # statement), a name that is not an identifier.
-        for bad_role in ("postgres", "Bad-Name"):
-            proc = run("grant-reader", "--role", bad_role, env={"COHORTFLOW_READER_PASSWORD": READER_SECRET}, code=1)
+        # (exit 1: the server refused; exit 2: a usage error)
+        for bad_role, code in (("postgres", 1), ("Bad-Name", 2)):
+            proc = run("grant-reader", "--role", bad_role, env={"COHORTFLOW_READER_PASSWORD": READER_SECRET}, code=code)
             # one log line: "<date> <time> error: ..."
             assert proc.stderr.strip().count("\n") == 0 and proc.stderr.split(" ", 2)[2].startswith("error: "), proc.stderr
             assert "Traceback" not in proc.stderr
