@@ -173,9 +173,9 @@ TRINO_SELECTION = (
     "test_dialect_semantics.py",
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
 )
-# Always on Trino when a server is configured (tests/integration/test_trino_cluster.py: the two-node run and the
-# publish killed half way). The nightly comparison with DuckDB (tests/e2e/test_nightly.py), the state machine and
-# the property tests run on Trino with COHORTFLOW_TEST_TRINO_ALL=1: about 45 minutes on a 2-core machine.
+# Always on Trino when a server is configured: the publish killed half way (tests/integration/test_trino_cluster.py).
+# The two-node run, the nightly comparison with DuckDB (tests/e2e/test_nightly.py), the state machine and the
+# property tests run on Trino with COHORTFLOW_TEST_TRINO_ALL=1: about an hour more on a 2-core machine.
 
 
 def trino_selected(nodeid: str) -> bool:

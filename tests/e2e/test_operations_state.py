@@ -190,7 +190,7 @@ class Operations(RuleBasedStateMachine):
 # Trino runs a night in about a minute on the 2-core CI machine (and a full rebuild of the copy after each operation):
 # one short sequence there.
 # (examples, steps per example): what fits the CI budget on each engine
-EXAMPLES = {"duckdb": (8, 8), "postgres": (4, 8), "trino": (1, 4)}
+EXAMPLES = {"duckdb": (6, 8), "postgres": (3, 8), "trino": (1, 4)}
 
 
 @pytest.mark.parametrize("engine_name", ["duckdb", "postgres", "trino"])
