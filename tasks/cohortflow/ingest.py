@@ -619,20 +619,12 @@ def _record_change(
     requested rebuild rebuilds."""
     wh.lock(conn, "cohortflow:changes")
     change_id = int(wh.scalar(conn, "select coalesce(max(change_id), 0) + 1 from meta.change_log"))
-    values = {"c": change_id, "d": business_date, "k": kind, "r": run_id, "t": now}
-    if rebuild is not None:
-        wh.execute(
-            conn,
-            "insert into meta.change_log (change_id, business_date, kind, run_id, rebuild_start, rebuild_end, created_at) "
-            "values (:c, :d, :k, :r, :s, :e, :t)",
-            {**values, "s": rebuild[0], "e": rebuild[1]},
-        )
-        return change_id
+    start, end = rebuild if rebuild is not None else (None, None)
     wh.execute(
         conn,
-        "insert into meta.change_log (change_id, business_date, kind, run_id, created_at) "
-        "values (:c, :d, :k, :r, :t)",
-        values,
+        "insert into meta.change_log (change_id, business_date, kind, run_id, rebuild_start, rebuild_end, created_at) "
+        "values (:c, :d, :k, :r, cast(:s as date), cast(:e as date), :t)",
+        {"c": change_id, "d": business_date, "k": kind, "r": run_id, "s": start, "e": end, "t": now},
     )
     return change_id
 

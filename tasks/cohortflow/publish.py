@@ -154,7 +154,7 @@ def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model], tables) ->
             elif wh.trino is not None:
                 # Hive deletes whole partitions only, by a predicate on the partition column itself.
                 listed = ", ".join(f"date '{d.isoformat()}'" for d in dates)
-                where = f" where {model.partition_by} in ({listed})" if dates else " where 1 = 0"
+                where = f" where {model.partition_by} in ({listed})" if dates else " where 1 = 0"  # (nothing to copy)
             else:
                 wh.execute(conn, "drop table if exists publish_dates")
                 wh.execute(conn, "create temporary table publish_dates (d date)")
@@ -165,8 +165,8 @@ def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model], tables) ->
             if check and (bad := wh.scalar(conn, check.format(rows=f"(select * from models.{model.name}{where}) as r"))):
                 raise PublishError(f"model {model.name}: {plural(bad, 'row')} break its invariants; nothing published")
             cols = ", ".join(c.name for c in table.columns)
-            # (Trino: no date to copy writes nothing; Hive refuses a DELETE whose predicate is not on partitions)
-            if whole or dates or wh.trino is None:
+            # No date to copy writes nothing (on Trino, Hive would refuse the DELETE: its predicate is not on partitions).
+            if whole or dates:
                 wh.execute(conn, f"delete from reports.{table.name}{where}")
                 wh.execute(conn, f"insert into reports.{table.name} ({cols})\n" + table.select_sql(where=where))
             counts[model.name] = wh.scalar(conn, f"select count(*) from reports.{table.name}{where}")
