@@ -50,7 +50,7 @@ def measure_wait4(argv: list[str], env: dict[str, str] | None = None) -> dict:
         out = json.loads(last)
     except json.JSONDecodeError:
         out = {}
-    return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "out": out}
+    return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "out": out, "stderr": stderr}
 
 
 # -- the engine-versus-engine harnesses (bench_funnel, bench_retention) ----------------------------------------

@@ -6,7 +6,7 @@ Generates the demo logs (Segment by default: identify calls link anonymous ids e
 histories that reach back to the first day), then runs ``cohortflow run`` for every arrival date, each in its own
 process as a scheduler would, on DuckDB. Prints each night's task times (from meta.run_log) and the ratio of the
 last night to night 2 for the models stage and for the whole night. ``--landing`` reuses logs generated before
-(the folder that holds the <YYYY-MM-DD> folders).
+(the folder that holds the <YYYY-MM-DD> folders); ``--workdir`` keeps the project for inspection afterwards.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -23,12 +24,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import measure_wait4  # noqa: E402
 
 
+# A progress line of the models task: "  built models.funnel_user_steps: 3 dates (...): 1,234 rows in 0.8 s".
+_BUILT = re.compile(r"built (\S+): .* in ([0-9.]+) s$", re.M)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--users", type=int, default=20000)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--format", default="segment")
     ap.add_argument("--landing", type=Path, default=None, help="reuse generated logs (a folder of date folders)")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the project here (default: a temporary folder)")
     args = ap.parse_args()
 
     import duckdb
@@ -38,7 +44,9 @@ def main() -> int:
 
     cli = str(Path(sys.executable).parent / "cohortflow")
     with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp) / "project"
+        base = args.workdir or Path(tmp) / "project"
+        if base.exists():
+            raise SystemExit(f"{base} exists: give a new --workdir")
         cfg_path = write_demo_config(base, args.format)
         landing = base / "landing" / args.format
         if args.landing:
@@ -52,7 +60,8 @@ def main() -> int:
         nights = []
         for d in dates:
             run = measure_wait4([cli, "run", "--config", str(cfg_path), "--date", d.isoformat()])
-            nights.append({"date": d.isoformat(), "seconds": run["seconds"], "peak_mib": run["peak_mib"]})
+            built = {m: float(secs) for m, secs in _BUILT.findall(run["stderr"])}
+            nights.append({"date": d.isoformat(), "seconds": run["seconds"], "peak_mib": run["peak_mib"], "built": built})
         con = duckdb.connect(str(base / "target" / "warehouse.duckdb"), read_only=True)
         rows = con.execute(
             "select business_date, task, epoch(ended_at - started_at) from meta.run_log where status = 'success'"
@@ -73,6 +82,10 @@ def main() -> int:
     second, last = nights[1], nights[-1]
     models = tasks[last["date"]]["models"] / tasks[second["date"]]["models"]
     whole = last["seconds"] / second["seconds"]
+    print(f"models stage, seconds per model (night 2, night {len(nights)}, ratio):")
+    for name in sorted(set(second["built"]) | set(last["built"]), key=lambda m: -last["built"].get(m, 0)):
+        a, b = second["built"].get(name, 0.0), last["built"].get(name, 0.0)
+        print(f"  {name:<40} {a:7.2f} {b:7.2f} {b / a if a else float('nan'):6.2f}x")
     print(f"night {len(nights)} / night 2: models {models:.2f}x, whole night {whole:.2f}x")
     print(json.dumps({"models_ratio": round(models, 3), "night_ratio": round(whole, 3)}))
     return 0

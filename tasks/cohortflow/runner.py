@@ -10,7 +10,9 @@ A task whose process died (SIGKILL, power cut, lost server) leaves its row
 ``running``; the next task to start marks every such row ``interrupted``
 (:func:`mark_interrupted`). On PostgreSQL a running task holds a session
 advisory lock named after its row, which the server releases when the process
-or the server goes away, so only dead tasks are marked; on DuckDB the file
+or the server goes away, so only dead tasks are marked; on Trino the same
+with a file lock (released by the kernel when the process dies; it serialises
+the processes of one machine, as Trino's other locks do); on DuckDB the file
 admits one process, so any ``running`` row found by a new one is dead.
 ``<target>/run-status.json`` says which task is running (``cohortflow status``
 reads it when a run holds the DuckDB file).
@@ -201,11 +203,11 @@ def _task_key(run_id: str, task: str, started: dt.datetime) -> str:
 
 @contextlib.contextmanager
 def _task_alive(wh: Warehouse, run_id: str, task: str, started: dt.datetime) -> Iterator[None]:
-    """While the task runs, hold the lock that tells a later attempt it is alive (PostgreSQL; see the module doc)."""
-    if wh.dialect != "postgres":
+    """While the task runs, hold the lock that tells a later attempt it is alive (see the module doc)."""
+    if wh.dialect == "duckdb":
         yield
         return
-    with wh.session_lock(_task_key(run_id, task, started)):
+    with wh.session_lock(_task_key(run_id, task, started), unique=True):
         yield
 
 
@@ -216,21 +218,25 @@ def mark_interrupted(wh: Warehouse) -> int:
         dead = []
         for run_id, task, started in rows:
             # A transaction-level try-lock: free (so taken and released at commit) only when no live task holds it.
-            if wh.dialect != "postgres" or wh.try_lock(conn, _task_key(run_id, task, started)):
+            if wh.dialect == "duckdb" or wh.try_lock(conn, _task_key(run_id, task, started)):
                 dead.append((run_id, task, started))
-        for run_id, task, started in dead:
+        # One statement per run id (on Trino an UPDATE rewrites the run's partition, which takes one write in a
+        # transaction): the run's dead tasks, each by its name and start time.
+        for run_id in sorted({r for r, _, _ in dead}):
+            mine = [(task, started) for r, task, started in dead if r == run_id]
+            which = " or ".join(f"(task = :task{i} and started_at = :started{i})" for i in range(len(mine)))
             wh.execute(
                 conn,
                 "update meta.run_log set status = :status, ended_at = :ended, error = :error "
-                "where run_id = :run_id and task = :task and started_at = :started and status = :running",
+                f"where run_id = :run_id and status = :running and ({which})",
                 {
                     "status": INTERRUPTED,
                     "ended": _now(),
                     "error": "interrupted: the process ended before the task finished (found by a later attempt)",
                     "run_id": run_id,
-                    "task": task,
-                    "started": started,
                     "running": RUNNING,
+                    **{f"task{i}": task for i, (task, _) in enumerate(mine)},
+                    **{f"started{i}": started for i, (_, started) in enumerate(mine)},
                 },
             )
     return len(dead)

@@ -455,12 +455,18 @@ class Warehouse:
             self.trino.lock(conn, name, wait=True)
 
     @contextlib.contextmanager
-    def session_lock(self, name: str) -> Iterator[None]:
+    def session_lock(self, name: str, *, unique: bool = False) -> Iterator[None]:
         """Serialise holders of ``name`` for the whole ``with`` block, across transactions and file writes.
 
         PostgreSQL: a session-level advisory lock on a connection of its own, released at the end of the block (or
-        by the server when the process dies). DuckDB needs none: it admits one writing process.
+        by the server when the process dies). Trino: a file lock held for the block (see :meth:`TrinoAccess.lock`).
+        DuckDB needs none: it admits one writing process. ``unique``: no other holder ever waits for ``name`` (a
+        running task's lock): Trino's lock file is removed with the lock.
         """
+        if self.trino is not None:
+            with self.trino.file_lock(name, wait=True, remove=unique):
+                yield
+            return
         if self.dialect != "postgres":
             yield
             return
@@ -1310,21 +1316,46 @@ class TrinoAccess:
         """Hold a lock named ``name`` until ``conn``'s transaction ends: a file lock in ``<target>/locks``,
         which serialises the writers on this machine (Trino itself has no locks). False if ``wait`` is off
         and another process holds it."""
-        import fcntl
-        import hashlib
+        fd = self._flock(name, wait=wait)
+        if fd is None:
+            return False
+        self._locks.setdefault(id(conn), []).append(fd)
+        return True
+
+    @contextlib.contextmanager
+    def file_lock(self, name: str, *, wait: bool, remove: bool = False) -> Iterator[bool]:
+        """The file lock of :meth:`lock`, held for a ``with`` block (yields False, holding nothing, if ``wait`` is
+        off and another process holds it); the kernel releases it when the process dies. ``remove``: delete the
+        lock file on release (only for a name no other process waits for)."""
         import os
 
-        folder = self.cfg.target_path / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock")
+        fd = self._flock(name, wait=wait)
+        try:
+            yield fd is not None
+        finally:
+            if fd is not None:
+                if remove:
+                    self._lock_path(name).unlink(missing_ok=True)
+                os.close(fd)
+
+    def _lock_path(self, name: str) -> Path:
+        import hashlib
+
+        return self.cfg.target_path / "locks" / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock")
+
+    def _flock(self, name: str, *, wait: bool) -> int | None:
+        import fcntl
+        import os
+
+        path = self._lock_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
-            return False
-        self._locks.setdefault(id(conn), []).append(fd)
-        return True
+            return None
+        return fd
 
     def transaction_ended(self, conn: sa.Connection) -> None:
         import os
