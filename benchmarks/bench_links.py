@@ -14,18 +14,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measure_wait4  # noqa: E402
-
-
-# A progress line of the models task: "  built models.funnel_user_steps: 3 dates (...): 1,234 rows in 0.8 s".
-_BUILT = re.compile(r"built (\S+): .* in ([0-9.]+) s$", re.M)
+from _common import BUILT, measure_wait4  # noqa: E402
 
 
 def main() -> int:
@@ -60,7 +55,7 @@ def main() -> int:
         nights = []
         for d in dates:
             run = measure_wait4([cli, "run", "--config", str(cfg_path), "--date", d.isoformat()])
-            built = {m: float(secs) for m, secs in _BUILT.findall(run["stderr"])}
+            built = {m: float(secs) for m, _, secs in BUILT.findall(run["stderr"])}
             nights.append({"date": d.isoformat(), "seconds": run["seconds"], "peak_mib": run["peak_mib"], "built": built})
         con = duckdb.connect(str(base / "target" / "warehouse.duckdb"), read_only=True)
         rows = con.execute(

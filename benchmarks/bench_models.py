@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measure_wait4  # noqa: E402
+from _common import BUILT, measure_wait4  # noqa: E402
 
 START = dt.date(2026, 10, 1)
 STEPS = ["step1", "step2", "step3", "step4", "step5"]
@@ -341,6 +341,10 @@ def _nightly(workdir: Path, cfg_path: Path, days: int) -> None:
             m = measure_wait4([cli, "task", task, "--date", str(d), "--config", str(cfg)])
             total += m["seconds"]
             peak = max(peak, m["peak_mib"])
+            if task == "models":
+                print(f"{label}: models task {m['seconds']:.1f} s", flush=True)
+                for model, what, secs in BUILT.findall(m["stderr"]):
+                    print(f"  {model:<40} {float(secs):7.1f} s  {what}", flush=True)
         timings[label] = (total, peak)
         shutil.rmtree(night)
     print(f"{'nightly models + publish':38} {'wall s':>8} {'peak MiB':>9}")
