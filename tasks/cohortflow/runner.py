@@ -281,11 +281,6 @@ def run_task(
     wh.bootstrap()
     if n := mark_interrupted(wh):
         echo(f"marked {n} interrupted task run(s) in the run log")
-    if wh.trino is not None:
-        from cohortflow.models import load_models
-
-        if dropped := wh.trino.sweep(load_models()):
-            echo(f"dropped {plural(len(dropped), 'scratch table')} that interrupted processes left behind")
     started = _log_start(wh, run_id, workflow.name, name, business_date, runner)
     t0 = time.monotonic()
     echo(f"[{name}] {business_date} (run {run_id})")

@@ -8,13 +8,12 @@ Values are always bound by the driver, never formatted into SQL text.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import datetime as dt
 import functools
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -1022,7 +1021,6 @@ class TrinoAccess:
         self._temps: dict[int, dict[str, str]] = {}
         self._written: dict[int, set[str]] = {}
         self._scratch: dict[int, list[str]] = {}
-        self._owner: str | None = None
 
     # -- temporary tables ------------------------------------------------------------
     #
@@ -1058,65 +1056,12 @@ class TrinoAccess:
         return self._prepare_insert(conn, table, None, None)
 
     def _scratch_name(self, conn: sa.Connection, name: str) -> str:
-        scratch = self.scratch_table("raw", f"tmp_{name}")
-        self._scratch.setdefault(id(conn), []).append(scratch)
-        return scratch
-
-    # -- scratch tables of dead processes ---------------------------------------------
-    #
-    # A process killed inside a transaction never drops its scratch and load tables. Their names carry the
-    # process's owner mark (``raw.tmp_<name>_<owner>_<id>``, ``<schema>.load_<owner>_<id>``), and the process holds
-    # the file lock ``cohortflow:owner:<owner>`` while it lives; :meth:`sweep` drops the tables of the marks whose
-    # lock is free. A model's scratch tables (``models.scratch_<model>...``) are its builds' own, which hold the
-    # model's lock: free, no build of it is running.
-
-    def scratch_table(self, schema: str, stem: str) -> str:
-        """A new scratch table name ``<schema>.<stem>_<owner>_<id>`` carrying this process's owner mark."""
         import uuid
 
-        check_identifier(schema)
-        check_identifier(stem)
-        if self._owner is None:
-            owner = uuid.uuid4().hex[:10]
-            fd = self._flock(f"cohortflow:owner:{owner}", wait=False)
-            if fd is None:  # (cannot happen: a fresh random name)
-                raise WarehouseError(f"the owner lock {owner} is held by another process")
-            self._owner = owner
-            name = f"cohortflow:owner:{owner}"
-            atexit.register(lambda: self._lock_path(name).unlink(missing_ok=True))
-        return f"{schema}.{stem}_{self._owner}_{uuid.uuid4().hex[:8]}"
-
-    def sweep(self, models: Iterable[str]) -> list[str]:
-        """Drop the scratch and load tables that processes which died left behind (see above); ``models``: the
-        model names. Returns the tables dropped."""
-        with self.autocommit.connect() as other:
-            rows = other.execute(
-                sa.text(
-                    "select table_schema, table_name from information_schema.tables "
-                    "where table_schema in ('raw', 'models', 'meta', 'reports') and (table_name like 'tmp\\_%' escape '\\' "
-                    "or table_name like 'load\\_%' escape '\\' or table_name like 'scratch\\_%' escape '\\')"
-                )
-            ).fetchall()
-        by_length = sorted(models, key=len, reverse=True)
-        dropped: list[str] = []
-        for schema, table in rows:
-            owner = re.fullmatch(r"(?:tmp_\w+|load)_([0-9a-f]{10})_[0-9a-f]{8}", table)
-            if owner:
-                if owner.group(1) == self._owner:
-                    continue
-                lock = f"cohortflow:owner:{owner.group(1)}"
-            elif schema == "models" and table.startswith("scratch_"):
-                model = next((m for m in by_length if table == f"scratch_{m}" or table.startswith(f"scratch_{m}_")), None)
-                if model is None:
-                    continue
-                lock = f"cohortflow:model:{model}"
-            else:
-                continue  # not a name this project writes
-            with self.file_lock(lock, wait=False, remove=owner is not None) as free:
-                if free:
-                    self.ddl(f"drop table if exists {schema}.{table}")
-                    dropped.append(f"{schema}.{table}")
-        return dropped
+        check_identifier(name)
+        scratch = f"raw.tmp_{name}_{uuid.uuid4().hex[:12]}"
+        self._scratch.setdefault(id(conn), []).append(scratch)
+        return scratch
 
     def drop_after(self, conn: sa.Connection, table: str) -> None:
         """Drop ``table`` when ``conn``'s transaction ends."""
@@ -1316,11 +1261,13 @@ class TrinoAccess:
         """A load table holding ``data``, in the schema of ``like``: created, then ``data`` written into its
         directory as one Parquet file (a table without partitions reads every file in its directory). It lives
         until ``conn``'s transaction ends. Returns its name."""
+        import uuid
+
         import pyarrow.parquet as pq
 
         schema = like.split(".")[0] if "." in like else "raw"
         check_identifier(schema)
-        name = self.scratch_table(schema, "load").split(".")[1]
+        name = f"load_{uuid.uuid4().hex[:16]}"
         columns = []
         for field in data.schema:
             check_identifier(field.name)

@@ -3,7 +3,6 @@ run included (a scheduler runs a run's tasks in parallel; one machine crash kill
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 
 from cohortflow.runner import RUNNING, _log_end, _log_start, _task_alive, mark_interrupted
@@ -53,70 +52,3 @@ def test_a_task_still_running_in_another_process_is_left_running(make_project):
     finally:
         live.dispose()
         later.dispose()
-
-
-_HOLDER = """
-import sys, time
-from cohortflow.config import load_config
-from cohortflow.warehouse import Warehouse
-wh = Warehouse(load_config(sys.argv[1], environ={}))
-name = wh.trino.scratch_table("raw", "tmp_held")
-wh.trino.ddl(f"create table {name} (x integer) with (format = 'PARQUET')")
-print(name, flush=True)
-time.sleep(600)
-"""
-
-
-def test_the_scratch_tables_of_a_killed_process_are_dropped_and_a_live_ones_kept(make_project):
-    """Trino: a process killed inside a transaction never drops its scratch tables; the next task does, and leaves
-    those of a process still running, and a model's scratch tables while a build of that model holds its lock."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    import sqlalchemy as sa
-
-    from cohortflow.dag import load_workflows
-    from cohortflow.models import load_models
-    from cohortflow.runner import TaskFailed, run_task
-
-    project = make_project("trino")
-    env = {**os.environ, **project.environ}
-    holders = [
-        subprocess.Popen([sys.executable, "-c", _HOLDER, str(project.config_path)], env=env, stdout=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    wh = project.warehouse()
-    try:
-        wh.bootstrap()
-        dead, live = (h.stdout.readline().strip() for h in holders)
-        assert dead.startswith("raw.tmp_held_") and live.startswith("raw.tmp_held_"), (dead, live)
-        holders[0].send_signal(signal.SIGKILL)
-        holders[0].wait(timeout=60)
-        for name in ("models.scratch_sessions_ordered", "models.scratch_session_events_1_ordered"):
-            wh.trino.ddl(f"create table {name} (x integer) with (format = 'PARQUET')")
-        with wh.begin() as conn:
-            wh.lock(conn, "cohortflow:model:session_events")  # a build of session_events is running
-            dropped = wh.trino.sweep(load_models())
-        assert sorted(dropped) == sorted([dead, "models.scratch_sessions_ordered"])
-        cfg = project.config()
-        # The next task sweeps too: what the build of session_events had is gone once its lock is free.
-        with contextlib.suppress(TaskFailed):  # (nothing loaded to validate: the sweep comes before the task)
-            run_task(cfg, wh, load_workflows()["cohortflow_nightly"], "validate", dt.date(2026, 11, 1), echo=lambda _m: None)
-        with wh.trino.autocommit.connect() as other:
-            left = {
-                f"{r[0]}.{r[1]}"
-                for r in other.execute(
-                    sa.text(
-                        "select table_schema, table_name from information_schema.tables "
-                        "where table_name like 'tmp%' or table_name like 'scratch%'"
-                    )
-                )
-            }
-        assert left == {live}
-    finally:
-        for h in holders:
-            h.kill()
-            h.wait(timeout=60)
-        wh.dispose()
