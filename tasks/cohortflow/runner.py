@@ -215,15 +215,14 @@ def mark_interrupted(wh: Warehouse) -> int:
     """Mark the run-log rows of tasks whose process died ``interrupted``; return how many."""
     with wh.begin() as conn:
         rows = wh.execute(conn, "select run_id, task, started_at from meta.run_log where status = :s", {"s": RUNNING}).fetchall()
-        dead = []
+        dead: dict[str, list[tuple[str, dt.datetime]]] = {}  # run id -> its dead tasks (name, start)
         for run_id, task, started in rows:
             # A transaction-level try-lock: free (so taken and released at commit) only when no live task holds it.
             if wh.dialect == "duckdb" or wh.try_lock(conn, _task_key(run_id, task, started)):
-                dead.append((run_id, task, started))
+                dead.setdefault(run_id, []).append((task, started))
         # One statement per run id (on Trino an UPDATE rewrites the run's partition, which takes one write in a
         # transaction): the run's dead tasks, each by its name and start time.
-        for run_id in sorted({r for r, _, _ in dead}):
-            mine = [(task, started) for r, task, started in dead if r == run_id]
+        for run_id, mine in dead.items():
             which = " or ".join(f"(task = :task{i} and started_at = :started{i})" for i in range(len(mine)))
             wh.execute(
                 conn,
@@ -239,7 +238,7 @@ def mark_interrupted(wh: Warehouse) -> int:
                     **{f"started{i}": started for i, (_, started) in enumerate(mine)},
                 },
             )
-    return len(dead)
+    return sum(len(mine) for mine in dead.values())
 
 
 def status_file(cfg: Config) -> Path:
