@@ -100,37 +100,9 @@ def prepare(cfg: Config) -> None:
 def build(sw: ServerWorkflow, cfg: Config):
     """The SDK ProcessDefinition of a compiled workflow (task codes from the gateway, or :func:`local_task_codes`)."""
     shell = _classes()["Shell"]
-    pd = _definition_class()(
-        name=sw.name,
-        description=sw.description,
-        schedule=sw.schedule,
-        start_time=f"{sw.start_date:%Y-%m-%d} 00:00:00",
-        timezone=sw.timezone,
-        project=sw.project,
-        tenant=sw.tenant,
-        worker_group=sw.worker_group,
-        warning_type=sw.warning_type,
-        warning_group_id=sw.warning_group_id,
-        release_state="online",
-        param=dict(sw.params),
-    )
+    pd = _definition_class()(**sw.workflow_arguments(), tenant=sw.tenant)
     pd.execution_type = sw.execution_type
-    by_name = {}
-    for t in sw.tasks:
-        by_name[t.name] = shell(
-            name=t.name,
-            command=sw.command(t),
-            description=t.description,
-            worker_group=sw.worker_group,
-            fail_retry_times=t.retries,
-            fail_retry_interval=t.retry_interval_minutes,
-            timeout_flag="OPEN",
-            timeout_notify_strategy=t.timeout_notify_strategy,
-            timeout=t.timeout_minutes,
-            process_definition=pd,
-        )
-        for up in t.upstream:
-            by_name[up] >> by_name[t.name]
+    sw.link_tasks(lambda t: shell(**sw.shell_arguments(t), timeout_flag="OPEN", process_definition=pd))
     if len(pd.tasks) != len(sw.tasks):
         raise ValueError(f"workflow {sw.name}: two tasks got the same code")
     return pd

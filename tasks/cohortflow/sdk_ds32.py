@@ -181,37 +181,9 @@ def build(sw: ServerWorkflow, cfg: Config):
     """The SDK ``Workflow`` of a compiled workflow (task codes from the gateway, or :func:`local_task_codes`)."""
     sdk = _sdk(cfg)
     shell = sdk["Shell"]
-    sdk_wf = _workflow_class(cfg)(
-        name=sw.name,
-        description=sw.description,
-        schedule=sw.schedule,
-        online_schedule=True,
-        start_time=f"{sw.start_date:%Y-%m-%d} 00:00:00",
-        timezone=sw.timezone,
-        project=sw.project,
-        worker_group=sw.worker_group,
-        warning_type=sw.warning_type,
-        warning_group_id=sw.warning_group_id,
-        execution_type=sw.execution_type,
-        release_state="online",
-        param=dict(sw.params),
-    )
+    sdk_wf = _workflow_class(cfg)(**sw.workflow_arguments(), online_schedule=True, execution_type=sw.execution_type)
     sdk_wf.tenant = sw.tenant
-    by_name = {}
-    for t in sw.tasks:
-        by_name[t.name] = shell(
-            name=t.name,
-            command=sw.command(t),
-            description=t.description,
-            worker_group=sw.worker_group,
-            fail_retry_times=t.retries,
-            fail_retry_interval=t.retry_interval_minutes,
-            timeout=t.timeout_minutes,
-            timeout_notify_strategy=t.timeout_notify_strategy,
-            workflow=sdk_wf,
-        )
-        for up in t.upstream:
-            by_name[up] >> by_name[t.name]
+    sw.link_tasks(lambda t: shell(**sw.shell_arguments(t), workflow=sdk_wf))
     if len(sdk_wf.tasks) != len(sw.tasks):
         raise ValueError(f"workflow {sw.name}: the gateway gave two tasks the same code")
     return sdk_wf
