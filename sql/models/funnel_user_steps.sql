@@ -1,5 +1,6 @@
 /* Funnel levels per user: for each funnel, entry date E and user who entered (a step-1 event on E), the steps reached (level >= k) and the least time from step 1 to each, with the user's breakdown value. Levels are exactly windowFunnel(window, 'strict_once') with the first condition on E: for each "node" (a user's events at one millisecond that can fill step k) the latest start of a valid chain ending there, found by following each node's owner (the latest earlier node of the previous step), one step per pass of a recursive CTE. A build can take some users only (those whose events changed), from the first entry date their change can reach. Grain: one row per funnel, entry_date, user_id and step_index k <= level. */
 {% import 'macros/filters.sql' as filters %}
+{% import 'macros/segments.sql' as segments %}
 with recursive
 
 funnels as (
@@ -152,11 +153,7 @@ entries as (
     from step_events
     inner join funnels
         on funnels.funnel_no = step_events.funnel_no
-    -- a join, not "segment is null or exists (...)": PostgreSQL plans that OR as a subplan per row
-    left join models.segment_membership_daily as members
-        on members.segment_name = funnels.segment_name
-        and members.as_of_date = step_events.event_date
-        and members.user_id = step_events.user_id
+    {{ segments.membership_join('members', 'funnels.segment_name', 'step_events.event_date', 'step_events.user_id') | indent(4) }}
     where step_events.step_index = 1
         and step_events.event_date between cast(:start_date as date) and cast(:end_date as date)
         and (funnels.segment_name is null or members.user_id is not null)
@@ -193,22 +190,7 @@ entry_breakdowns as (
     ) as ranked
     where event_rank = 1
     union all
-    select
-        entries.funnel_no,
-        entries.user_id,
-        entries.entry_date,
-        case
-            when members.user_id is not null then 'in ' || funnels.breakdown_segment
-            else 'not in ' || funnels.breakdown_segment
-        end as breakdown_value
-    from entries
-    inner join funnels
-        on funnels.funnel_no = entries.funnel_no
-    left join models.segment_membership_daily as members
-        on members.segment_name = funnels.breakdown_segment
-        and members.as_of_date = entries.entry_date
-        and members.user_id = entries.user_id
-    where funnels.breakdown_segment is not null
+    {{ segments.breakdown_segment_rows('entries', ['funnel_no', 'user_id', 'entry_date'], 'funnels', 'funnel_no', 'entry_date', 'members') | indent(4) }}
 ),
 
 -- The events the chain CTEs below take: here all. An engine with a faster path of its own for some funnels and

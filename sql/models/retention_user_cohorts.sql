@@ -1,5 +1,6 @@
 /* Retention per user, the user-grain step of retention_cohorts: for each definition, each cohort a user belongs to (first_time: the period of their first-ever start event; recurring: every period with a start event), with each breakdown value ('all' and the user's value), a row for the membership (period numbers 0 to 0) and rows for the periods k >= 1 the user counts as retained in (mode on: one row per return period; on_or_after: one row 1 to the last period returned, capped at the horizon). A build can take some users only: the users whose events changed, all their cohorts. Grain: one row per retention_name, cohort_date, user_id, breakdown_value and period range. */
 {% import 'macros/filters.sql' as filters %}
+{% import 'macros/segments.sql' as segments %}
 with
 
 definitions as (
@@ -85,7 +86,8 @@ activity_days as (
 ),
 
 -- Event-level rows for the sides that need them: the named event, or any activity event for a side with filters
--- or a breakdown. Both are equi-joins so that nothing is scanned when no side needs events.
+-- or a breakdown. Both are equi-joins so that nothing is scanned when no side needs events (one branch each: an OR
+-- join plans badly).
 event_sides as (
     select
         retention_name,
@@ -98,23 +100,13 @@ event_sides as (
 ),
 
 candidates as (
-    select
-        event_sides.retention_name,
-        event_sides.side,
-        event_sides.breakdown,
-        events.event_id,
-        events.user_id,
-        events.event_time,
-        events.event_date,
-        events.platform,
-        events.app_version,
-        events.channel,
-        events.properties
-    from models.stg_events as events
-    inner join event_sides
-        on events.event_name = event_sides.event_name
-    where (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
+    {%- for join, side_filter in [
+        ('events.event_name = event_sides.event_name', ''),
+        ('events.is_activity = event_sides.is_any_activity', 'and event_sides.is_any_activity'),
+    ] %}
+    {%- if not loop.first %}
     union all
+    {%- endif %}
     select
         event_sides.retention_name,
         event_sides.side,
@@ -129,9 +121,12 @@ candidates as (
         events.properties
     from models.stg_events as events
     inner join event_sides
-        on events.is_activity = event_sides.is_any_activity
+        on {{ join }}
     where (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
-        and event_sides.is_any_activity
+    {%- if side_filter %}
+        {{ side_filter }}
+    {%- endif %}
+    {%- endfor %}
 ),
 
 filter_inputs as (
@@ -298,11 +293,7 @@ segment_members as (
     from cohort_members
     inner join definitions
         on definitions.retention_name = cohort_members.retention_name
-    -- a join, not "segment is null or exists (...)": PostgreSQL plans that OR as a subplan per row
-    left join models.segment_membership_daily as membership
-        on membership.segment_name = definitions.segment_name
-        and membership.as_of_date = cohort_members.cohort_date
-        and membership.user_id = cohort_members.user_id
+    {{ segments.membership_join('membership', 'definitions.segment_name', 'cohort_members.cohort_date', 'cohort_members.user_id') | indent(4) }}
     where definitions.segment_name is null
         or membership.user_id is not null
 ),
@@ -363,23 +354,7 @@ members as (
         and first_breakdowns.event_rank = 1
     union all
     -- Membership of the breakdown segment on the cohort date.
-    select
-        segment_members.retention_name,
-        segment_members.user_id,
-        segment_members.cohort_date,
-        segment_members.cohort_index,
-        case
-            when membership.user_id is not null then 'in ' || definitions.breakdown_segment
-            else 'not in ' || definitions.breakdown_segment
-        end as breakdown_value
-    from segment_members
-    inner join definitions
-        on definitions.retention_name = segment_members.retention_name
-    left join models.segment_membership_daily as membership
-        on membership.segment_name = definitions.breakdown_segment
-        and membership.as_of_date = segment_members.cohort_date
-        and membership.user_id = segment_members.user_id
-    where definitions.breakdown_segment is not null
+    {{ segments.breakdown_segment_rows('segment_members', ['retention_name', 'user_id', 'cohort_date', 'cohort_index'], 'definitions', 'retention_name', 'cohort_date', 'membership') | indent(4) }}
 ),
 
 last_returns as (
