@@ -1,3 +1,4 @@
+{% import 'macros/keys.sql' as key_macros %}
 {#- Property filters of funnel steps, retention events and segment rules (meta.def_*_filters): one definition of
     what each operator means, used by every model that evaluates them. -#}
 
@@ -75,5 +76,15 @@ filter_results as (
         {{ keys | join(",\n        ") }}
     from filter_results
     where is_value_match = is_negated
+)
+{%- endmacro %}
+
+{#- The condition that a row of `rows` holds all its filters: no row of `failed` (a CTE of failed_filter_ctes) has its
+    `keys`. -#}
+{% macro passes_filters(rows, failed, keys) -%}
+not exists (
+    select 1
+    from {{ failed }}
+    where {{ key_macros.equal_keys(failed, rows, keys) | indent(8) }}
 )
 {%- endmacro %}

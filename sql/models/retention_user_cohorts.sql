@@ -1,6 +1,25 @@
 /* Retention per user, the user-grain step of retention_cohorts: for each definition, each cohort a user belongs to (first_time: the period of their first-ever start event; recurring: every period with a start event), with each breakdown value ('all' and the user's value), a row for the membership (period numbers 0 to 0) and rows for the periods k >= 1 the user counts as retained in (mode on: one row per return period; on_or_after: one row 1 to the last period returned, capped at the horizon). A build can take some users only: the users whose events changed, all their cohorts. Grain: one row per retention_name, cohort_date, user_id, breakdown_value and period range. */
 {% import 'macros/filters.sql' as filters %}
 {% import 'macros/segments.sql' as segments %}
+{#- The first date of the period (`period`: day, week or month) that `date` is in. Calendar periods: the Monday of the
+    ISO week, the first of the month. -#}
+{% macro period_start(period, date) -%}
+{%- if period == 'day' -%}
+{{ date }}
+{%- elif period == 'week' -%}
+{{ date }} - cast(extract(isodow from {{ date }}) as integer) + 1
+{%- else -%}
+{{ date }} - cast(extract(day from {{ date }}) as integer) + 1
+{%- endif -%}
+{%- endmacro %}
+{#- The same, for a period named by the column `period_column`. -#}
+{% macro period_start_of(period_column, date) -%}
+case {{ period_column }}
+    when 'day' then {{ period_start('day', date) }}
+    when 'week' then {{ period_start('week', date) }}
+    else {{ period_start('month', date) }}
+end
+{%- endmacro %}
 with
 
 definitions as (
@@ -86,8 +105,7 @@ activity_days as (
 ),
 
 -- Event-level rows for the sides that need them: the named event, or any activity event for a side with filters
--- or a breakdown. Both are equi-joins so that nothing is scanned when no side needs events (one branch each: an OR
--- join plans badly).
+-- or a breakdown. Both are equi-joins so that nothing is scanned when no side needs events.
 event_sides as (
     select
         retention_name,
@@ -99,6 +117,7 @@ event_sides as (
     where not is_plain_activity
 ),
 
+{#- One branch per join condition: a join on "one or the other" plans badly. #}
 candidates as (
     {%- for join, side_filter in [
         ('events.event_name = event_sides.event_name', ''),
@@ -153,38 +172,24 @@ filter_inputs as (
 matched_events as (
     select candidates.*
     from candidates
-    where not exists (
-        select 1
-        from failed_events
-        where failed_events.retention_name = candidates.retention_name
-            and failed_events.side = candidates.side
-            and failed_events.event_id = candidates.event_id
-    )
+    where {{ filters.passes_filters('candidates', 'failed_events', ['retention_name', 'side', 'event_id']) | indent(4) }}
 ),
 
 -- The active periods of each user for the plain sides, once per period type in use.
 -- Calendar periods: the Monday of the ISO week, the first of the month.
 plain_periods as (
-    select
-        'day' as period,
-        user_id,
-        event_date as period_date
-    from activity_days
-    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'day')
+    {%- for period in ['day', 'week', 'month'] %}
+    {%- if not loop.first %}
     union all
-    select distinct
-        'week' as period,
+    {%- endif %}
+    {#- (active days are distinct already) #}
+    select{{ ' distinct' if period != 'day' }}
+        '{{ period }}' as period,
         user_id,
-        event_date - cast(extract(isodow from event_date) as integer) + 1 as period_date
+        {{ period_start(period, 'event_date') }} as period_date
     from activity_days
-    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'week')
-    union all
-    select distinct
-        'month' as period,
-        user_id,
-        event_date - cast(extract(day from event_date) as integer) + 1 as period_date
-    from activity_days
-    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'month')
+    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = '{{ period }}')
+    {%- endfor %}
 ),
 
 matched_periods as (
@@ -192,11 +197,7 @@ matched_periods as (
         matched_events.retention_name,
         matched_events.side,
         matched_events.user_id,
-        case definitions.period
-            when 'day' then matched_events.event_date
-            when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
-            else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
-        end as period_date
+        {{ period_start_of('definitions.period', 'matched_events.event_date') | indent(8) }} as period_date
     from matched_events
     inner join definitions
         on definitions.retention_name = matched_events.retention_name
@@ -304,11 +305,7 @@ breakdown_events as (
         matched_events.user_id,
         matched_events.event_time,
         matched_events.event_id,
-        case definitions.period
-            when 'day' then matched_events.event_date
-            when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
-            else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
-        end as period_date,
+        {{ period_start_of('definitions.period', 'matched_events.event_date') | indent(8) }} as period_date,
         {{ filters.property_value('matched_events', 'matched_events.breakdown') | indent(8) }} as breakdown_value
     from matched_events
     inner join definitions
