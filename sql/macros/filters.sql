@@ -45,6 +45,18 @@ case {{ key }}
 end
 {%- endmacro %}
 
+{#- The columns of one filter (a row of `filters`, the definition's filters) that failed_filter_ctes reads, with the
+    value of its property on the event `row`. -#}
+{% macro filter_input_columns(filters, row) -%}
+{{ filters }}.filter_no,
+{{ filters }}.op,
+{{ filters }}.value_kind,
+{{ filters }}.value_text,
+{{ filters }}.value_number,
+{{ filters }}.is_negated,
+{{ property_value(row, filters ~ '.property') }} as property_value
+{%- endmacro %}
+
 {#- The events (rows of `inputs`: `keys`, filter_no, op, value_kind, value_text, value_number, is_negated and
     property_value, one row per listed value) that fail one of their filters, as the CTE `name`: a filter holds when
     any listed value matches, a negated one (neq, not_in, is_not_set) when none does. -#}

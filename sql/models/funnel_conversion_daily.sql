@@ -1,5 +1,6 @@
 /* Funnel conversion per funnel, entry date E, breakdown value and step k, from the users' levels (funnel_user_steps): the users who entered (a step-1 event on E) and who reached step k, conversions, the median and 90th percentile time to convert, and whether the row is final. Grain: one row per funnel_name, entry_date, breakdown_value and step_index. */
 {% import 'macros/keys.sql' as keys %}
+{% import 'macros/dates.sql' as dates %}
 with
 
 funnels as (
@@ -15,8 +16,7 @@ deadlines as (
 ),
 
 calendar as (
-    select cast(day as date) as entry_date
-    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+    {{ dates.range_dates('entry_date') | indent(4) }}
 ),
 
 user_steps as (

@@ -70,13 +70,7 @@ filter_inputs as (
         steps.funnel_no,
         steps.step_index,
         events.event_id,
-        filters.filter_no,
-        filters.op,
-        filters.value_kind,
-        filters.value_text,
-        filters.value_number,
-        filters.is_negated,
-        {{ filters.property_value('events', 'filters.property') | indent(8) }} as property_value
+        {{ filters.filter_input_columns('filters', 'events') | indent(8) }}
     from models.stg_events as events
     inner join steps
         on steps.event_name = events.event_name

@@ -153,13 +153,7 @@ filter_inputs as (
         candidates.retention_name,
         candidates.side,
         candidates.event_id,
-        filters.filter_no,
-        filters.op,
-        filters.value_kind,
-        filters.value_text,
-        filters.value_number,
-        filters.is_negated,
-        {{ filters.property_value('candidates', 'filters.property') | indent(8) }} as property_value
+        {{ filters.filter_input_columns('filters', 'candidates') | indent(8) }}
     from candidates
     inner join filters
         on filters.retention_name = candidates.retention_name

@@ -19,13 +19,12 @@ What this generation needs beyond the SDK's own arguments:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
 from cohortflow.config import Config
-from cohortflow.server_dag import ServerWorkflow
+from cohortflow.server_dag import ServerWorkflow, placeholder_task_codes
 
 GENERATION = "3.1"
 SDK_VERSION = "3.1.1"
@@ -132,16 +131,8 @@ def local_task_codes() -> Iterator[None]:
     """Build tasks without a gateway: deterministic placeholder codes instead of ``getCodeAndVersion``."""
     from pydolphinscheduler.core.task import Task as SdkTask
 
-    def placeholder(self) -> tuple[int, int]:
-        key = f"{self.process_definition._project}/{self.process_definition.name}/{self.name}"
-        return 10**12 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (9 * 10**12), 0
-
-    original = SdkTask.__dict__["gen_code_and_version"]
-    SdkTask.gen_code_and_version = placeholder  # type: ignore[method-assign]
-    try:
+    with placeholder_task_codes(SdkTask, lambda task: task.process_definition):
         yield
-    finally:
-        SdkTask.gen_code_and_version = original  # type: ignore[method-assign]
 
 
 def connect(cfg: Config, token: str | None) -> str:

@@ -30,12 +30,15 @@ What it decides, for every generation alike:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 from cohortflow.config import Config
 from cohortflow.dag import Task, Workflow, downstream_of
@@ -136,6 +139,25 @@ class ServerWorkflow:
             by_name[t.name] = make(t)
             for up in t.upstream:
                 by_name[up] >> by_name[t.name]
+
+
+@contextlib.contextmanager
+def placeholder_task_codes(task_class: type, workflow_of: Callable[[Any], Any]) -> Iterator[None]:
+    """While open, the SDK's ``task_class`` gets deterministic placeholder codes instead of asking the gateway
+    (``gen_code_and_version``): a stable hash of project, workflow (``workflow_of(task)``) and task name, 13 digits
+    like real codes, and version 0 (a task the server has not seen)."""
+
+    def placeholder(self) -> tuple[int, int]:
+        workflow = workflow_of(self)
+        key = f"{workflow._project}/{workflow.name}/{self.name}"
+        return 10**12 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (9 * 10**12), 0
+
+    original = task_class.__dict__["gen_code_and_version"]
+    task_class.gen_code_and_version = placeholder
+    try:
+        yield
+    finally:
+        task_class.gen_code_and_version = original
 
 
 def is_single_writer(cfg: Config) -> bool:
