@@ -118,6 +118,16 @@ inner join long_fold_users
     and long_fold_users.user_id = {{ rows }}.user_id
 {%- endmacro %}
 
+{#- The rows of `rows` the pass takes (the rest of chain_rows'): of the folded funnels, not of a long-list user. -#}
+{% macro pass_rows(rows) -%}
+inner join folded_funnels
+    on folded_funnels.funnel_no = {{ rows }}.funnel_no
+left join long_fold_users
+    on long_fold_users.funnel_no = {{ rows }}.funnel_no
+    and long_fold_users.user_id = {{ rows }}.user_id
+where long_fold_users.user_id is null
+{%- endmacro %}
+
 -- The chain CTEs take the other funnels' events and the long-list users' events.
 chain_events as (
     {{ chain_rows('step_events') | indent(4) }}
@@ -135,12 +145,7 @@ pass_lists as not materialized (
         folded_funnels.step_count,
         folded_funnels.window_ms
     from fold_lists
-    inner join folded_funnels
-        on folded_funnels.funnel_no = fold_lists.funnel_no
-    left join long_fold_users
-        on long_fold_users.funnel_no = fold_lists.funnel_no
-        and long_fold_users.user_id = fold_lists.user_id
-    where long_fold_users.user_id is null
+    {{ pass_rows('fold_lists') | indent(4) }}
 ),
 
 -- state: [R_1 .. R_n, D_1 .. D_n] for a funnel of n steps (null: no chain yet), from R_1 = the first start, D_1 = 0.
@@ -232,12 +237,7 @@ fold_user_steps as (
         cast(1 as bigint) as step_index,
         cast(0 as bigint) as ms_to_convert
     from entries
-    inner join folded_funnels
-        on folded_funnels.funnel_no = entries.funnel_no
-    left join long_fold_users
-        on long_fold_users.funnel_no = entries.funnel_no
-        and long_fold_users.user_id = entries.user_id
-    where long_fold_users.user_id is null
+    {{ pass_rows('entries') | indent(4) }}
     union all
     select
         fold_states.funnel_no,
