@@ -122,9 +122,9 @@ def _warehouse(cfg: Config):
 
 
 @contextlib.contextmanager
-def _task_warehouse(cfg: Config) -> Iterator:
-    """The warehouse of a command that runs tasks: a failed task or warehouse error ends the command with its one-line
-    message (exit 1); the warehouse is disposed of either way."""
+def _command_warehouse(cfg: Config) -> Iterator:
+    """The warehouse of a command: a failed task or a warehouse error ends the command with its one-line message
+    (exit 1); the warehouse is disposed of either way."""
     from cohortflow.runner import TaskFailed
     from cohortflow.warehouse import WarehouseError
 
@@ -232,7 +232,7 @@ def run(config_path, business_date, workflow, restart):
     from cohortflow.runner import run_workflow
 
     cfg = _load(config_path)
-    with _task_warehouse(cfg) as wh:
+    with _command_warehouse(cfg) as wh:
         wf = _workflow(workflow)
         run_id = run_workflow(cfg, wh, wf, business_date, resume=not restart, echo=logs.info)
     logs.info(f"run {run_id} for {business_date} succeeded")
@@ -253,7 +253,7 @@ def task(config_path, name, business_date, workflow, run_id):
     if name not in task_names(workflow):
         _usage(f"unknown task {name!r}; tasks: {', '.join(task_names(workflow))}")
     cfg = _load(config_path)
-    with _task_warehouse(cfg) as wh:
+    with _command_warehouse(cfg) as wh:
         run_task(cfg, wh, wf, name, business_date, run_id=run_id, runner="cli", echo=logs.info)
 
 
@@ -290,7 +290,7 @@ def backfill(config_path, start, end, workflow, on, parallelism):
     if parallelism is not None:
         _usage("--parallelism applies to --on dolphinscheduler; a local backfill runs one date at a time")
     cfg = _load(config_path)
-    with _task_warehouse(cfg) as wh:
+    with _command_warehouse(cfg) as wh:
         wf = _workflow(workflow)
         days = date_range(start, end)
         t0 = time.monotonic()
@@ -369,7 +369,7 @@ def rebuild(config_path, start, end):
     if start is not None and end < start:
         _usage("--end is before --start")
     cfg = _load(config_path)
-    with _task_warehouse(cfg) as wh:
+    with _command_warehouse(cfg) as wh:
         rebuild_range(cfg, wh, start, end, echo=logs.info)
 
 
@@ -468,20 +468,14 @@ def render(config_path, model, business_date, start, dialect):
 def report(config_path, business_date, output):
     """Write the self-contained HTML report of a business date from the published tables."""
     from cohortflow.report import write_report
-    from cohortflow.warehouse import WarehouseError
 
     cfg = _load(config_path)
-    wh = _warehouse(cfg)
-    t0 = time.monotonic()
-    try:
+    with _command_warehouse(cfg) as wh:
+        t0 = time.monotonic()
         with wh.begin() as conn:
             if not wh.table_exists(conn, "reports", "active_users_daily"):
                 _usage(f"nothing is published in {wh.url_text} yet: run 'cohortflow run --date {business_date}' first")
         result = write_report(wh, cfg, business_date, out=output)
-    except WarehouseError as exc:
-        _fail(str(exc))
-    finally:
-        wh.dispose()
     logs.info(
         f"report for {business_date}: {result.path} ({result.bytes / 1048576:.1f} MiB, "
         f"{plural(len(result.charts), 'chart')}) in {duration(time.monotonic() - t0)}"
