@@ -669,8 +669,10 @@ _IN_SCOPE = """exists (
     where s.model_name = :model_name and s.user_id = {t}.user_id and {t}.{col} >= s.from_date
 )"""
 
-# A scoped build's record of the (user, date) pairs whose rows it replaced.
+# A scoped build's record of what it changed; _RECORD_REPLACED + a source of (user_id, changed_date): the pairs whose
+# rows it replaced.
 _RECORD_CHANGES = "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
+_RECORD_REPLACED = _RECORD_CHANGES + "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from "
 
 
 def _scoped_params(
@@ -772,7 +774,7 @@ def _build_users(
     )
     wh.execute(
         conn,
-        _RECORD_CHANGES + "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from replaced_rows",
+        _RECORD_REPLACED + "replaced_rows",
         params,
     )
     wh.execute(conn, "drop table replaced_rows")
@@ -858,7 +860,7 @@ def _build_users_trino(
     written = _rows_in_scope(wh, conn, model, scope_old, params)
     wh.execute(
         conn,
-        _RECORD_CHANGES + "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from ("
+        _RECORD_REPLACED + "("
         f"select user_id, changed_date from replaced_rows union select user_id, {col} from {table} as t where {scope_old}"
         f") as replaced {date_rows}",
         params,
