@@ -2,6 +2,8 @@
 {% import 'macros/filters.sql' as filters %}
 {% import 'macros/segments.sql' as segments %}
 {% import 'macros/keys.sql' as keys %}
+{#- A group: a user's events at one millisecond, in one funnel. #}
+{% set node_keys = ['funnel_no', 'user_id', 'event_ms'] %}
 with recursive
 
 funnels as (
@@ -273,7 +275,7 @@ multi_event_groups as (
         where not funnels.is_strict
             and step_nodes.is_shared_ms
     ) as shared
-        on {{ keys.equal_keys('shared', 'step_event_details', ['funnel_no', 'user_id', 'event_ms']) | indent(8) }}
+        on {{ keys.equal_keys('shared', 'step_event_details', node_keys) | indent(8) }}
     group by
         step_event_details.funnel_no,
         step_event_details.user_id,
@@ -291,7 +293,7 @@ multi_event_set_counts as (
         count(distinct step_event_details.event_id) as event_count
     from step_event_details
     inner join multi_event_groups
-        on {{ keys.equal_keys('multi_event_groups', 'step_event_details', ['funnel_no', 'user_id', 'event_ms']) | indent(8) }}
+        on {{ keys.equal_keys('multi_event_groups', 'step_event_details', node_keys) | indent(8) }}
     inner join step_sets
         on step_sets.funnel_no = step_event_details.funnel_no
         and step_sets.step_index = step_event_details.step_index
@@ -315,7 +317,7 @@ multi_event_entry_steps as (
     inner join (select distinct funnel_no, set_no from step_sets) as sets
         on sets.funnel_no = multi_event_groups.funnel_no
     left join multi_event_set_counts as set_counts
-        on {{ keys.equal_keys('set_counts', 'multi_event_groups', ['funnel_no', 'user_id', 'event_ms']) | indent(8) }}
+        on {{ keys.equal_keys('set_counts', 'multi_event_groups', node_keys) | indent(8) }}
         and set_counts.set_no = sets.set_no
     inner join hall_bounds
         on hall_bounds.funnel_no = sets.funnel_no
@@ -342,11 +344,11 @@ multi_event_nodes as (
         entry_step_nodes.owner_ms
     from step_nodes
     inner join multi_event_groups
-        on {{ keys.equal_keys('multi_event_groups', 'step_nodes', ['funnel_no', 'user_id', 'event_ms']) | indent(8) }}
+        on {{ keys.equal_keys('multi_event_groups', 'step_nodes', node_keys) | indent(8) }}
     left join multi_event_entry_steps
-        on {{ keys.equal_keys('multi_event_entry_steps', 'step_nodes', ['funnel_no', 'user_id', 'event_ms', 'step_index']) | indent(8) }}
+        on {{ keys.equal_keys('multi_event_entry_steps', 'step_nodes', node_keys + ['step_index']) | indent(8) }}
     left join step_nodes as entry_step_nodes
-        on {{ keys.equal_keys('entry_step_nodes', 'multi_event_entry_steps', ['funnel_no', 'user_id', 'event_ms']) | indent(8) }}
+        on {{ keys.equal_keys('entry_step_nodes', 'multi_event_entry_steps', node_keys) | indent(8) }}
         and entry_step_nodes.step_index = multi_event_entry_steps.min_entry_step
 ),
 
@@ -368,7 +370,7 @@ nodes as (
         where not exists (
             select 1
             from multi_event_groups
-            where {{ keys.equal_keys('multi_event_groups', 'step_nodes', ['funnel_no', 'user_id', 'event_ms']) | indent(16) }}
+            where {{ keys.equal_keys('multi_event_groups', 'step_nodes', node_keys) | indent(16) }}
         )
         union all
         select * from multi_event_nodes
