@@ -3,6 +3,7 @@ engine-versus-engine harnesses."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import os
@@ -173,3 +174,35 @@ def compare_engines(script: str, workdir: Path, children: list[str], child_args:
             if ref != "duckdb":
                 print(f"duckdb / {ref}: {results['duckdb']['seconds'] / results[ref]['seconds']:.2f}")
     return 0 if same else 1
+
+
+def engine_arguments(description: str, users: int, workdir: str) -> argparse.ArgumentParser:
+    """The options of every engine-versus-engine harness (a harness adds its own before parsing)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=int, default=users)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--workdir", default=workdir)
+    p.add_argument("--skip-prepare", action="store_true")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    return p
+
+
+def run_engines(
+    script: str,
+    args: argparse.Namespace,
+    prepare: Callable[[Path], None],
+    child: Callable[[Path], dict],
+    children: list[str],
+    child_args: list[str],
+    what: str,
+) -> int:
+    """A harness's main step: in a child process (``--child NAME``), run that engine (``child``) and write its
+    result; otherwise generate the data (``prepare``) unless ``--skip-prepare``, then :func:`compare_engines`."""
+    workdir = Path(args.workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.child:
+        write_child_result(workdir, args.child, child(workdir))
+        return 0
+    if not args.skip_prepare:
+        prepare(workdir)
+    return compare_engines(script, workdir, children, child_args, what)

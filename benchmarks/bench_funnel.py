@@ -26,13 +26,12 @@ duckdb / chdb is printed.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_config, compare_engines, prepare_warehouse, time_chdb_query, time_model_build, write_child_result  # noqa: E402
+from _common import bench_config, engine_arguments, prepare_warehouse, run_engines, time_chdb_query, time_model_build  # noqa: E402
 
 START = dt.date(2026, 11, 1)
 STEPS = ["app_start", "view_item", "add_to_cart", "checkout", "pay_order"]
@@ -160,35 +159,23 @@ def run_chdb(workdir: Path, days: int, source: str) -> dict:
     return {"seconds": seconds, "cells": _cells(out)}
 
 
-def _child(args) -> None:
-    workdir = Path(args.workdir)
-    if args.child == "duckdb":
-        result = run_duckdb(workdir, args.days, args.memory_limit)
-    else:
-        result = run_chdb(workdir, args.days, args.child.split("-", 1)[1])
-    write_child_result(workdir, args.child, result)
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=1_000_000)
-    p.add_argument("--days", type=int, default=30)
-    p.add_argument("--workdir", default="target/bench_funnel")
-    p.add_argument("--skip-prepare", action="store_true")
+    p = engine_arguments(__doc__, 1_000_000, "target/bench_funnel")
     p.add_argument("--only", choices=["duckdb", "chdb-table", "chdb-parquet"], action="append")
     p.add_argument("--memory-limit", help="DuckDB memory_limit for the model build, e.g. 3GB (default: DuckDB's)")
-    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.child:
-        _child(args)
-        return 0
-    if not args.skip_prepare:
-        prepare(workdir, args.users, args.days)
+
+    def child(workdir: Path) -> dict:
+        if args.child == "duckdb":
+            return run_duckdb(workdir, args.days, args.memory_limit)
+        return run_chdb(workdir, args.days, args.child.split("-", 1)[1])
+
     child_args = ["--days", str(args.days)] + (["--memory-limit", args.memory_limit] if args.memory_limit else [])
     children = args.only or ["duckdb", "chdb-table", "chdb-parquet"]
-    return compare_engines(__file__, workdir, children, child_args, "users per entry date and step")
+    return run_engines(
+        __file__, args, lambda workdir: prepare(workdir, args.users, args.days), child, children, child_args,
+        "users per entry date and step",
+    )
 
 
 if __name__ == "__main__":

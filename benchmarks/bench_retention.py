@@ -18,13 +18,12 @@ Both triangles are compared cell by cell; the ratio duckdb / chdb is printed.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import bench_config, compare_engines, prepare_warehouse, time_chdb_query, time_model_build, write_child_result  # noqa: E402
+from _common import bench_config, engine_arguments, prepare_warehouse, run_engines, time_chdb_query, time_model_build  # noqa: E402
 
 START = dt.date(2026, 1, 1)
 
@@ -124,33 +123,21 @@ def run_chdb(workdir: Path, days: int, horizon: int, source: str) -> dict:
     return {"seconds": seconds, "cells": _cells(out, horizon, end)}
 
 
-def _child(args) -> None:
-    workdir = Path(args.workdir)
-    if args.child == "duckdb":
-        result = run_duckdb(workdir, args.days, args.horizon)
-    else:
-        result = run_chdb(workdir, args.days, args.horizon, args.child.split("-", 1)[1])
-    write_child_result(workdir, args.child, result)
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=500_000)
-    p.add_argument("--days", type=int, default=30)
+    p = engine_arguments(__doc__, 500_000, "target/bench_retention")
     p.add_argument("--horizon", type=int, default=30)
-    p.add_argument("--workdir", default="target/bench_retention")
-    p.add_argument("--skip-prepare", action="store_true")
-    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
-    workdir = Path(args.workdir).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.child:
-        _child(args)
-        return 0
-    if not args.skip_prepare:
-        prepare(workdir, args.users, args.days, args.horizon)
+
+    def child(workdir: Path) -> dict:
+        if args.child == "duckdb":
+            return run_duckdb(workdir, args.days, args.horizon)
+        return run_chdb(workdir, args.days, args.horizon, args.child.split("-", 1)[1])
+
     child_args = ["--days", str(args.days), "--horizon", str(args.horizon)]
-    return compare_engines(__file__, workdir, ["duckdb", "chdb-table", "chdb-parquet"], child_args, "triangles")
+    return run_engines(
+        __file__, args, lambda workdir: prepare(workdir, args.users, args.days, args.horizon), child,
+        ["duckdb", "chdb-table", "chdb-parquet"], child_args, "triangles",
+    )
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+{% import 'macros/keys.sql' as key_macros %}
 {#- Property filters of funnel steps, retention events and segment rules (meta.def_*_filters): one definition of
     what each operator means, used by every model that evaluates them. -#}
 
@@ -44,6 +45,18 @@ case {{ key }}
 end
 {%- endmacro %}
 
+{#- The columns of one filter (a row of `filters`, the definition's filters) that failed_filter_ctes reads, with the
+    value of its property on the event `row`. -#}
+{% macro filter_input_columns(filters, row) -%}
+{{ filters }}.filter_no,
+{{ filters }}.op,
+{{ filters }}.value_kind,
+{{ filters }}.value_text,
+{{ filters }}.value_number,
+{{ filters }}.is_negated,
+{{ property_value(row, filters ~ '.property') }} as property_value
+{%- endmacro %}
+
 {#- The events (rows of `inputs`: `keys`, filter_no, op, value_kind, value_text, value_number, is_negated and
     property_value, one row per listed value) that fail one of their filters, as the CTE `name`: a filter holds when
     any listed value matches, a negated one (neq, not_in, is_not_set) when none does. -#}
@@ -75,5 +88,15 @@ filter_results as (
         {{ keys | join(",\n        ") }}
     from filter_results
     where is_value_match = is_negated
+)
+{%- endmacro %}
+
+{#- The condition that a row of `rows` holds all its filters: no row of `failed` (a CTE of failed_filter_ctes) has its
+    `keys`. -#}
+{% macro passes_filters(rows, failed, keys) -%}
+not exists (
+    select 1
+    from {{ failed }}
+    where {{ key_macros.equal_keys(failed, rows, keys) | indent(8) }}
 )
 {%- endmacro %}

@@ -1,9 +1,9 @@
 /* Active users per day: DAU, WAU (7 days ending on the date), MAU (30 days ending on it) and stickiness, with whether each is final (the late-arrival window has passed, and the WAU and MAU windows lie inside the loaded history). Grain: one row per activity_date. */
+{% import 'macros/dates.sql' as dates %}
 with
 
 calendar as (
-    select cast(day as date) as activity_date
-    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+    {{ dates.range_dates('activity_date') | indent(4) }}
 ),
 
 active_days as (

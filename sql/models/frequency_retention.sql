@@ -42,12 +42,18 @@ first_active as (
     group by user_id
 ),
 
+-- The users counted by each definition, with the definition's windows and cap.
 complete_users as (
     select
         definitions.frequency_name,
         first_active.user_id,
         first_active.first_date,
-        first_active.first_date - cast(extract(isodow from first_active.first_date) as integer) + 1 as cohort_week
+        first_active.first_date - cast(extract(isodow from first_active.first_date) as integer) + 1 as cohort_week,
+        definitions.event_name,
+        definitions.first_days,
+        definitions.target_from_day,
+        definitions.target_to_day,
+        definitions.frequency_cap
     from first_active
     cross join definitions
     where first_active.first_date + definitions.window_days <= cast(:as_of_date as date)
@@ -59,13 +65,11 @@ event_counts as (
         complete_users.user_id,
         count(*) as count_events
     from complete_users
-    inner join definitions
-        on definitions.frequency_name = complete_users.frequency_name
     inner join events
         on events.user_id = complete_users.user_id
-        and events.event_name = definitions.event_name
+        and events.event_name = complete_users.event_name
         and events.event_date >= complete_users.first_date
-        and events.event_date < complete_users.first_date + definitions.first_days
+        and events.event_date < complete_users.first_date + complete_users.first_days
     group by
         complete_users.frequency_name,
         complete_users.user_id
@@ -76,23 +80,19 @@ retained_users as (
         complete_users.frequency_name,
         complete_users.user_id
     from complete_users
-    inner join definitions
-        on definitions.frequency_name = complete_users.frequency_name
     inner join activity_days
         on activity_days.user_id = complete_users.user_id
-        and activity_days.event_date between complete_users.first_date + definitions.target_from_day
-        and complete_users.first_date + definitions.target_to_day
+        and activity_days.event_date between complete_users.first_date + complete_users.target_from_day
+        and complete_users.first_date + complete_users.target_to_day
 ),
 
 user_buckets as (
     select
         complete_users.frequency_name,
         complete_users.cohort_week,
-        least(coalesce(event_counts.count_events, 0), definitions.frequency_cap) as frequency_min,
+        least(coalesce(event_counts.count_events, 0), complete_users.frequency_cap) as frequency_min,
         case when retained_users.user_id is null then 0 else 1 end as is_retained
     from complete_users
-    inner join definitions
-        on definitions.frequency_name = complete_users.frequency_name
     left join event_counts
         on event_counts.frequency_name = complete_users.frequency_name
         and event_counts.user_id = complete_users.user_id
@@ -101,34 +101,26 @@ user_buckets as (
         and retained_users.user_id = complete_users.user_id
 ),
 
-by_week as (
-    select
-        frequency_name,
-        cohort_week,
-        false as is_overall,
-        frequency_min,
-        count(*) as users,
-        sum(is_retained) as retained_users
-    from user_buckets
-    group by
-        frequency_name,
-        cohort_week,
-        frequency_min
-),
+{#- The same counts per cohort week and over every week. #}
+{%- for name, is_overall in [('by_week', false), ('overall', true)] %}
 
-overall as (
+{{ name }} as (
     select
         frequency_name,
-        cast(null as date) as cohort_week,
-        true as is_overall,
+        {{ 'cast(null as date) as cohort_week' if is_overall else 'cohort_week' }},
+        {{ is_overall | lower }} as is_overall,
         frequency_min,
         count(*) as users,
         sum(is_retained) as retained_users
     from user_buckets
     group by
         frequency_name,
+        {%- if not is_overall %}
+        cohort_week,
+        {%- endif %}
         frequency_min
 ),
+{%- endfor %}
 
 buckets as (
     select * from by_week

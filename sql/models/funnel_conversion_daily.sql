@@ -1,4 +1,6 @@
 /* Funnel conversion per funnel, entry date E, breakdown value and step k, from the users' levels (funnel_user_steps): the users who entered (a step-1 event on E) and who reached step k, conversions, the median and 90th percentile time to convert, and whether the row is final. Grain: one row per funnel_name, entry_date, breakdown_value and step_index. */
+{% import 'macros/keys.sql' as keys %}
+{% import 'macros/dates.sql' as dates %}
 with
 
 funnels as (
@@ -14,8 +16,7 @@ deadlines as (
 ),
 
 calendar as (
-    select cast(day as date) as entry_date
-    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+    {{ dates.range_dates('entry_date') | indent(4) }}
 ),
 
 user_steps as (
@@ -109,19 +110,13 @@ final as (
     inner join steps
         on steps.funnel_no = grid.funnel_no
     left join step_counts as entered
-        on entered.funnel_no = grid.funnel_no
-        and entered.entry_date = grid.entry_date
-        and entered.breakdown_value = grid.breakdown_value
+        on {{ keys.equal_keys('entered', 'grid', ['funnel_no', 'entry_date', 'breakdown_value']) | indent(8) }}
         and entered.step_index = 1
     left join step_counts as reached
-        on reached.funnel_no = grid.funnel_no
-        and reached.entry_date = grid.entry_date
-        and reached.breakdown_value = grid.breakdown_value
+        on {{ keys.equal_keys('reached', 'grid', ['funnel_no', 'entry_date', 'breakdown_value']) | indent(8) }}
         and reached.step_index = steps.step_index
     left join step_counts as previous
-        on previous.funnel_no = grid.funnel_no
-        and previous.entry_date = grid.entry_date
-        and previous.breakdown_value = grid.breakdown_value
+        on {{ keys.equal_keys('previous', 'grid', ['funnel_no', 'entry_date', 'breakdown_value']) | indent(8) }}
         and previous.step_index = steps.step_index - 1
     left join deadlines
         on deadlines.funnel_no = grid.funnel_no

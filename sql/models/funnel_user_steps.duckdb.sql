@@ -14,6 +14,7 @@ event never follows another of the same millisecond), keeps per step j:
 The level is the largest j with an R_j. list_reduce costs most per list, not per event (its state is a list, copied
 at every event): the lists of one or two events, two thirds of them at 45 million events, are read directly
 (short_lists) and only the longer ones are folded. */
+{% import 'macros/keys.sql' as keys %}
 with
 
 folded_funnels as (
@@ -64,9 +65,7 @@ fold_events as (
             and (step_events.step_index > 1 or day_offsets.day_offset = 0)
     ) as dated_events
     inner join entries
-        on entries.funnel_no = dated_events.funnel_no
-        and entries.user_id = dated_events.user_id
-        and entries.entry_date = dated_events.entry_date
+        on {{ keys.equal_keys('entries', 'dated_events', ['funnel_no', 'user_id', 'entry_date']) | indent(8) }}
     where dated_events.event_ms between entries.first_start_ms + case when dated_events.is_strict then 1 else 0 end
             and entries.last_start_ms + dated_events.window_ms
         and not (dated_events.step_index = 1 and dated_events.event_ms = entries.first_start_ms)
@@ -105,32 +104,38 @@ chain_funnels as (
     select funnel_no from folded_funnels
 ),
 
+{#- The rows of `rows` the chain CTEs take: those of the other funnels and of the long-list users. -#}
+{% macro chain_rows(rows) -%}
+select {{ rows }}.*
+from {{ rows }}
+inner join chain_funnels
+    on chain_funnels.funnel_no = {{ rows }}.funnel_no
+union all
+select {{ rows }}.*
+from {{ rows }}
+inner join long_fold_users
+    on long_fold_users.funnel_no = {{ rows }}.funnel_no
+    and long_fold_users.user_id = {{ rows }}.user_id
+{%- endmacro %}
+
+{#- The rows of `rows` the pass takes (the rest of chain_rows'): of the folded funnels, not of a long-list user. -#}
+{% macro pass_rows(rows) -%}
+inner join folded_funnels
+    on folded_funnels.funnel_no = {{ rows }}.funnel_no
+left join long_fold_users
+    on long_fold_users.funnel_no = {{ rows }}.funnel_no
+    and long_fold_users.user_id = {{ rows }}.user_id
+where long_fold_users.user_id is null
+{%- endmacro %}
+
 -- The chain CTEs take the other funnels' events and the long-list users' events.
 chain_events as (
-    select step_events.*
-    from step_events
-    inner join chain_funnels
-        on chain_funnels.funnel_no = step_events.funnel_no
-    union all
-    select step_events.*
-    from step_events
-    inner join long_fold_users
-        on long_fold_users.funnel_no = step_events.funnel_no
-        and long_fold_users.user_id = step_events.user_id
+    {{ chain_rows('step_events') | indent(4) }}
 ),
 
 -- Their entries, found the same two ways: the chain CTEs' joins then build on these only.
 chain_entries as (
-    select entries.*
-    from entries
-    inner join chain_funnels
-        on chain_funnels.funnel_no = entries.funnel_no
-    union all
-    select entries.*
-    from entries
-    inner join long_fold_users
-        on long_fold_users.funnel_no = entries.funnel_no
-        and long_fold_users.user_id = entries.user_id
+    {{ chain_rows('entries') | indent(4) }}
 ),
 
 -- The lists the pass reads: all but the long-list users', with their funnel's step count and window.
@@ -140,12 +145,7 @@ pass_lists as not materialized (
         folded_funnels.step_count,
         folded_funnels.window_ms
     from fold_lists
-    inner join folded_funnels
-        on folded_funnels.funnel_no = fold_lists.funnel_no
-    left join long_fold_users
-        on long_fold_users.funnel_no = fold_lists.funnel_no
-        and long_fold_users.user_id = fold_lists.user_id
-    where long_fold_users.user_id is null
+    {{ pass_rows('fold_lists') | indent(4) }}
 ),
 
 -- state: [R_1 .. R_n, D_1 .. D_n] for a funnel of n steps (null: no chain yet), from R_1 = the first start, D_1 = 0.
@@ -237,12 +237,7 @@ fold_user_steps as (
         cast(1 as bigint) as step_index,
         cast(0 as bigint) as ms_to_convert
     from entries
-    inner join folded_funnels
-        on folded_funnels.funnel_no = entries.funnel_no
-    left join long_fold_users
-        on long_fold_users.funnel_no = entries.funnel_no
-        and long_fold_users.user_id = entries.user_id
-    where long_fold_users.user_id is null
+    {{ pass_rows('entries') | indent(4) }}
     union all
     select
         fold_states.funnel_no,

@@ -1,5 +1,9 @@
 /* Funnel levels per user: for each funnel, entry date E and user who entered (a step-1 event on E), the steps reached (level >= k) and the least time from step 1 to each, with the user's breakdown value. Levels are exactly windowFunnel(window, 'strict_once') with the first condition on E: for each "node" (a user's events at one millisecond that can fill step k) the latest start of a valid chain ending there, found by following each node's owner (the latest earlier node of the previous step), one step per pass of a recursive CTE. A build can take some users only (those whose events changed), from the first entry date their change can reach. Grain: one row per funnel, entry_date, user_id and step_index k <= level. */
 {% import 'macros/filters.sql' as filters %}
+{% import 'macros/segments.sql' as segments %}
+{% import 'macros/keys.sql' as keys %}
+{#- A group: a user's events at one millisecond, in one funnel. #}
+{% set node_keys = ['funnel_no', 'user_id', 'event_ms'] %}
 with recursive
 
 funnels as (
@@ -68,13 +72,7 @@ filter_inputs as (
         steps.funnel_no,
         steps.step_index,
         events.event_id,
-        filters.filter_no,
-        filters.op,
-        filters.value_kind,
-        filters.value_text,
-        filters.value_number,
-        filters.is_negated,
-        {{ filters.property_value('events', 'filters.property') | indent(8) }} as property_value
+        {{ filters.filter_input_columns('filters', 'events') | indent(8) }}
     from models.stg_events as events
     inner join steps
         on steps.event_name = events.event_name
@@ -110,35 +108,25 @@ step_event_details as not materialized (
     inner join funnels
         on funnels.funnel_no = candidates.funnel_no
     -- (failed_steps only holds steps with filters; no OR here, which PostgreSQL could only plan as a subplan per row)
-    where not exists (
-        select 1
-        from failed_steps
-        where failed_steps.funnel_no = candidates.funnel_no
-            and failed_steps.step_index = candidates.step_index
-            and failed_steps.event_id = candidates.event_id
-    )
+    where {{ filters.passes_filters('candidates', 'failed_steps', ['funnel_no', 'step_index', 'event_id']) | indent(4) }}
 ),
 
 -- The same (event, step) pairs without ids or properties, as every path reads them (steps without filters straight
 -- from the staged events: candidates is not materialized, so this scan reads only these columns).
 step_events as (
-    select
-        funnel_no,
-        step_index,
-        user_id,
-        event_date,
-        event_ms
-    from candidates
-    where filter_count = 0
+    {%- for source, with_filters in [('candidates', '= 0'), ('step_event_details', '> 0')] %}
+    {%- if not loop.first %}
     union all
+    {%- endif %}
     select
         funnel_no,
         step_index,
         user_id,
         event_date,
         event_ms
-    from step_event_details
-    where filter_count > 0
+    from {{ source }}
+    where filter_count {{ with_filters }}
+    {%- endfor %}
 ),
 
 -- The users who enter each funnel on each date of the range (members of its segment on E, if it names one).
@@ -152,11 +140,7 @@ entries as (
     from step_events
     inner join funnels
         on funnels.funnel_no = step_events.funnel_no
-    -- a join, not "segment is null or exists (...)": PostgreSQL plans that OR as a subplan per row
-    left join models.segment_membership_daily as members
-        on members.segment_name = funnels.segment_name
-        and members.as_of_date = step_events.event_date
-        and members.user_id = step_events.user_id
+    {{ segments.membership_join('members', 'funnels.segment_name', 'step_events.event_date', 'step_events.user_id') | indent(4) }}
     where step_events.step_index = 1
         and step_events.event_date between cast(:start_date as date) and cast(:end_date as date)
         and (funnels.segment_name is null or members.user_id is not null)
@@ -193,22 +177,7 @@ entry_breakdowns as (
     ) as ranked
     where event_rank = 1
     union all
-    select
-        entries.funnel_no,
-        entries.user_id,
-        entries.entry_date,
-        case
-            when members.user_id is not null then 'in ' || funnels.breakdown_segment
-            else 'not in ' || funnels.breakdown_segment
-        end as breakdown_value
-    from entries
-    inner join funnels
-        on funnels.funnel_no = entries.funnel_no
-    left join models.segment_membership_daily as members
-        on members.segment_name = funnels.breakdown_segment
-        and members.as_of_date = entries.entry_date
-        and members.user_id = entries.user_id
-    where funnels.breakdown_segment is not null
+    {{ segments.breakdown_segment_rows('entries', ['funnel_no', 'user_id', 'entry_date'], 'funnels', 'funnel_no', 'entry_date', 'members') | indent(4) }}
 ),
 
 -- The events the chain CTEs below take: here all. An engine with a faster path of its own for some funnels and
@@ -230,27 +199,24 @@ chain_entries as (
 -- time order: owner_ms of a step-k event is the latest earlier millisecond of a step k - 1 event (targets
 -- sort before sources of the same millisecond). Each event is a target of its step and a source of the next.
 owner_inputs as (
-    select
-        funnel_no,
-        user_id,
-        step_index as step_key,
-        0 as role_order,
-        event_ms,
-        event_date,
-        step_index
-    from chain_events
-    where step_index >= 2
+    {%- for step_key, role_order, condition in [
+        ('step_index', 0, 'step_index >= 2'),
+        ('step_index + 1', 1, 'step_index < (select max(funnels.step_count) from funnels)'),
+    ] %}
+    {%- if not loop.first %}
     union all
+    {%- endif %}
     select
         funnel_no,
         user_id,
-        step_index + 1 as step_key,
-        1 as role_order,
+        {{ step_key }} as step_key,
+        {{ role_order }} as role_order,
         event_ms,
         event_date,
         step_index
     from chain_events
-    where step_index < (select max(funnels.step_count) from funnels)
+    where {{ condition }}
+    {%- endfor %}
 ),
 
 -- One node per group (a user's events at one millisecond) and step it can fill: the last row of each
@@ -309,9 +275,7 @@ multi_event_groups as (
         where not funnels.is_strict
             and step_nodes.is_shared_ms
     ) as shared
-        on shared.funnel_no = step_event_details.funnel_no
-        and shared.user_id = step_event_details.user_id
-        and shared.event_ms = step_event_details.event_ms
+        on {{ keys.equal_keys('shared', 'step_event_details', node_keys) | indent(8) }}
     group by
         step_event_details.funnel_no,
         step_event_details.user_id,
@@ -329,9 +293,7 @@ multi_event_set_counts as (
         count(distinct step_event_details.event_id) as event_count
     from step_event_details
     inner join multi_event_groups
-        on multi_event_groups.funnel_no = step_event_details.funnel_no
-        and multi_event_groups.user_id = step_event_details.user_id
-        and multi_event_groups.event_ms = step_event_details.event_ms
+        on {{ keys.equal_keys('multi_event_groups', 'step_event_details', node_keys) | indent(8) }}
     inner join step_sets
         on step_sets.funnel_no = step_event_details.funnel_no
         and step_sets.step_index = step_event_details.step_index
@@ -355,9 +317,7 @@ multi_event_entry_steps as (
     inner join (select distinct funnel_no, set_no from step_sets) as sets
         on sets.funnel_no = multi_event_groups.funnel_no
     left join multi_event_set_counts as set_counts
-        on set_counts.funnel_no = multi_event_groups.funnel_no
-        and set_counts.user_id = multi_event_groups.user_id
-        and set_counts.event_ms = multi_event_groups.event_ms
+        on {{ keys.equal_keys('set_counts', 'multi_event_groups', node_keys) | indent(8) }}
         and set_counts.set_no = sets.set_no
     inner join hall_bounds
         on hall_bounds.funnel_no = sets.funnel_no
@@ -384,18 +344,11 @@ multi_event_nodes as (
         entry_step_nodes.owner_ms
     from step_nodes
     inner join multi_event_groups
-        on multi_event_groups.funnel_no = step_nodes.funnel_no
-        and multi_event_groups.user_id = step_nodes.user_id
-        and multi_event_groups.event_ms = step_nodes.event_ms
+        on {{ keys.equal_keys('multi_event_groups', 'step_nodes', node_keys) | indent(8) }}
     left join multi_event_entry_steps
-        on multi_event_entry_steps.funnel_no = step_nodes.funnel_no
-        and multi_event_entry_steps.user_id = step_nodes.user_id
-        and multi_event_entry_steps.event_ms = step_nodes.event_ms
-        and multi_event_entry_steps.step_index = step_nodes.step_index
+        on {{ keys.equal_keys('multi_event_entry_steps', 'step_nodes', node_keys + ['step_index']) | indent(8) }}
     left join step_nodes as entry_step_nodes
-        on entry_step_nodes.funnel_no = multi_event_entry_steps.funnel_no
-        and entry_step_nodes.user_id = multi_event_entry_steps.user_id
-        and entry_step_nodes.event_ms = multi_event_entry_steps.event_ms
+        on {{ keys.equal_keys('entry_step_nodes', 'multi_event_entry_steps', node_keys) | indent(8) }}
         and entry_step_nodes.step_index = multi_event_entry_steps.min_entry_step
 ),
 
@@ -417,9 +370,7 @@ nodes as (
         where not exists (
             select 1
             from multi_event_groups
-            where multi_event_groups.funnel_no = step_nodes.funnel_no
-                and multi_event_groups.user_id = step_nodes.user_id
-                and multi_event_groups.event_ms = step_nodes.event_ms
+            where {{ keys.equal_keys('multi_event_groups', 'step_nodes', node_keys) | indent(16) }}
         )
         union all
         select * from multi_event_nodes
@@ -546,9 +497,7 @@ node_conversions as (
             and chains.event_date - day_offsets.day_offset < chains.start_date
     ) as earlier_dates
     inner join chain_entries
-        on chain_entries.funnel_no = earlier_dates.funnel_no
-        and chain_entries.user_id = earlier_dates.user_id
-        and chain_entries.entry_date = earlier_dates.entry_date
+        on {{ keys.equal_keys('chain_entries', 'earlier_dates', ['funnel_no', 'user_id', 'entry_date']) | indent(8) }}
     where earlier_dates.event_ms - chain_entries.last_start_ms <= earlier_dates.window_ms
 ),
 
@@ -591,9 +540,7 @@ final as (
         entry_breakdowns.breakdown_value
     from user_steps
     left join entry_breakdowns
-        on entry_breakdowns.funnel_no = user_steps.funnel_no
-        and entry_breakdowns.user_id = user_steps.user_id
-        and entry_breakdowns.entry_date = user_steps.entry_date
+        on {{ keys.equal_keys('entry_breakdowns', 'user_steps', ['funnel_no', 'user_id', 'entry_date']) | indent(8) }}
 )
 
 select * from final

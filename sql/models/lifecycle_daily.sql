@@ -1,9 +1,9 @@
 /* Lifecycle of active users per date: new, returning, resurrecting and dormant users, from activity events only. Grain: one row per activity_date and lifecycle_state. */
+{% import 'macros/dates.sql' as dates %}
 with
 
 calendar as (
-    select cast(day as date) as activity_date
-    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+    {{ dates.range_dates('activity_date') | indent(4) }}
 ),
 
 states as (

@@ -1,4 +1,5 @@
 /* Retention cohorts as of the as-of date (the latest business date loaded), from the users' cohorts and returns (retention_user_cohorts): per definition, cohort period and period number k, the cohort's users and those retained in period k (mode on: returned in period k; on_or_after: returned in any period >= k loaded so far), and whether the row is final. Grain: one row per retention_name, cohort_date, breakdown_value and period_number, for the periods begun by the as-of date. */
+{% import 'macros/keys.sql' as keys %}
 with
 
 definitions as (
@@ -90,36 +91,24 @@ grid as (
         on period_numbers.period_number <= definitions.horizon
 ),
 
+{%- set retained_keys = [
+    'retention_name', 'cohort_date', 'period', 'breakdown_value', 'period_number', 'period_start_date',
+    'next_period_date', 'cohort_users',
+] %}
 retained as (
     select
-        grid.retention_name,
-        grid.cohort_date,
-        grid.period,
-        grid.breakdown_value,
-        grid.period_number,
-        grid.period_start_date,
-        grid.next_period_date,
-        grid.cohort_users,
+        {{ keys.qualified('grid', retained_keys) | indent(8) }},
         case
             when grid.period_number = 0 then grid.cohort_users
             else coalesce(sum(return_counts.count_users), 0)
         end as retained_users
     from grid
     left join return_counts
-        on return_counts.retention_name = grid.retention_name
-        and return_counts.cohort_date = grid.cohort_date
-        and return_counts.breakdown_value = grid.breakdown_value
+        on {{ keys.equal_keys('return_counts', 'grid', ['retention_name', 'cohort_date', 'breakdown_value']) | indent(8) }}
         and grid.period_number between return_counts.first_number and return_counts.last_number
     where grid.period_start_date <= cast(:as_of_date as date)
     group by
-        grid.retention_name,
-        grid.cohort_date,
-        grid.period,
-        grid.breakdown_value,
-        grid.period_number,
-        grid.period_start_date,
-        grid.next_period_date,
-        grid.cohort_users
+        {{ keys.qualified('grid', retained_keys) | indent(8) }}
 ),
 
 final as (

@@ -1,5 +1,25 @@
 /* Retention per user, the user-grain step of retention_cohorts: for each definition, each cohort a user belongs to (first_time: the period of their first-ever start event; recurring: every period with a start event), with each breakdown value ('all' and the user's value), a row for the membership (period numbers 0 to 0) and rows for the periods k >= 1 the user counts as retained in (mode on: one row per return period; on_or_after: one row 1 to the last period returned, capped at the horizon). A build can take some users only: the users whose events changed, all their cohorts. Grain: one row per retention_name, cohort_date, user_id, breakdown_value and period range. */
 {% import 'macros/filters.sql' as filters %}
+{% import 'macros/segments.sql' as segments %}
+{#- The first date of the period (`period`: day, week or month) that `date` is in. Calendar periods: the Monday of the
+    ISO week, the first of the month. -#}
+{% macro period_start(period, date) -%}
+{%- if period == 'day' -%}
+{{ date }}
+{%- elif period == 'week' -%}
+{{ date }} - cast(extract(isodow from {{ date }}) as integer) + 1
+{%- else -%}
+{{ date }} - cast(extract(day from {{ date }}) as integer) + 1
+{%- endif -%}
+{%- endmacro %}
+{#- The same, for a period named by the column `period_column`. -#}
+{% macro period_start_of(period_column, date) -%}
+case {{ period_column }}
+    when 'day' then {{ period_start('day', date) }}
+    when 'week' then {{ period_start('week', date) }}
+    else {{ period_start('month', date) }}
+end
+{%- endmacro %}
 with
 
 definitions as (
@@ -97,24 +117,15 @@ event_sides as (
     where not is_plain_activity
 ),
 
+{#- One branch per join condition: a join on "one or the other" plans badly. #}
 candidates as (
-    select
-        event_sides.retention_name,
-        event_sides.side,
-        event_sides.breakdown,
-        events.event_id,
-        events.user_id,
-        events.event_time,
-        events.event_date,
-        events.platform,
-        events.app_version,
-        events.channel,
-        events.properties
-    from models.stg_events as events
-    inner join event_sides
-        on events.event_name = event_sides.event_name
-    where (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
+    {%- for join, side_filter in [
+        ('events.event_name = event_sides.event_name', ''),
+        ('events.is_activity = event_sides.is_any_activity', 'and event_sides.is_any_activity'),
+    ] %}
+    {%- if not loop.first %}
     union all
+    {%- endif %}
     select
         event_sides.retention_name,
         event_sides.side,
@@ -129,9 +140,12 @@ candidates as (
         events.properties
     from models.stg_events as events
     inner join event_sides
-        on events.is_activity = event_sides.is_any_activity
+        on {{ join }}
     where (not cast(:scoped as boolean) or events.user_id in (select scope.user_id from scope))
-        and event_sides.is_any_activity
+    {%- if side_filter %}
+        {{ side_filter }}
+    {%- endif %}
+    {%- endfor %}
 ),
 
 filter_inputs as (
@@ -139,13 +153,7 @@ filter_inputs as (
         candidates.retention_name,
         candidates.side,
         candidates.event_id,
-        filters.filter_no,
-        filters.op,
-        filters.value_kind,
-        filters.value_text,
-        filters.value_number,
-        filters.is_negated,
-        {{ filters.property_value('candidates', 'filters.property') | indent(8) }} as property_value
+        {{ filters.filter_input_columns('filters', 'candidates') | indent(8) }}
     from candidates
     inner join filters
         on filters.retention_name = candidates.retention_name
@@ -158,38 +166,24 @@ filter_inputs as (
 matched_events as (
     select candidates.*
     from candidates
-    where not exists (
-        select 1
-        from failed_events
-        where failed_events.retention_name = candidates.retention_name
-            and failed_events.side = candidates.side
-            and failed_events.event_id = candidates.event_id
-    )
+    where {{ filters.passes_filters('candidates', 'failed_events', ['retention_name', 'side', 'event_id']) | indent(4) }}
 ),
 
 -- The active periods of each user for the plain sides, once per period type in use.
 -- Calendar periods: the Monday of the ISO week, the first of the month.
 plain_periods as (
-    select
-        'day' as period,
-        user_id,
-        event_date as period_date
-    from activity_days
-    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'day')
+    {%- for period in ['day', 'week', 'month'] %}
+    {%- if not loop.first %}
     union all
-    select distinct
-        'week' as period,
+    {%- endif %}
+    {#- (active days are distinct already) #}
+    select{{ ' distinct' if period != 'day' }}
+        '{{ period }}' as period,
         user_id,
-        event_date - cast(extract(isodow from event_date) as integer) + 1 as period_date
+        {{ period_start(period, 'event_date') }} as period_date
     from activity_days
-    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'week')
-    union all
-    select distinct
-        'month' as period,
-        user_id,
-        event_date - cast(extract(day from event_date) as integer) + 1 as period_date
-    from activity_days
-    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = 'month')
+    where exists (select 1 from side_kinds where side_kinds.is_plain_activity and side_kinds.period = '{{ period }}')
+    {%- endfor %}
 ),
 
 matched_periods as (
@@ -197,11 +191,7 @@ matched_periods as (
         matched_events.retention_name,
         matched_events.side,
         matched_events.user_id,
-        case definitions.period
-            when 'day' then matched_events.event_date
-            when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
-            else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
-        end as period_date
+        {{ period_start_of('definitions.period', 'matched_events.event_date') | indent(8) }} as period_date
     from matched_events
     inner join definitions
         on definitions.retention_name = matched_events.retention_name
@@ -298,11 +288,7 @@ segment_members as (
     from cohort_members
     inner join definitions
         on definitions.retention_name = cohort_members.retention_name
-    -- a join, not "segment is null or exists (...)": PostgreSQL plans that OR as a subplan per row
-    left join models.segment_membership_daily as membership
-        on membership.segment_name = definitions.segment_name
-        and membership.as_of_date = cohort_members.cohort_date
-        and membership.user_id = cohort_members.user_id
+    {{ segments.membership_join('membership', 'definitions.segment_name', 'cohort_members.cohort_date', 'cohort_members.user_id') | indent(4) }}
     where definitions.segment_name is null
         or membership.user_id is not null
 ),
@@ -313,11 +299,7 @@ breakdown_events as (
         matched_events.user_id,
         matched_events.event_time,
         matched_events.event_id,
-        case definitions.period
-            when 'day' then matched_events.event_date
-            when 'week' then matched_events.event_date - cast(extract(isodow from matched_events.event_date) as integer) + 1
-            else matched_events.event_date - cast(extract(day from matched_events.event_date) as integer) + 1
-        end as period_date,
+        {{ period_start_of('definitions.period', 'matched_events.event_date') | indent(8) }} as period_date,
         {{ filters.property_value('matched_events', 'matched_events.breakdown') | indent(8) }} as breakdown_value
     from matched_events
     inner join definitions
@@ -363,23 +345,7 @@ members as (
         and first_breakdowns.event_rank = 1
     union all
     -- Membership of the breakdown segment on the cohort date.
-    select
-        segment_members.retention_name,
-        segment_members.user_id,
-        segment_members.cohort_date,
-        segment_members.cohort_index,
-        case
-            when membership.user_id is not null then 'in ' || definitions.breakdown_segment
-            else 'not in ' || definitions.breakdown_segment
-        end as breakdown_value
-    from segment_members
-    inner join definitions
-        on definitions.retention_name = segment_members.retention_name
-    left join models.segment_membership_daily as membership
-        on membership.segment_name = definitions.breakdown_segment
-        and membership.as_of_date = segment_members.cohort_date
-        and membership.user_id = segment_members.user_id
-    where definitions.breakdown_segment is not null
+    {{ segments.breakdown_segment_rows('segment_members', ['retention_name', 'user_id', 'cohort_date', 'cohort_index'], 'definitions', 'retention_name', 'cohort_date', 'membership') | indent(4) }}
 ),
 
 last_returns as (

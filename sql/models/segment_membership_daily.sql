@@ -1,10 +1,10 @@
 /* Segment membership: the users of each configured segment on each as-of date. The rule trees of meta.def_segment_nodes are evaluated leaves first, then one pass per tree level from the deepest (8) up to the root (1); members are limited to the universe (users with activity on or before the as-of date). Grain: one row per segment_name, as_of_date and user_id. */
 {% import 'macros/filters.sql' as filters %}
+{% import 'macros/dates.sql' as dates %}
 with
 
 calendar as (
-    select cast(day as date) as as_of_date
-    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+    {{ dates.range_dates('as_of_date') | indent(4) }}
 ),
 
 nodes as (

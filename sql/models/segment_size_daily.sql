@@ -1,9 +1,9 @@
 /* Segment size: distinct members of each configured segment per as-of date, 0 on a date without members. Grain: one row per segment_name and as_of_date. */
+{% import 'macros/dates.sql' as dates %}
 with
 
 calendar as (
-    select cast(day as date) as as_of_date
-    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+    {{ dates.range_dates('as_of_date') | indent(4) }}
 ),
 
 segments as (

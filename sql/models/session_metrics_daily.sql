@@ -1,9 +1,9 @@
 /* Session metrics per day: sessions, users, average duration, events per session and bounce rate. Grain: one row per session_date (every date of the range, empty days included). */
+{% import 'macros/dates.sql' as dates %}
 with
 
 calendar as (
-    select cast(day as date) as session_date
-    from generate_series(cast(:start_date as date), cast(:end_date as date), interval 1 day) as days(day)
+    {{ dates.range_dates('session_date') | indent(4) }}
 ),
 
 sessions as (

@@ -8,12 +8,14 @@ command is asked for (SQL, status, definitions) goes to stdout.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -119,6 +121,22 @@ def _warehouse(cfg: Config):
         _usage(str(exc))
 
 
+@contextlib.contextmanager
+def _command_warehouse(cfg: Config) -> Iterator:
+    """The warehouse of a command: a failed task or a warehouse error ends the command with its one-line message
+    (exit 1); the warehouse is disposed of either way."""
+    from cohortflow.runner import TaskFailed
+    from cohortflow.warehouse import WarehouseError
+
+    wh = _warehouse(cfg)
+    try:
+        yield wh
+    except (TaskFailed, WarehouseError) as exc:
+        _fail(str(exc))
+    finally:
+        wh.dispose()
+
+
 def _workflow(name: str):
     from cohortflow.dag import load_workflows
 
@@ -211,18 +229,12 @@ def main() -> None:
 @log_options
 def run(config_path, business_date, workflow, restart):
     """Run the declared workflow for one business date, task by task (resumes an unfinished run)."""
-    from cohortflow.runner import TaskFailed, run_workflow
-    from cohortflow.warehouse import WarehouseError
+    from cohortflow.runner import run_workflow
 
     cfg = _load(config_path)
-    wh = _warehouse(cfg)
-    wf = _workflow(workflow)
-    try:
+    with _command_warehouse(cfg) as wh:
+        wf = _workflow(workflow)
         run_id = run_workflow(cfg, wh, wf, business_date, resume=not restart, echo=logs.info)
-    except (TaskFailed, WarehouseError) as exc:
-        _fail(str(exc))
-    finally:
-        wh.dispose()
     logs.info(f"run {run_id} for {business_date} succeeded")
 
 
@@ -235,20 +247,14 @@ def run(config_path, business_date, workflow, restart):
 @log_options
 def task(config_path, name, business_date, workflow, run_id):
     """Run one task NAME of a workflow (the command a DolphinScheduler Shell task runs)."""
-    from cohortflow.runner import TaskFailed, run_task
-    from cohortflow.warehouse import WarehouseError
+    from cohortflow.runner import run_task
 
     wf = _workflow(workflow)
     if name not in task_names(workflow):
         _usage(f"unknown task {name!r}; tasks: {', '.join(task_names(workflow))}")
     cfg = _load(config_path)
-    wh = _warehouse(cfg)
-    try:
+    with _command_warehouse(cfg) as wh:
         run_task(cfg, wh, wf, name, business_date, run_id=run_id, runner="cli", echo=logs.info)
-    except (TaskFailed, WarehouseError) as exc:
-        _fail(str(exc))
-    finally:
-        wh.dispose()
 
 
 @main.command()
@@ -273,8 +279,8 @@ def task(config_path, name, business_date, workflow, run_id):
 @log_options
 def backfill(config_path, start, end, workflow, on, parallelism):
     """Run the workflow for every date from START to END (inclusive), in order."""
-    from cohortflow.runner import TaskFailed, run_workflow
-    from cohortflow.warehouse import WarehouseError, date_range
+    from cohortflow.runner import run_workflow
+    from cohortflow.warehouse import date_range
 
     if end < start:
         _usage("--end is before --start")
@@ -284,18 +290,13 @@ def backfill(config_path, start, end, workflow, on, parallelism):
     if parallelism is not None:
         _usage("--parallelism applies to --on dolphinscheduler; a local backfill runs one date at a time")
     cfg = _load(config_path)
-    wh = _warehouse(cfg)
-    wf = _workflow(workflow)
-    days = date_range(start, end)
-    t0 = time.monotonic()
-    try:
+    with _command_warehouse(cfg) as wh:
+        wf = _workflow(workflow)
+        days = date_range(start, end)
+        t0 = time.monotonic()
         for i, d in enumerate(days, 1):
             logs.info(f"== {d} ({eta(i - 1, len(days), time.monotonic() - t0)})")
             run_workflow(cfg, wh, wf, d, echo=logs.info)
-    except (TaskFailed, WarehouseError) as exc:
-        _fail(str(exc))
-    finally:
-        wh.dispose()
     took = time.monotonic() - t0
     logs.info(f"backfill {start}..{end} succeeded ({plural(len(days), 'date')} in {duration(took)})")
 
@@ -361,21 +362,15 @@ def rerun(config_path, on, workflow, instance_id):
 @log_options
 def rebuild(config_path, start, end):
     """Rebuild the models from the loaded events and publish: the dates START..END of every model, or every model whole."""
-    from cohortflow.runner import TaskFailed, rebuild_range
-    from cohortflow.warehouse import WarehouseError
+    from cohortflow.runner import rebuild_range
 
     if (start is None) != (end is None):
         _usage("give both --start and --end, or neither (a whole rebuild)")
     if start is not None and end < start:
         _usage("--end is before --start")
     cfg = _load(config_path)
-    wh = _warehouse(cfg)
-    try:
+    with _command_warehouse(cfg) as wh:
         rebuild_range(cfg, wh, start, end, echo=logs.info)
-    except (TaskFailed, WarehouseError) as exc:
-        _fail(str(exc))
-    finally:
-        wh.dispose()
 
 
 @main.command()
@@ -473,20 +468,14 @@ def render(config_path, model, business_date, start, dialect):
 def report(config_path, business_date, output):
     """Write the self-contained HTML report of a business date from the published tables."""
     from cohortflow.report import write_report
-    from cohortflow.warehouse import WarehouseError
 
     cfg = _load(config_path)
-    wh = _warehouse(cfg)
-    t0 = time.monotonic()
-    try:
+    with _command_warehouse(cfg) as wh:
+        t0 = time.monotonic()
         with wh.begin() as conn:
             if not wh.table_exists(conn, "reports", "active_users_daily"):
                 _usage(f"nothing is published in {wh.url_text} yet: run 'cohortflow run --date {business_date}' first")
         result = write_report(wh, cfg, business_date, out=output)
-    except WarehouseError as exc:
-        _fail(str(exc))
-    finally:
-        wh.dispose()
     logs.info(
         f"report for {business_date}: {result.path} ({result.bytes / 1048576:.1f} MiB, "
         f"{plural(len(result.charts), 'chart')}) in {duration(time.monotonic() - t0)}"

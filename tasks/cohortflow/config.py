@@ -21,11 +21,11 @@ import re
 import unicodedata
 import urllib.parse
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 ENV_PREFIX = "COHORTFLOW_"
@@ -33,6 +33,17 @@ CONFIG_ENV = "COHORTFLOW_CONFIG"
 DEFAULT_CONFIG_NAME = "cohortflow.yml"
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+def _simple_name(v: str) -> str:
+    if not _NAME_RE.match(v):
+        raise ValueError("must be a simple name (letters, digits, underscore)")
+    return v
+
+
+# A name that SQL and file paths can carry as it is (sources, funnels, retention and segment definitions).
+SimpleName = Annotated[str, AfterValidator(_simple_name)]
+
 # Characters a file or folder name of the landing root may not hold: the ingest reads paths literally, never as
 # patterns, so a pattern would silently find nothing.
 _GLOB_CHARS = frozenset("*?[]{}")
@@ -55,20 +66,13 @@ class _Strict(BaseModel):
 class Source(_Strict):
     """One stream of raw logs: files under ``landing_root/path/<arrival date>/``."""
 
-    name: str
+    name: SimpleName
     format: Literal["ark", "sensors", "segment", "posthog", "canonical"]
     path: str = Field(description="folder under the landing root; one sub-folder per arrival date")
     optional: bool = Field(
         default=False,
         description="a missing date folder means no data from this source that day (otherwise a missing folder fails the ingest)",
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("must be a simple name (letters, digits, underscore)")
-        return v
 
     @field_validator("path")
     @classmethod
@@ -266,7 +270,7 @@ class FunnelStep(_Strict):
 
 
 class Funnel(_Strict):
-    name: str
+    name: SimpleName
     steps: list[FunnelStep] = Field(min_length=2, max_length=32)
     window_seconds: int = Field(default=7 * 86400, ge=1, description="conversion window from the first step")
     mode: Literal["ordered", "strictly_increasing"] = "ordered"
@@ -275,13 +279,6 @@ class Funnel(_Strict):
     breakdown_segment: str | None = Field(
         default=None, description="break down by membership of this segment on the entry date: 'in NAME' / 'not in NAME'"
     )
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("must be a simple name (letters, digits, underscore)")
-        return v
 
 
 class EventRef(_Strict):
@@ -292,7 +289,7 @@ class EventRef(_Strict):
 
 
 class Retention(_Strict):
-    name: str
+    name: SimpleName
     start: EventRef = Field(default_factory=EventRef)
     returning: EventRef = Field(default_factory=EventRef, alias="return")
     period: Literal["day", "week", "month"] = "day"
@@ -306,13 +303,6 @@ class Retention(_Strict):
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("must be a simple name (letters, digits, underscore)")
-        return v
 
     @field_validator("mode", mode="before")
     @classmethod
@@ -387,15 +377,8 @@ MAX_SEGMENT_DEPTH = 8
 
 
 class Segment(_Strict):
-    name: str
+    name: SimpleName
     rule: SegmentRule
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("must be a simple name (letters, digits, underscore)")
-        return v
 
     @model_validator(mode="after")
     def _shape(self) -> Segment:

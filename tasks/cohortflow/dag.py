@@ -75,13 +75,18 @@ class Workflow:
 
     def downstream(self, name: str) -> set[str]:
         """Every task that depends, directly or not, on ``name``."""
-        out: set[str] = set()
-        frontier = {name}
-        while frontier:
-            nxt = {t.name for t in self.tasks if frontier & set(t.upstream)} - out
-            out |= nxt
-            frontier = nxt
-        return out
+        return downstream_of(self.tasks, name)
+
+
+def downstream_of(tasks, name: str) -> set[str]:
+    """The names of the ``tasks`` (each with ``name`` and ``upstream``) that depend, directly or not, on ``name``."""
+    out: set[str] = set()
+    frontier = {name}
+    while frontier:
+        nxt = {t.name for t in tasks if frontier & set(t.upstream)} - out
+        out |= nxt
+        frontier = nxt
+    return out
 
 
 def workflow_files() -> list[Path]:

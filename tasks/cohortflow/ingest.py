@@ -593,17 +593,11 @@ def _replace_touched_partitions(wh: Warehouse, conn, params: dict) -> None:
     dates = [
         r[0] for r in wh.execute(conn, "select distinct load_date from judged union select cast(:d as date)", params).fetchall()
     ]
-    listed = ", ".join(f":ld{i}" for i in range(len(dates)))
-    bound = {**params, **{f"ld{i}": d for i, d in enumerate(dates)}}
     for table, judged in (("raw.events", "not is_duplicate"), ("raw.duplicates", "is_duplicate")):
-        _temp(wh, conn, "kept", f"select {_COLUMNS} from {table} as t where t.load_date in ({listed}) and not ({_TOUCHED})", bound)
-        wh.execute(conn, f"delete from {table} where load_date in ({listed})", bound)
-        wh.execute(
-            conn,
-            f"insert into {table} ({_COLUMNS}) select {_COLUMNS} from kept "
-            f"union all select {_COLUMNS} from judged where {judged}",
+        wh.trino.rewrite_partitions(
+            conn, table, _COLUMNS, "load_date", dates, f"not ({_TOUCHED})", f"select {_COLUMNS} from judged where {judged}",
+            params, kept="kept", key="ld",
         )
-        wh.execute(conn, "drop table kept")
 
 
 def _record_change(

@@ -669,6 +669,34 @@ _IN_SCOPE = """exists (
     where s.model_name = :model_name and s.user_id = {t}.user_id and {t}.{col} >= s.from_date
 )"""
 
+# A scoped build's record of what it changed; _RECORD_REPLACED + a source of (user_id, changed_date): the pairs whose
+# rows it replaced.
+_RECORD_CHANGES = "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
+_RECORD_REPLACED = _RECORD_CHANGES + "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from "
+
+
+def _scoped_params(
+    wh: Warehouse, conn: sa.Connection, model: Model, params: Mapping[str, Any], earliest: Any, as_of: dt.date | None
+) -> dict[str, Any]:
+    """The parameters of a scoped build's model SQL: the scope's users, from the earliest first date of theirs to the
+    end of the history the build covers."""
+    return {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": _history_end(wh, conn, model, as_of)}
+
+
+def _save_replaced_rows(wh: Warehouse, conn: sa.Connection, model: Model, scope_old: str, params: Mapping[str, Any]) -> None:
+    """The temporary table replaced_rows: the (user, date) pairs of the rows in scope (``scope_old``) before the build."""
+    wh.execute(conn, "drop table if exists replaced_rows")
+    wh.execute(
+        conn,
+        f"create temporary table replaced_rows as select distinct user_id, {model.partition_by} as changed_date "
+        f"from {model.table} as t where {scope_old}",
+        params,
+    )
+
+
+def _rows_in_scope(wh: Warehouse, conn: sa.Connection, model: Model, scope_old: str, params: Mapping[str, Any]) -> int:
+    return int(wh.scalar(conn, f"select count(*) from {model.table} as t where {scope_old}", params))
+
 
 def _build_users(
     wh: Warehouse,
@@ -723,12 +751,11 @@ def _build_users(
         return 0, 0
     col, table = model.partition_by, model.table
     scope_old = _IN_SCOPE.format(t="t", col=col)
-    wh.execute(conn, "drop table if exists replaced_rows")
-    wh.execute(conn, f"create temporary table replaced_rows as select distinct user_id, {col} as changed_date from {table} as t where {scope_old}", params)
+    _save_replaced_rows(wh, conn, model, scope_old, params)
     wh.execute(conn, f"delete from {table} as t where {scope_old}", params)
     cols = ", ".join(c.name for c in model.columns)
     select_sql = render(model.sql.strip().rstrip(";"), wh.dialect, ctes=model.sql_for(wh.dialect))
-    scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": _history_end(wh, conn, model, as_of)}
+    scoped = _scoped_params(wh, conn, model, params, earliest, as_of)
     if wh.dialect == "postgres":
         for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
             conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
@@ -739,7 +766,7 @@ def _build_users(
         ),
         scoped,
     )
-    written = int(wh.scalar(conn, f"select count(*) from {table} as t where {scope_old}", params))
+    written = _rows_in_scope(wh, conn, model, scope_old, params)
     wh.execute(
         conn,
         f"insert into replaced_rows select distinct user_id, {col} from {table} as t where {scope_old}",
@@ -747,8 +774,7 @@ def _build_users(
     )
     wh.execute(
         conn,
-        "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
-        "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from replaced_rows",
+        _RECORD_REPLACED + "replaced_rows",
         params,
     )
     wh.execute(conn, "drop table replaced_rows")
@@ -796,17 +822,12 @@ def _build_users_trino(
     params = {**params, **{f"rb{i}": d for i, d in enumerate(rebuilt)}}
     if not users:
         if rebuilt:
-            wh.execute(
-                conn,
-                "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
-                + date_rows.removeprefix("union all "),
-                params,
-            )
+            wh.execute(conn, _RECORD_CHANGES + date_rows.removeprefix("union all "), params)
         return 0, 0
     col, table = model.partition_by, model.table
     scope_old = scoped_sql(_IN_SCOPE.format(t="t", col=col))
     cols = ", ".join(c.name for c in model.columns)
-    scoped = {**params, "scoped": True, "start_date": _as_date(earliest), "end_date": _history_end(wh, conn, model, _as_date(params["as_of_date"]))}
+    scoped = _scoped_params(wh, conn, model, params, earliest, _as_date(params["as_of_date"]))
     overrides = model.sql_for("trino")
     source, scratch = trino_scratch_tables(
         scoped_sql(model.sql.strip().rstrip(";")), overrides and scoped_sql(overrides), _scratch_prefix(wh, conn, model)
@@ -815,8 +836,7 @@ def _build_users_trino(
         wh.run(conn, f"drop table if exists {name}")
     for name, query in scratch:
         wh.run(conn, f"create table {name} as\n" + render(query, "trino"), scoped)
-    wh.execute(conn, "drop table if exists replaced_rows")
-    wh.execute(conn, f"create temporary table replaced_rows as select distinct user_id, {col} as changed_date from {table} as t where {scope_old}", params)
+    _save_replaced_rows(wh, conn, model, scope_old, params)
     wh.execute(conn, "drop table if exists new_rows")
     wh.execute(
         conn,
@@ -833,22 +853,14 @@ def _build_users_trino(
     written_whole = {d for lo, hi in _runs(sorted(rebuilt)) for d in date_range(lo, hi)}
     dates = sorted({_as_date(r[0]) for r in touched} - written_whole)
     if dates:
-        listed = ", ".join(f":pd{i}" for i in range(len(dates)))
-        at = {**params, **{f"pd{i}": d for i, d in enumerate(dates)}}
-        wh.execute(conn, "drop table if exists kept_rows")
-        wh.execute(conn, f"create temporary table kept_rows as select {cols} from {table} as t where t.{col} in ({listed}) and not {scope_old}", at)
-        wh.execute(conn, f"delete from {table} where {col} in ({listed})", at)
-        wh.execute(
-            conn,
-            f"insert into {table} ({cols}) select {cols} from kept_rows "
-            f"union all select {cols} from new_rows where {col} in ({listed})",
-            at,
+        wh.trino.rewrite_partitions(
+            conn, table, cols, col, dates, f"not {scope_old}", f"select {cols} from new_rows where {col} in ({{dates}})",
+            params, kept="kept_rows", key="pd",
         )
-    written = int(wh.scalar(conn, f"select count(*) from {table} as t where {scope_old}", params))
+    written = _rows_in_scope(wh, conn, model, scope_old, params)
     wh.execute(
         conn,
-        "insert into meta.model_changes (model_name, change_id, user_id, changed_date, is_all) "
-        "select distinct :model_name, cast(:hi as bigint), user_id, changed_date, false from ("
+        _RECORD_REPLACED + "("
         f"select user_id, changed_date from replaced_rows union select user_id, {col} from {table} as t where {scope_old}"
         f") as replaced {date_rows}",
         params,

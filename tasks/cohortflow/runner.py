@@ -197,6 +197,15 @@ def _log_skipped(wh: Warehouse, run_id: str, workflow: str, task: str, d: dt.dat
         )
 
 
+def _log_best_effort(echo: Echo, write: Callable[[], None]) -> None:
+    """A run-log write on a path that is failing already: when the write fails too, the operator sees why in one line
+    and the failure being reported stays the one that matters."""
+    try:
+        write()
+    except Exception as log_exc:  # noqa: BLE001 - the failure being reported matters more
+        echo(f"  (could not write the run log: {log_exc})")
+
+
 def _task_key(run_id: str, task: str, started: dt.datetime) -> str:
     return f"cohortflow:task:{run_id}:{task}:{started.isoformat()}"
 
@@ -295,10 +304,7 @@ def run_task(
             message = f"{type(exc).__name__}: {message}"
             if os.environ.get("COHORTFLOW_DEBUG"):
                 traceback.print_exc()
-        try:
-            _log_end(wh, run_id, name, started, FAILED, None, message[:4000])
-        except Exception as log_exc:  # noqa: BLE001 - the original failure matters more
-            echo(f"  (could not write the run log: {log_exc})")
+        _log_best_effort(echo, lambda: _log_end(wh, run_id, name, started, FAILED, None, message[:4000]))
         _write_status_file(cfg, state=FAILED, run_id=run_id, task=name, business_date=business_date, started_at=started)
         raise TaskFailed(f"task {name} failed for {business_date}: {message}") from exc
     _log_end(wh, run_id, name, started, SUCCESS, outcome, None)
@@ -352,10 +358,8 @@ def run_workflow(
             continue
         blocked = [u for u in task.upstream if u in failed]
         if blocked:
-            try:
-                _log_skipped(wh, run_id, workflow.name, task.name, business_date, "local", f"upstream failed: {', '.join(blocked)}")
-            except Exception as log_exc:  # noqa: BLE001 - the upstream failure is what the operator must see
-                echo(f"  (could not write the run log: {log_exc})")
+            why = f"upstream failed: {', '.join(blocked)}"
+            _log_best_effort(echo, lambda: _log_skipped(wh, run_id, workflow.name, task.name, business_date, "local", why))
             failed[task.name] = "upstream"
             echo(f"[{task.name}] not run: upstream {', '.join(blocked)} failed")
             continue

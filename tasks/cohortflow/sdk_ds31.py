@@ -19,13 +19,12 @@ What this generation needs beyond the SDK's own arguments:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
 
 from cohortflow.config import Config
-from cohortflow.server_dag import ServerWorkflow
+from cohortflow.server_dag import ServerWorkflow, placeholder_task_codes
 
 GENERATION = "3.1"
 SDK_VERSION = "3.1.1"
@@ -100,37 +99,9 @@ def prepare(cfg: Config) -> None:
 def build(sw: ServerWorkflow, cfg: Config):
     """The SDK ProcessDefinition of a compiled workflow (task codes from the gateway, or :func:`local_task_codes`)."""
     shell = _classes()["Shell"]
-    pd = _definition_class()(
-        name=sw.name,
-        description=sw.description,
-        schedule=sw.schedule,
-        start_time=f"{sw.start_date:%Y-%m-%d} 00:00:00",
-        timezone=sw.timezone,
-        project=sw.project,
-        tenant=sw.tenant,
-        worker_group=sw.worker_group,
-        warning_type=sw.warning_type,
-        warning_group_id=sw.warning_group_id,
-        release_state="online",
-        param=dict(sw.params),
-    )
+    pd = _definition_class()(**sw.workflow_arguments(), tenant=sw.tenant)
     pd.execution_type = sw.execution_type
-    by_name = {}
-    for t in sw.tasks:
-        by_name[t.name] = shell(
-            name=t.name,
-            command=sw.command(t),
-            description=t.description,
-            worker_group=sw.worker_group,
-            fail_retry_times=t.retries,
-            fail_retry_interval=t.retry_interval_minutes,
-            timeout_flag="OPEN",
-            timeout_notify_strategy=t.timeout_notify_strategy,
-            timeout=t.timeout_minutes,
-            process_definition=pd,
-        )
-        for up in t.upstream:
-            by_name[up] >> by_name[t.name]
+    sw.link_tasks(lambda t: shell(**sw.shell_arguments(t), timeout_flag="OPEN", process_definition=pd))
     if len(pd.tasks) != len(sw.tasks):
         raise ValueError(f"workflow {sw.name}: two tasks got the same code")
     return pd
@@ -160,16 +131,8 @@ def local_task_codes() -> Iterator[None]:
     """Build tasks without a gateway: deterministic placeholder codes instead of ``getCodeAndVersion``."""
     from pydolphinscheduler.core.task import Task as SdkTask
 
-    def placeholder(self) -> tuple[int, int]:
-        key = f"{self.process_definition._project}/{self.process_definition.name}/{self.name}"
-        return 10**12 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (9 * 10**12), 0
-
-    original = SdkTask.__dict__["gen_code_and_version"]
-    SdkTask.gen_code_and_version = placeholder  # type: ignore[method-assign]
-    try:
+    with placeholder_task_codes(SdkTask, lambda task: task.process_definition):
         yield
-    finally:
-        SdkTask.gen_code_and_version = original  # type: ignore[method-assign]
 
 
 def connect(cfg: Config, token: str | None) -> str:

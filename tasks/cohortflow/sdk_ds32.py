@@ -15,7 +15,6 @@ password the SDK gives its DolphinScheduler user from ``PYDS_USER_PASSWORD``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import sys
@@ -24,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cohortflow.config import Config
-from cohortflow.server_dag import ServerWorkflow
+from cohortflow.server_dag import ServerWorkflow, placeholder_task_codes
 
 GENERATION = "3.2"
 SDK_VERSION = "4.1.0"
@@ -154,22 +153,13 @@ def local_task_codes() -> Iterator[None]:
 
     The SDK asks the gateway for a code when a task is constructed
     (``Task.gen_code_and_version``); its own tests patch that method, and so
-    does this context manager: the code is a stable hash of project, workflow and
-    task name (13 digits, like real codes), the version 0 (a task the server has
-    not seen). The SDK must already be imported (see :func:`_sdk`).
+    does this context manager (:func:`cohortflow.server_dag.placeholder_task_codes`).
+    The SDK must already be imported (see :func:`_sdk`).
     """
     from pydolphinscheduler.core.task import Task as SdkTask
 
-    def placeholder(self) -> tuple[int, int]:
-        key = f"{self.workflow._project}/{self.workflow.name}/{self.name}"
-        return 10**12 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (9 * 10**12), 0
-
-    original = SdkTask.__dict__["gen_code_and_version"]
-    SdkTask.gen_code_and_version = placeholder  # type: ignore[method-assign]
-    try:
+    with placeholder_task_codes(SdkTask, lambda task: task.workflow):
         yield
-    finally:
-        SdkTask.gen_code_and_version = original  # type: ignore[method-assign]
 
 
 def prepare(cfg: Config) -> None:
@@ -181,37 +171,9 @@ def build(sw: ServerWorkflow, cfg: Config):
     """The SDK ``Workflow`` of a compiled workflow (task codes from the gateway, or :func:`local_task_codes`)."""
     sdk = _sdk(cfg)
     shell = sdk["Shell"]
-    sdk_wf = _workflow_class(cfg)(
-        name=sw.name,
-        description=sw.description,
-        schedule=sw.schedule,
-        online_schedule=True,
-        start_time=f"{sw.start_date:%Y-%m-%d} 00:00:00",
-        timezone=sw.timezone,
-        project=sw.project,
-        worker_group=sw.worker_group,
-        warning_type=sw.warning_type,
-        warning_group_id=sw.warning_group_id,
-        execution_type=sw.execution_type,
-        release_state="online",
-        param=dict(sw.params),
-    )
+    sdk_wf = _workflow_class(cfg)(**sw.workflow_arguments(), online_schedule=True, execution_type=sw.execution_type)
     sdk_wf.tenant = sw.tenant
-    by_name = {}
-    for t in sw.tasks:
-        by_name[t.name] = shell(
-            name=t.name,
-            command=sw.command(t),
-            description=t.description,
-            worker_group=sw.worker_group,
-            fail_retry_times=t.retries,
-            fail_retry_interval=t.retry_interval_minutes,
-            timeout=t.timeout_minutes,
-            timeout_notify_strategy=t.timeout_notify_strategy,
-            workflow=sdk_wf,
-        )
-        for up in t.upstream:
-            by_name[up] >> by_name[t.name]
+    sw.link_tasks(lambda t: shell(**sw.shell_arguments(t), workflow=sdk_wf))
     if len(sdk_wf.tasks) != len(sw.tasks):
         raise ValueError(f"workflow {sw.name}: the gateway gave two tasks the same code")
     return sdk_wf

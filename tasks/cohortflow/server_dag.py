@@ -30,15 +30,18 @@ What it decides, for every generation alike:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 from cohortflow.config import Config
-from cohortflow.dag import Task, Workflow
+from cohortflow.dag import Task, Workflow, downstream_of
 
 Generation = Literal["3.1", "3.2"]
 GENERATIONS: tuple[Generation, ...] = ("3.1", "3.2")
@@ -96,13 +99,65 @@ class ServerWorkflow:
 
     def downstream(self, name: str) -> set[str]:
         """Every task that depends, directly or not, on ``name``."""
-        out: set[str] = set()
-        frontier = {name}
-        while frontier:
-            nxt = {t.name for t in self.tasks if frontier & set(t.upstream)} - out
-            out |= nxt
-            frontier = nxt
-        return out
+        return downstream_of(self.tasks, name)
+
+    def workflow_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the SDK's workflow (``ProcessDefinition`` in 3.1, ``Workflow`` in 3.2) that every
+        generation takes alike."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "schedule": self.schedule,
+            "start_time": f"{self.start_date:%Y-%m-%d} 00:00:00",
+            "timezone": self.timezone,
+            "project": self.project,
+            "worker_group": self.worker_group,
+            "warning_type": self.warning_type,
+            "warning_group_id": self.warning_group_id,
+            "release_state": "online",
+            "param": dict(self.params),
+        }
+
+    def shell_arguments(self, task: ServerTask) -> dict[str, Any]:
+        """The keyword arguments of the SDK's ``Shell`` task that every generation takes alike (the adapter adds
+        the workflow it belongs to and what differs)."""
+        return {
+            "name": task.name,
+            "command": self.command(task),
+            "description": task.description,
+            "worker_group": self.worker_group,
+            "fail_retry_times": task.retries,
+            "fail_retry_interval": task.retry_interval_minutes,
+            "timeout_notify_strategy": task.timeout_notify_strategy,
+            "timeout": task.timeout_minutes,
+        }
+
+    def link_tasks(self, make: Callable[[ServerTask], Any]) -> None:
+        """Make each task's SDK object (``make(task)``, in dependency order) and set its upstream edges on it."""
+        by_name = {}
+        for t in self.tasks:
+            by_name[t.name] = make(t)
+            for up in t.upstream:
+                by_name[up] >> by_name[t.name]
+
+
+@contextlib.contextmanager
+def placeholder_task_codes(task_class: type, workflow_of: Callable[[Any], Any]) -> Iterator[None]:
+    """While open, the SDK's ``task_class`` gets deterministic placeholder codes instead of asking the gateway
+    (``gen_code_and_version``): a stable hash of project, workflow (``workflow_of(task)``) and task name, 13 digits
+    like real codes, and version 0 (a task the server has not seen)."""
+
+    def placeholder(self) -> tuple[int, int]:
+        workflow = workflow_of(self)
+        key = f"{workflow._project}/{workflow.name}/{self.name}"
+        return 10**12 + int(hashlib.sha256(key.encode()).hexdigest(), 16) % (9 * 10**12), 0
+
+    original = task_class.__dict__["gen_code_and_version"]
+    task_class.gen_code_and_version = placeholder
+    try:
+        yield
+    finally:
+        task_class.gen_code_and_version = original
 
 
 def is_single_writer(cfg: Config) -> bool:

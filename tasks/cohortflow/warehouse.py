@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import io
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1249,6 +1249,37 @@ class TrinoAccess:
             return self.finished(conn.execute(sa.text(insert), dict(params or {})))
         finally:
             self.finished(conn.execute(sa.text(f"reset session {prop}")))
+
+    def rewrite_partitions(
+        self,
+        conn: sa.Connection,
+        table: str,
+        columns: str,
+        partition: str,
+        dates: Sequence[dt.date],
+        keep: str,
+        new_rows: str,
+        params: Mapping[str, Any],
+        *,
+        kept: str,
+        key: str,
+    ) -> None:
+        """Replace rows of the partitions of ``dates`` (source-dialect SQL, in ``conn``'s transaction): Hive tables
+        delete whole partitions only and take one write per partition in a transaction, so each partition is
+        rewritten whole. Its rows where ``keep`` holds (``t`` is the table) are kept in the temporary table ``kept``,
+        the partitions deleted, and the kept rows written back with ``new_rows`` (a SELECT of ``columns``; ``{dates}``
+        in it is the list of the dates). The dates are bound as ``:<key>0``, ``:<key>1`` ... beside ``params``."""
+        listed = ", ".join(f":{key}{i}" for i in range(len(dates)))
+        at = {**params, **{f"{key}{i}": d for i, d in enumerate(dates)}}
+        self.execute(conn, f"drop table if exists {kept}")
+        self.execute(conn, f"create temporary table {kept} as select {columns} from {table} as t where t.{partition} in ({listed}) and {keep}", at)
+        self.execute(conn, f"delete from {table} where {partition} in ({listed})", at)
+        self.execute(
+            conn,
+            f"insert into {table} ({columns}) select {columns} from {kept} union all " + new_rows.replace("{dates}", listed),
+            at,
+        )
+        self.execute(conn, f"drop table {kept}")
 
     def comment(self, statement: str, kind: str, target: str, text: str) -> None:
         if (target, text) in self._comments:

@@ -285,6 +285,47 @@ def check_serialisable(properties: dict[str, Any]) -> None:
         raise LineError(INVALID_FIELD, "properties nest too deeply to serialise") from None
 
 
+def preset_dimensions(
+    props: dict[str, Any], platform: tuple[str, ...], session_id: tuple[str, ...] = ("$session_id",)
+) -> dict[str, str | None]:
+    """The dimension columns taken from preset properties: ``platform`` and ``session_id`` from the first usable of
+    their keys, app version ``$app_version``, channel ``$channel``."""
+    return {
+        "platform": dimension(props, *platform),
+        "app_version": dimension(props, "$app_version"),
+        "channel": dimension(props, "$channel"),
+        "session_id": dimension(props, *session_id),
+    }
+
+
+def new_event(
+    source_format: str,
+    event_name: str,
+    distinct_id: str,
+    event_time_ms: int,
+    properties: dict[str, Any],
+    *,
+    source_id: str | None = None,
+    link_ids: tuple[str | None, str | None] = (None, None),
+    **columns: Any,
+) -> CanonicalEvent:
+    """The canonical event of one line, with its id set by :func:`finish` (``source_id``: the source's own id, if
+    any); ``link_ids``: the (anonymous, login) pair it links; ``columns``: the other optional columns."""
+    anonymous_id, login_id = link_ids
+    event = CanonicalEvent(
+        event_id="",
+        event_name=event_name,
+        distinct_id=distinct_id,
+        event_time_ms=event_time_ms,
+        source_format=source_format,
+        properties=properties,
+        link_anonymous_id=anonymous_id,
+        link_login_id=login_id,
+        **columns,
+    )
+    return finish(event, source_id)
+
+
 def finish(event: CanonicalEvent, source_id: str | None) -> CanonicalEvent:
     """Set the event id: the source's when given, else the deterministic hash."""
     if source_id is not None:

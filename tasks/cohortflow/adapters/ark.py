@@ -21,14 +21,14 @@ Raw line::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    dimension,
     epoch_ms,
-    finish,
     link,
     load_object,
+    new_event,
     optional_id,
     optional_object,
     present,
+    preset_dimensions,
     require_id,
     require_str,
 )
@@ -68,20 +68,9 @@ def parse_line(raw: bytes) -> CanonicalEvent:
     elif event_name in PROFILE_EVENTS:
         is_activity = False
 
-    event = CanonicalEvent(
-        event_id="",
-        event_name=event_name,
-        distinct_id=distinct_id,
-        event_time_ms=event_time,
-        source_format=SOURCE_FORMAT,
-        app_id=app_id,
-        platform=dimension(context, "$platform"),
-        app_version=dimension(context, "$app_version"),
-        channel=dimension(context, "$channel"),
-        session_id=dimension(context, "$session_id"),
-        properties=context,
-        is_activity=is_activity,
-        link_anonymous_id=anonymous_id,
-        link_login_id=login_id,
+    columns = preset_dimensions(context, platform=("$platform",))
+    link_ids = (anonymous_id, login_id)
+    return new_event(
+        SOURCE_FORMAT, event_name, distinct_id, event_time, context,
+        link_ids=link_ids, app_id=app_id, is_activity=is_activity, **columns,
     )
-    return finish(event, None)

@@ -44,9 +44,9 @@ Example::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    finish,
     link,
     load_object,
+    new_event,
     optional_bool,
     optional_id,
     optional_object,
@@ -80,21 +80,17 @@ def parse_line(raw: bytes) -> CanonicalEvent:
     anon, login = link(anon, login)
     event_id = optional_id(obj, "event_id")
 
-    event = CanonicalEvent(
-        event_id="",
-        event_name=event_name,
-        distinct_id=distinct_id,
-        event_time_ms=event_time,
-        source_format=SOURCE_FORMAT,
-        app_id=optional_id(obj, "app_id"),
-        platform=optional_str(obj, "platform"),
-        app_version=optional_str(obj, "app_version"),
-        channel=optional_str(obj, "channel"),
-        session_id=optional_id(obj, "session_id"),
-        properties=optional_object(obj, "properties"),
-        received_at_ms=received,
-        is_activity=optional_bool(obj, "is_activity", default=True),
-        link_anonymous_id=anon,
-        link_login_id=login,
+    columns = {
+        "app_id": optional_id(obj, "app_id"),
+        "platform": optional_str(obj, "platform"),
+        "app_version": optional_str(obj, "app_version"),
+        "channel": optional_str(obj, "channel"),
+        "session_id": optional_id(obj, "session_id"),
+    }
+    props = optional_object(obj, "properties")
+    source_id = None if event_id is None else source_event_id(event_id)
+    is_activity = optional_bool(obj, "is_activity", default=True)
+    return new_event(
+        SOURCE_FORMAT, event_name, distinct_id, event_time, props,
+        source_id=source_id, link_ids=(anon, login), received_at_ms=received, is_activity=is_activity, **columns,
     )
-    return finish(event, None if event_id is None else source_event_id(event_id))

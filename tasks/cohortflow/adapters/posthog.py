@@ -27,13 +27,13 @@ Raw line (one captured event)::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    dimension,
-    finish,
     link,
     load_object,
+    new_event,
     optional_id,
     optional_object,
     present,
+    preset_dimensions,
     require_id,
     require_str,
     time_ms,
@@ -66,21 +66,12 @@ def parse_line(raw: bytes) -> CanonicalEvent:
             raise LineError(MISSING_FIELD, "properties.alias is missing or empty on $create_alias")
         anonymous_id, login_id = link(alias, distinct_id)
 
-    event = CanonicalEvent(
-        event_id="",
-        event_name=event_name,
-        distinct_id=distinct_id,
-        event_time_ms=event_time,
-        source_format=SOURCE_FORMAT,
-        platform=dimension(props, "$os", "$lib"),
-        app_version=dimension(props, "$app_version"),
-        channel=dimension(props, "$channel"),
-        session_id=dimension(props, "$session_id"),
-        properties=props,
-        received_at_ms=received,
-        is_activity=event_name not in BOOKKEEPING_EVENTS,
-        link_anonymous_id=anonymous_id,
-        link_login_id=login_id,
-    )
+    columns = preset_dimensions(props, platform=("$os", "$lib"))
     uuid = optional_id(obj, "uuid")
-    return finish(event, None if uuid is None else source_event_id(uuid))
+    source_id = None if uuid is None else source_event_id(uuid)
+    is_activity = event_name not in BOOKKEEPING_EVENTS
+    link_ids = (anonymous_id, login_id)
+    return new_event(
+        SOURCE_FORMAT, event_name, distinct_id, event_time, props,
+        source_id=source_id, link_ids=link_ids, received_at_ms=received, is_activity=is_activity, **columns,
+    )

@@ -49,12 +49,12 @@ from typing import Any
 from cohortflow.adapters._common import (
     check_range,
     dimension,
-    finish,
     first_value,
     iso_ms,
     link,
     load_object,
     nested,
+    new_event,
     optional_id,
     optional_object,
     present,
@@ -124,23 +124,16 @@ def parse_line(raw: bytes) -> CanonicalEvent:
             props = {**props, "name": name}
     context = optional_object(obj, "context")
 
-    event = CanonicalEvent(
-        event_id="",
-        event_name=event_name,
-        distinct_id=distinct_id,
-        event_time_ms=event_time,
-        source_format=SOURCE_FORMAT,
-        platform=first_value(
-            nested(context, "os", "name"), nested(context, "device", "type"), props.get("$platform")
-        ),
-        app_version=first_value(nested(context, "app", "version"), props.get("$app_version")),
-        channel=first_value(nested(context, "campaign", "source"), props.get("$channel")),
-        session_id=dimension(props, "$session_id"),
-        properties=props,
-        received_at_ms=received,
-        is_activity=is_activity,
-        link_anonymous_id=link_anon,
-        link_login_id=link_login,
-    )
+    columns = {
+        "platform": first_value(nested(context, "os", "name"), nested(context, "device", "type"), props.get("$platform")),
+        "app_version": first_value(nested(context, "app", "version"), props.get("$app_version")),
+        "channel": first_value(nested(context, "campaign", "source"), props.get("$channel")),
+        "session_id": dimension(props, "$session_id"),
+    }
     message_id = optional_id(obj, "messageId")
-    return finish(event, None if message_id is None else source_event_id(message_id))
+    source_id = None if message_id is None else source_event_id(message_id)
+    link_ids = (link_anon, link_login)
+    return new_event(
+        SOURCE_FORMAT, event_name, distinct_id, event_time, props,
+        source_id=source_id, link_ids=link_ids, received_at_ms=received, is_activity=is_activity, **columns,
+    )

@@ -31,15 +31,15 @@ Raw line::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    dimension,
     epoch_ms,
-    finish,
     link,
     load_object,
+    new_event,
     optional_id,
     optional_object,
     optional_str,
     present,
+    preset_dimensions,
     require_id,
     require_str,
 )
@@ -85,21 +85,10 @@ def parse_line(raw: bytes) -> CanonicalEvent:
     props = optional_object(obj, "properties")
     track_id = optional_id(obj, "_track_id")
 
-    event = CanonicalEvent(
-        event_id="",
-        event_name=event_name,
-        distinct_id=distinct_id,
-        event_time_ms=event_time,
-        source_format=SOURCE_FORMAT,
-        app_id=app_id,
-        platform=dimension(props, "$platform", "$os"),
-        app_version=dimension(props, "$app_version"),
-        channel=dimension(props, "$channel"),
-        session_id=dimension(props, "$session_id", "$event_session_id"),
-        properties=props,
-        is_activity=is_activity,
-        link_anonymous_id=anonymous_id,
-        link_login_id=login_id,
-    )
+    columns = preset_dimensions(props, platform=("$platform", "$os"), session_id=("$session_id", "$event_session_id"))
     source_id = None if track_id is None else source_event_id(track_id, distinct_id, event_name, event_time)
-    return finish(event, source_id)
+    link_ids = (anonymous_id, login_id)
+    return new_event(
+        SOURCE_FORMAT, event_name, distinct_id, event_time, props,
+        source_id=source_id, link_ids=link_ids, app_id=app_id, is_activity=is_activity, **columns,
+    )

@@ -68,34 +68,25 @@ def collect(wh: Warehouse, cfg: Config, business_date: dt.date) -> dict[str, Any
 # -- activity ----------------------------------------------------------------------------------------------------
 
 
-def _active_users(wh, conn, p) -> list[dict]:
+def _daily(wh, conn, p, table: str, date_column: str, counts: tuple[str, ...], measures: tuple[str, ...]) -> list[dict]:
+    """The rows of a daily reports table over the report's history, in date order: the date, the ``counts`` as they
+    are and the ``measures`` as floats."""
     rows = _rows(
         wh, conn,
-        "select activity_date, dau, wau, mau, stickiness from reports.active_users_daily "
-        "where activity_date between :lo and :hi order by activity_date",
+        f"select {date_column}, {', '.join(counts + measures)} from reports.{table} "
+        f"where {date_column} between :lo and :hi order by {date_column}",
         p,
     )
-    return [
-        {"date": _d(r["activity_date"]), "dau": r["dau"], "wau": r["wau"], "mau": r["mau"], "stickiness": _f(r["stickiness"])}
-        for r in rows
-    ]
+    return [{"date": _d(r[date_column]), **{c: r[c] for c in counts}, **{m: _f(r[m]) for m in measures}} for r in rows]
+
+
+def _active_users(wh, conn, p) -> list[dict]:
+    return _daily(wh, conn, p, "active_users_daily", "activity_date", ("dau", "wau", "mau"), ("stickiness",))
 
 
 def _sessions(wh, conn, p) -> list[dict]:
-    rows = _rows(
-        wh, conn,
-        "select session_date, sessions, users, avg_duration_seconds, avg_events_per_session, bounce_rate "
-        "from reports.session_metrics_daily where session_date between :lo and :hi order by session_date",
-        p,
-    )
-    return [
-        {
-            "date": _d(r["session_date"]), "sessions": r["sessions"], "users": r["users"],
-            "avg_duration_seconds": _f(r["avg_duration_seconds"]),
-            "avg_events_per_session": _f(r["avg_events_per_session"]), "bounce_rate": _f(r["bounce_rate"]),
-        }
-        for r in rows
-    ]
+    measures = ("avg_duration_seconds", "avg_events_per_session", "bounce_rate")
+    return _daily(wh, conn, p, "session_metrics_daily", "session_date", ("sessions", "users"), measures)
 
 
 LIFECYCLE_STATES = ("new", "returning", "resurrecting", "dormant")
