@@ -664,7 +664,9 @@ def _build_whole(
 
 
 # The rows of a user-grain model that a scoped build replaces: its users' rows from their first changed date on.
-_IN_SCOPE = """exists (
+# (The bound on the partition column first: the scope's earliest date, a constant a table scan skips the older row
+# groups or partitions by, so a night reads the recent part of a long history, not all of it.)
+_IN_SCOPE = """{t}.{col} >= cast(:scope_from as date) and exists (
     select 1 from meta.build_scope as s
     where s.model_name = :model_name and s.user_id = {t}.user_id and {t}.{col} >= s.from_date
 )"""
@@ -749,6 +751,7 @@ def _build_users(
     ).one()
     if not users:
         return 0, 0
+    params["scope_from"] = earliest
     col, table = model.partition_by, model.table
     scope_old = _IN_SCOPE.format(t="t", col=col)
     _save_replaced_rows(wh, conn, model, scope_old, params)
@@ -759,25 +762,21 @@ def _build_users(
     if wh.dialect == "postgres":
         for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
             conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
+    # (the new rows kept apart first: counted and recorded from there, not by two more scans of the whole table)
+    wh.execute(conn, "drop table if exists new_rows")
     conn.execute(
         sa.text(
-            f"insert into {table} ({cols})\nselect {cols} from (\n{select_sql}\n) as model_rows\nwhere "
+            f"create temporary table new_rows as select {cols} from (\n{select_sql}\n) as model_rows\nwhere "
             + render(_IN_SCOPE.format(t="model_rows", col=col), wh.dialect)
         ),
         scoped,
     )
-    written = _rows_in_scope(wh, conn, model, scope_old, params)
-    wh.execute(
-        conn,
-        f"insert into replaced_rows select distinct user_id, {col} from {table} as t where {scope_old}",
-        params,
-    )
-    wh.execute(
-        conn,
-        _RECORD_REPLACED + "replaced_rows",
-        params,
-    )
+    wh.execute(conn, f"insert into {table} ({cols}) select {cols} from new_rows")
+    written = int(wh.scalar(conn, "select count(*) from new_rows"))
+    wh.execute(conn, f"insert into replaced_rows select distinct user_id, {col} from new_rows")
+    wh.execute(conn, _RECORD_REPLACED + "replaced_rows", params)
     wh.execute(conn, "drop table replaced_rows")
+    wh.execute(conn, "drop table new_rows")
     wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
     return int(users), written
 
@@ -824,6 +823,7 @@ def _build_users_trino(
         if rebuilt:
             wh.execute(conn, _RECORD_CHANGES + date_rows.removeprefix("union all "), params)
         return 0, 0
+    params["scope_from"] = earliest
     col, table = model.partition_by, model.table
     scope_old = scoped_sql(_IN_SCOPE.format(t="t", col=col))
     cols = ", ".join(c.name for c in model.columns)
