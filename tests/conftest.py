@@ -171,6 +171,7 @@ def write_config(project_dir: Path, **overrides) -> Path:
 # (The end-to-end nightly comparison, the publish killed half way and the two-node cluster always run on Trino.)
 TRINO_SELECTION = (
     "test_dialect_semantics.py",
+    "test_run_log.py",
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
 )
 # Always on Trino when a server is configured: the publish killed half way (tests/integration/test_trino_cluster.py).

@@ -247,6 +247,9 @@ def mark_interrupted(wh: Warehouse) -> int:
                     **{f"started{i}": started for i, (_, started) in enumerate(mine)},
                 },
             )
+    for run_id, mine in dead.items():
+        for task, started in mine:
+            wh.forget_lock(_task_key(run_id, task, started))
     return sum(len(mine) for mine in dead.values())
 
 

@@ -485,6 +485,13 @@ class Warehouse:
             with contextlib.suppress(sa.exc.SQLAlchemyError):
                 conn.close()
 
+    def forget_lock(self, name: str) -> None:
+        """A ``unique`` session lock whose holder is known to have died (its task marked interrupted): on Trino its
+        lock file, which the dead process could not remove, is deleted. (A lock is free while nobody holds it; the
+        file is only where it would be held.)"""
+        if self.trino is not None:
+            self.trino.lock_path(name).unlink(missing_ok=True)
+
     def try_lock(self, conn: sa.Connection, name: str) -> bool:
         """Like :meth:`lock` but never waits: False when another session holds it."""
         if self.trino is not None:
@@ -1366,10 +1373,10 @@ class TrinoAccess:
         finally:
             if fd is not None:
                 if remove:
-                    self._lock_path(name).unlink(missing_ok=True)
+                    self.lock_path(name).unlink(missing_ok=True)
                 os.close(fd)
 
-    def _lock_path(self, name: str) -> Path:
+    def lock_path(self, name: str) -> Path:
         import hashlib
 
         return self.cfg.target_path / "locks" / (hashlib.sha1(name.encode()).hexdigest()[:20] + ".lock")
@@ -1378,7 +1385,7 @@ class TrinoAccess:
         import fcntl
         import os
 
-        path = self._lock_path(name)
+        path = self.lock_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

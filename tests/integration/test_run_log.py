@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from cohortflow.runner import RUNNING, _log_end, _log_start, _task_alive, mark_interrupted
+import pytest
+
+from cohortflow.runner import RUNNING, _log_end, _log_start, _task_alive, _task_key, mark_interrupted
 
 
 def _statuses(wh) -> dict[tuple[str, str], str]:
@@ -20,9 +22,11 @@ def test_two_dead_tasks_of_one_run_and_one_of_another_are_marked_interrupted(eng
     try:
         wh.bootstrap()
         d = dt.date(2026, 11, 3)
-        _log_start(wh, "run-a", "nightly", "models.funnels", d, "local")
-        _log_start(wh, "run-a", "nightly", "models.retention", d, "local")
-        _log_start(wh, "run-b", "nightly", "ingest", d, "local")
+        dead = [
+            ("run-a", "models.funnels", _log_start(wh, "run-a", "nightly", "models.funnels", d, "local")),
+            ("run-a", "models.retention", _log_start(wh, "run-a", "nightly", "models.retention", d, "local")),
+            ("run-b", "ingest", _log_start(wh, "run-b", "nightly", "ingest", d, "local")),
+        ]
         done = _log_start(wh, "run-b", "nightly", "validate", d, "local")
         _log_end(wh, "run-b", "validate", done, "success", None, None)
         assert mark_interrupted(wh) == 3
@@ -33,13 +37,18 @@ def test_two_dead_tasks_of_one_run_and_one_of_another_are_marked_interrupted(eng
             ("run-b", "validate"): "success",
         }
         assert mark_interrupted(wh) == 0
+        if wh.trino is not None:  # no lock file of a dead task is left behind
+            assert [key for key in (_task_key(*task) for task in dead) if wh.trino.lock_path(key).exists()] == []
     finally:
         wh.dispose()
 
 
-def test_a_task_still_running_in_another_process_is_left_running(make_project):
-    """PostgreSQL: a live task holds its session lock, so a later attempt leaves it alone."""
-    project = make_project("postgres")
+def test_a_task_still_running_in_another_process_is_left_running(engine, make_project):
+    """A live task holds its lock (PostgreSQL: a session advisory lock; Trino: a file lock), so a later attempt
+    leaves it alone."""
+    if engine == "duckdb":
+        pytest.skip("DuckDB admits one writing process: there is no other live task to leave alone")
+    project = make_project(engine)
     live, later = project.warehouse(), project.warehouse()
     try:
         live.bootstrap()
@@ -49,6 +58,8 @@ def test_a_task_still_running_in_another_process_is_left_running(make_project):
         with _task_alive(live, "run-a", "models", started):
             assert mark_interrupted(later) == 1
             assert _statuses(later) == {("run-a", "models"): RUNNING, ("run-a", "publish"): "interrupted"}
+        if live.trino is not None:  # the live task's lock file goes with its lock
+            assert not live.trino.lock_path(_task_key("run-a", "models", started)).exists()
     finally:
         live.dispose()
         later.dispose()
