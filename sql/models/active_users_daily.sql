@@ -6,12 +6,22 @@ calendar as (
     {{ dates.range_dates('activity_date') | indent(4) }}
 ),
 
+-- The days the windows of the range can see: every active day of the range itself, and before it each user's latest
+-- active day only (a window ending in the range reaches an earlier day of a user exactly when it reaches the latest).
+-- A night's few dates then join about one row per user, not thirty.
 active_days as (
     select
         activity_date,
         user_id
     from models.user_activity_daily
-    where activity_date between cast(:start_date as date) - 29 and cast(:end_date as date)
+    where activity_date between cast(:start_date as date) and cast(:end_date as date)
+    union all
+    select
+        max(activity_date) as activity_date,
+        user_id
+    from models.user_activity_daily
+    where activity_date between cast(:start_date as date) - 29 and cast(:start_date as date) - 1
+    group by user_id
 ),
 
 windows as (

@@ -576,22 +576,29 @@ def _build_one(
     if dates is not None and as_of is not None and first is not None:
         wanted = _expand(model, cfg, dates, first, as_of, state[1])
         outcome.dates = tuple(sorted(wanted))
+        # The dates recorded as changed: those with rows before or after the build. A date empty on both sides
+        # (a new as-of date of a model no definition fills, such as segment membership without segments) changes
+        # nothing its readers see, and would make every user-grain reader rebuild that date for all its users.
+        # (Trino: every rebuilt date, without the two more statements a range.)
+        changed: set[dt.date] = set()
+        span = f"from {model.table} where {model.partition_by} between :lo and :hi"
         for lo, hi in _runs(list(outcome.dates)):
+            if wh.trino is None:
+                changed.update(_as_date(r[0]) for r in wh.execute(conn, f"select distinct {model.partition_by} {span}", {"lo": lo, "hi": hi}))
             _run_statements(wh, conn, model, {**bound, "start_date": lo, "end_date": hi})
-            outcome.rows += wh.scalar(
-                conn,
-                f"select count(*) from {model.table} where {model.partition_by} between :lo and :hi",
-                {"lo": lo, "hi": hi},
-            )
+            rows = wh.execute(conn, f"select {model.partition_by}, count(*) {span} group by {model.partition_by}", {"lo": lo, "hi": hi}).fetchall()
+            outcome.rows += sum(int(r[1]) for r in rows)
+            changed.update(_as_date(r[0]) for r in rows)
+        recorded = outcome.dates if wh.trino is not None else tuple(sorted(changed))
         # (Trino: a user-grain build records its dates with its users, in the one insert its partition of
         # meta.model_changes takes in a transaction)
-        if outcome.dates and not (wh.trino is not None and model.grain == "user"):
+        if recorded and not (wh.trino is not None and model.grain == "user"):
             wh.insert_rows(
                 conn,
                 "meta.model_changes",
                 [
                     {"model_name": model.name, "change_id": target, "user_id": None, "changed_date": d, "is_all": False}
-                    for d in outcome.dates
+                    for d in recorded
                 ],
             )
         if model.grain == "user":
