@@ -24,15 +24,25 @@ active_days as (
     group by user_id
 ),
 
+-- Each of those days is the user's latest active day from that date until the day before their next one: a user
+-- counts for a date through the one row that is their latest on it, so the counts need no distinct.
+spans as (
+    select
+        activity_date,
+        lead(activity_date) over (partition by user_id order by activity_date) as next_date
+    from active_days
+),
+
 windows as (
     select
         calendar.activity_date,
-        count(distinct case when active_days.activity_date = calendar.activity_date then active_days.user_id end) as dau,
-        count(distinct case when active_days.activity_date > calendar.activity_date - 7 then active_days.user_id end) as wau,
-        count(distinct active_days.user_id) as mau
+        count(case when spans.activity_date = calendar.activity_date then 1 end) as dau,
+        count(case when spans.activity_date > calendar.activity_date - 7 then 1 end) as wau,
+        count(spans.activity_date) as mau
     from calendar
-    left join active_days
-        on active_days.activity_date between calendar.activity_date - 29 and calendar.activity_date
+    left join spans
+        on spans.activity_date between calendar.activity_date - 29 and calendar.activity_date
+        and (spans.next_date is null or spans.next_date > calendar.activity_date)
     group by calendar.activity_date
 ),
 

@@ -81,6 +81,9 @@ class Model:
     # A reach before, per input, where an input's changes reach less far than the model's ``reach`` (e.g. segment
     # membership, read on the entry or cohort date only).
     input_reach: dict = field(default_factory=dict)
+    # A definition table (meta.<name>) without whose rows the model has none, whatever the events (segment
+    # membership without segments): while it is empty, a build empties the table instead of running the SQL.
+    empty_without: str | None = None
 
     def sql_for(self, dialect: str) -> str | None:
         """The engine's replacement CTEs, if any."""
@@ -186,7 +189,10 @@ def load_models() -> dict[str, Model]:
             lead_days=int(m.get("lead_days", 0)),
             grain=m.get("rebuild_grain", "date"),
             input_reach=dict(m.get("input_reach") or {}),
+            empty_without=m.get("empty_without"),
         )
+        if model.empty_without is not None and model.empty_without not in set(_DEFINITION_TABLE.findall(model.sql)):
+            raise ValueError(f"model {name}: empty_without names meta.{model.empty_without}, which its SQL does not read")
         if model.grain not in ("date", "user"):
             raise ValueError(f"model {name}: rebuild_grain must be date or user")
         if model.grain == "user" and (model.materialized != "partition" or "user_id" not in {c.name for c in model.columns}):
@@ -571,9 +577,18 @@ def _build_one(
     began = time.monotonic()
     bound = {**params, "as_of_date": as_of, "first_date": start, "model_name": model.name, "scoped": False}
     dates: dict[str, set[dt.date]] | None = None
-    if not (whole or state is None or state[3] != fp or state[2] != first or model.materialized == "table"):
+    rebuild_whole = whole or state is None or state[3] != fp or state[2] != first
+    # Nothing defined (segment membership without segments): no rows, whatever changed. Emptied when its
+    # definitions change, then only caught up, without running its SQL.
+    empty = model.empty_without is not None and not definitions.get(f"meta.{model.empty_without}")
+    if not (empty or rebuild_whole or model.materialized == "table"):
         dates = _input_dates(wh, conn, model, models, state[0], target, all_users_only=model.grain == "user")
-    if dates is not None and as_of is not None and first is not None:
+    if empty:
+        if rebuild_whole:
+            _build_whole(wh, conn, model, bound, None, None)
+            outcome.whole = True
+            _record_whole(wh, conn, model, target)
+    elif dates is not None and as_of is not None and first is not None:
         wanted = _expand(model, cfg, dates, first, as_of, state[1])
         outcome.dates = tuple(sorted(wanted))
         # The dates recorded as changed: those with rows before or after the build. A date empty on both sides
@@ -610,11 +625,7 @@ def _build_one(
         _build_whole(wh, conn, model, bound, first, _history_end(wh, conn, model, as_of))
         outcome.whole = True
         outcome.rows = int(wh.scalar(conn, f"select count(*) from {model.table}"))
-        wh.insert_rows(
-            conn,
-            "meta.model_changes",
-            [{"model_name": model.name, "change_id": target, "user_id": None, "changed_date": None, "is_all": True}],
-        )
+        _record_whole(wh, conn, model, target)
     wh.execute(conn, "delete from meta.model_state where model_name = :m", {"m": model.name})
     wh.insert_rows(
         conn,
@@ -632,6 +643,15 @@ def _build_one(
     )
     outcome.seconds = time.monotonic() - began
     return outcome
+
+
+def _record_whole(wh: Warehouse, conn: sa.Connection, model: Model, change_id: int) -> None:
+    """Record that a build changed the whole of ``model`` (its readers rebuild whole)."""
+    wh.insert_rows(
+        conn,
+        "meta.model_changes",
+        [{"model_name": model.name, "change_id": change_id, "user_id": None, "changed_date": None, "is_all": True}],
+    )
 
 
 def _expand(
@@ -770,16 +790,18 @@ def _build_users(
     params["scope_from"] = earliest
     col, table = model.partition_by, model.table
     scope_old = _IN_SCOPE.format(t="t", col=col)
-    _save_replaced_rows(wh, conn, model, scope_old, params)
-    wh.execute(conn, f"delete from {table} as t where {scope_old}", params)
     cols = ", ".join(c.name for c in model.columns)
     select_sql = render(model.sql.strip().rstrip(";"), wh.dialect, ctes=model.sql_for(wh.dialect))
     scoped = _scoped_params(wh, conn, model, params, earliest, as_of)
     if wh.dialect == "postgres":
         for key, value in {**POSTGRES_BUILD_DEFAULTS, **dict(model.postgres_settings)}.items():
             conn.execute(sa.text("select set_config(:name, :value, true)"), {"name": key, "value": value})
-    # (the new rows kept apart first: counted and recorded from there, not by two more scans of the whole table)
-    wh.execute(conn, "drop table if exists new_rows")
+    # The scope's rows as the model computes them now (new_rows) against those the table holds. Only the rows that
+    # differ are deleted and inserted, and their (user, date) pairs recorded: a night's writes, and what its readers
+    # rebuild, follow what changed, not every row of the users it touched (a returning user's older cohorts rows).
+    # Exact for any multiset: every copy of a differing row is replaced by the model's copies of it.
+    for temp in ("new_rows", "changed_rows"):
+        wh.execute(conn, f"drop table if exists {temp}")
     conn.execute(
         sa.text(
             f"create temporary table new_rows as select {cols} from (\n{select_sql}\n) as model_rows\nwhere "
@@ -787,12 +809,34 @@ def _build_users(
         ),
         scoped,
     )
-    wh.execute(conn, f"insert into {table} ({cols}) select {cols} from new_rows" + _clustered(model, wh.dialect))
-    written = int(wh.scalar(conn, "select count(*) from new_rows"))
-    wh.execute(conn, f"insert into replaced_rows select distinct user_id, {col} from new_rows")
-    wh.execute(conn, _RECORD_REPLACED + "replaced_rows", params)
-    wh.execute(conn, "drop table replaced_rows")
-    wh.execute(conn, "drop table new_rows")
+    # (grouping compares nulls as equal; copies: the model's copies of the row)
+    wh.execute(
+        conn,
+        f"create temporary table changed_rows as select {cols}, sum(is_new) as copies from ("
+        f"select {cols}, 0 as is_new from {table} as t where {scope_old} "
+        f"union all select {cols}, 1 as is_new from new_rows) as both_sides "
+        f"group by {cols} having count(*) <> 2 * sum(is_new)",
+        params,
+    )
+    # (a changed row's user and date are in the scope: the date bound alone lets the scan skip older row groups)
+    same = " and ".join(
+        f"c.{c.name} = {{t}}.{c.name}" if c.name in ("user_id", col) else f"c.{c.name} is not distinct from {{t}}.{c.name}"
+        for c in model.columns
+    )
+    changed = f"exists (select 1 from changed_rows as c where {same})"
+    wh.execute(
+        conn, f"delete from {table} as t where t.{col} >= cast(:scope_from as date) and " + changed.format(t="t"), params
+    )
+    wh.execute(
+        conn,
+        f"insert into {table} ({cols}) select {cols} from new_rows as n where "
+        + changed.format(t="n")
+        + _clustered(model, wh.dialect),
+    )
+    written = int(wh.scalar(conn, "select coalesce(sum(copies), 0) from changed_rows"))
+    wh.execute(conn, _RECORD_REPLACED + f"(select user_id, {col} as changed_date from changed_rows) as changed", params)
+    for temp in ("new_rows", "changed_rows"):
+        wh.execute(conn, f"drop table {temp}")
     wh.execute(conn, "delete from meta.build_scope where model_name = :model_name", params)
     return int(users), written
 

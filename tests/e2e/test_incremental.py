@@ -73,3 +73,53 @@ def test_a_partial_rebuild_rebuilds_the_activity_history(make_project):
     for name in ("retention_cohorts", "lifecycle_daily", "active_users_daily"):
         assert nightly[name], f"{name} is empty"
         assert rebuilt[name] == nightly[name], f"reports.{name} differs after a partial rebuild"
+
+
+def test_an_analysis_not_defined_is_built_empty_until_it_is(make_project, engine):
+    """A model declaring ``empty_without: <definition table>`` is kept empty without running its SQL while nothing is
+    defined there. The declaration is true (its SQL, run over the same events, gives no rows), and once the
+    analyses are defined the nights that follow publish what a full rebuild does."""
+    from cohortflow.analyses import model_params
+    from cohortflow.models import load_models
+    from tests.conftest import build_fresh, write_config
+
+    analyses = short_analyses()
+    bare = {k: v for k, v in analyses.items() if k not in ("funnels", "retention", "segments")}
+    project = make_project(engine, analyses=bare)
+    generate(DemoSpec(users=150, days=5, start_date=START, seed=3), project.landing)
+    wf = load_workflows()["cohortflow_nightly"]
+    dates = [START + dt.timedelta(days=i) for i in range(5)]
+    declared = {m.name for m in load_models().values() if m.empty_without}
+    assert declared == {
+        "segment_membership_daily", "segment_size_daily", "funnel_user_steps", "funnel_conversion_daily",
+        "retention_user_cohorts", "retention_cohorts",
+    }
+    cfg, wh = project.config(), project.warehouse()
+    try:
+        for d in dates[:4]:
+            run_workflow(cfg, wh, wf, d, echo=lambda _m: None)
+        with wh.begin() as conn:
+            kept = {name: wh.scalar(conn, f"select count(*) from models.{name}") for name in declared}
+            state = {r[0] for r in wh.execute(conn, "select model_name from meta.model_state").fetchall()}
+        assert kept == dict.fromkeys(declared, 0)
+        assert declared <= state, "the empty models are caught up like the others"
+        with wh.begin() as conn:
+            params = {**model_params(cfg), "start_date": START, "end_date": dates[3], "first_date": START}
+            build_fresh(wh, conn, params, declared)
+            ran = {name: wh.scalar(conn, f"select count(*) from models.{name}") for name in declared}
+        assert ran == dict.fromkeys(declared, 0), "a model declared empty without its definitions has rows without them"
+    finally:
+        wh.dispose()
+    write_config(project.root, analyses=analyses)
+    cfg, wh = project.config(), project.warehouse()
+    try:
+        run_workflow(cfg, wh, wf, dates[4], echo=lambda _m: None)
+        nightly = _published(wh)
+        rebuild_range(cfg, wh, START, dates[4], echo=lambda _m: None)
+        full = _published(wh)
+    finally:
+        wh.dispose()
+    for name in ("funnel_conversion_daily", "retention_cohorts", "segment_size_daily"):
+        assert nightly[name], f"{name} is empty once defined"
+    assert nightly == full
+
