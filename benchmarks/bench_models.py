@@ -17,6 +17,8 @@
    previous night was built and published and with the day's load recorded
    as the ingest records it (``--nightly-only``: this step alone): the ratio
    shows whether a night's cost follows the new data or the whole history.
+   Each night is timed ``--repeat`` times (3), alternating, on fresh copies of
+   its prepared warehouse; the median of the runs' ratios is reported.
 """
 
 from __future__ import annotations
@@ -256,6 +258,7 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=Path("target/bench-models"))
     ap.add_argument("--skip-nightly", action="store_true")
     ap.add_argument("--nightly-only", action="store_true", help="only the day-31 / day-2 nightly comparison")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each night (alternating), default 3")
     ap.add_argument("--memory-limit", help="also build both models with this DuckDB memory_limit, e.g. 3GB")
     args = ap.parse_args()
     workdir = args.workdir.resolve()
@@ -264,7 +267,7 @@ def main() -> int:
     end = START + dt.timedelta(days=args.days - 1)
     py = sys.executable
     if args.nightly_only:
-        _nightly(workdir, cfg_path, args.days)
+        _nightly(workdir, cfg_path, args.days, args.repeat)
         return 0
 
     measure_wait4([py, "-c", DEPENDENCIES, str(cfg_path), str(START), str(end)])
@@ -315,16 +318,22 @@ def main() -> int:
           f"({r_full:.2f}x counting a full build of the activity table, which nights maintain a day at a time)")
 
     if not args.skip_nightly:
-        _nightly(workdir, cfg_path, args.days)
+        _nightly(workdir, cfg_path, args.days, args.repeat)
     return 0
 
 
-def _nightly(workdir: Path, cfg_path: Path, days: int) -> None:
+def _nightly(workdir: Path, cfg_path: Path, days: int, repeat: int = 3) -> None:
     """Nightly models + publish of day 2 (on 1 day of history) vs day days+1 (on days of history), each as a night
     runs after the ingest: the previous nights built and published (not timed), then the day's rows and its change
-    record (a load of the business date, with the (user, date) pairs it added) written as the ingest writes them."""
+    record (a load of the business date, with the (user, date) pairs it added) written as the ingest writes them.
+
+    Both nights are prepared first; then each is timed ``repeat`` times, alternating, each time on a fresh copy of
+    its prepared warehouse, so that a drift of the machine's speed weighs on both sides of every ratio alike. The
+    ratio reported is the median of the runs' ratios."""
+    import statistics
+
     cli = str(Path(sys.executable).parent / "cohortflow")
-    timings = {}
+    nights = {}
     for label, d in (("day 2", START + dt.timedelta(days=1)), (f"day {days + 1}", START + dt.timedelta(days=days))):
         night = workdir / f"night-{label.split()[1]}"
         if night.exists():
@@ -332,26 +341,36 @@ def _nightly(workdir: Path, cfg_path: Path, days: int) -> None:
         night.mkdir()
         cfg = night / "cohortflow.yml"
         shutil.copy(cfg_path, cfg)
+        print(f"{label}: preparing (the nights before built and published, then the day's load) ...", flush=True)
         _load_night(workdir / "bench.duckdb", night / "bench.duckdb", until=d - dt.timedelta(days=1))
         for task in ("models", "publish"):
             measure_wait4([cli, "task", task, "--date", str(d - dt.timedelta(days=1)), "--config", str(cfg)])
         _load_night(workdir / "bench.duckdb", night / "bench.duckdb", until=d, only=d)
-        total = peak = 0.0
-        for task in ("models", "publish"):
-            m = measure_wait4([cli, "task", task, "--date", str(d), "--config", str(cfg)])
-            total += m["seconds"]
-            peak = max(peak, m["peak_mib"])
-            if task == "models":
-                print(f"{label}: models task {m['seconds']:.1f} s", flush=True)
-                for model, what, secs in BUILT.findall(m["stderr"]):
-                    print(f"  {model:<40} {float(secs):7.1f} s  {what}", flush=True)
-        timings[label] = (total, peak)
+        shutil.copy(night / "bench.duckdb", night / "prepared.duckdb")
+        nights[label] = (night, cfg, d)
+    runs: dict[str, list[tuple[float, float]]] = {label: [] for label in nights}
+    for rep in range(repeat):
+        for label, (night, cfg, d) in nights.items():
+            shutil.copy(night / "prepared.duckdb", night / "bench.duckdb")
+            total = peak = 0.0
+            for task in ("models", "publish"):
+                m = measure_wait4([cli, "task", task, "--date", str(d), "--config", str(cfg)])
+                total += m["seconds"]
+                peak = max(peak, m["peak_mib"])
+                if task == "models" and rep == repeat - 1:
+                    print(f"{label}: models task {m['seconds']:.1f} s (run {rep + 1})", flush=True)
+                    for model, what, secs in BUILT.findall(m["stderr"]):
+                        print(f"  {model:<40} {float(secs):7.1f} s  {what}", flush=True)
+            runs[label].append((total, peak))
+            print(f"run {rep + 1}, {label}: models + publish {total:.1f} s, peak {peak:.0f} MiB", flush=True)
+    for night, _, _ in nights.values():
         shutil.rmtree(night)
-    print(f"{'nightly models + publish':38} {'wall s':>8} {'peak MiB':>9}")
-    for label, (s, p) in timings.items():
-        print(f"{label:38} {s:8.1f} {p:9.0f}")
-    (s2, _), (s31, _) = timings.values()
-    print(f"ratio day {days + 1} / day 2: {s31 / s2:.2f}x")
+    (first, early), (last, late) = runs.items()
+    ratios = [b[0] / a[0] for a, b in zip(early, late, strict=True)]
+    print(f"{'nightly models + publish':38} {'runs, wall s':>24} {'peak MiB':>9}")
+    for label, rs in runs.items():
+        print(f"{label:38} {', '.join(f'{t:.1f}' for t, _ in rs):>24} {max(p for _, p in rs):9.0f}")
+    print(f"ratio {last} / {first} per run: {', '.join(f'{r:.2f}x' for r in ratios)}; median {statistics.median(ratios):.2f}x")
 
 
 def _load_night(source: Path, target: Path, until: dt.date, only: dt.date | None = None) -> None:
