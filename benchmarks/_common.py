@@ -59,6 +59,62 @@ def measure_wait4(argv: list[str], env: dict[str, str] | None = None) -> dict:
     return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "out": out, "stderr": stderr}
 
 
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants now (from /proc; 0 for a process already gone)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    page = os.sysconf("SC_PAGE_SIZE")
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, ()))
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as fh:
+                total += int(fh.read().split()[1]) * page
+        except OSError:
+            pass
+    return total
+
+
+def measure_tree(argv: list[str], env: dict[str, str] | None = None, every: float = 0.1) -> dict:
+    """Like :func:`measure_wait4`, for a command that starts worker processes: the peak is the largest sum of the
+    resident memory of the command and its descendants, sampled every ``every`` seconds (and never less than the
+    command's own max RSS from wait4)."""
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out_file, stderr=err_file, text=True)
+        peak = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(every)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - t0
+        out_file.seek(0)
+        err_file.seek(0)
+        stdout, stderr = out_file.read(), err_file.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"step failed: {' '.join(argv)}\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    last = stdout.strip().splitlines()[-1] if stdout.strip() else "{}"
+    try:
+        out = json.loads(last)
+    except json.JSONDecodeError:
+        out = {}
+    peak_mib = max(peak / 2**20, usage.ru_maxrss / 1024)
+    return {"seconds": seconds, "peak_mib": peak_mib, "out": out, "stderr": stderr}
+
+
 # -- the engine-versus-engine harnesses (bench_funnel, bench_retention) ----------------------------------------
 
 

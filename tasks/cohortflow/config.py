@@ -174,6 +174,12 @@ class Ingest(_Strict):
     max_event_name_length: int = Field(default=256, ge=1)
     max_value_length: int = Field(default=65536, ge=16, description="longest string property value accepted")
     max_line_bytes: int = Field(default=1_048_576, ge=256)
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="processes that parse a day's files in parallel (one file each at a time); 0: one per CPU core",
+    )
 
     @model_validator(mode="after")
     def _windows_agree(self) -> Ingest:

@@ -22,7 +22,12 @@ while the day's other files load.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import os
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -46,7 +51,7 @@ from cohortflow.events import (
 from cohortflow.faults import checkpoint
 from cohortflow.linereader import FileLines
 from cohortflow.privacy import PrivacyError, Pseudonymizer
-from cohortflow.progress import Meter, plural
+from cohortflow.progress import Meter, duration, plural, rate
 from cohortflow.warehouse import Warehouse
 
 DAY_MS = 86_400_000
@@ -315,85 +320,211 @@ def _raw_text(raw: bytes) -> str:
 
 # -- the batch --------------------------------------------------------------
 
+# Lines parsed before their columns leave Python for an Arrow batch on disk: what bounds a parser's memory, whatever
+# the size of the day (a Python row costs about 2 KB; an Arrow row a tenth of that).
+CHUNK_ROWS = 50_000
+# Below this many bytes of input a day is parsed in this process: starting parser processes costs more than it saves.
+PARALLEL_MIN_BYTES = 16 << 20
+
+
+@dataclass
+class ParsedFile:
+    """One file's ledger and its parsed lines, spooled as Arrow IPC streams (events and quarantine)."""
+
+    ledger: FileLedger
+    reasons: dict[str, int]
+    events: Path
+    quarantine: Path
+    seconds: float = 0.0
+
 
 @dataclass
 class Batch:
     """The parsed lines of one business date, before the warehouse sees them: every line that is not quarantined
-    (duplicates included: the load decides which copy of an event id counts, against every loaded date)."""
+    (duplicates included: the load decides which copy of an event id counts, against every loaded date), spooled to
+    disk file by file, so memory does not grow with the day."""
 
-    events: dict[str, list] = field(default_factory=lambda: {n: [] for n in RAW_EVENT_SCHEMA.names})
-    quarantine: dict[str, list] = field(default_factory=lambda: {n: [] for n in QUARANTINE_SCHEMA.names})
+    files: list[ParsedFile] = field(default_factory=list)
     ledger: Ledger | None = None
+
+    def event_batches(self) -> Iterator[pa.RecordBatch]:
+        for parsed in self.files:
+            yield from _read_spool(parsed.events)
+
+    def quarantine_batches(self) -> Iterator[pa.RecordBatch]:
+        for parsed in self.files:
+            yield from _read_spool(parsed.quarantine)
+
+
+def _read_spool(path: Path) -> Iterator[pa.RecordBatch]:
+    with pa.OSFile(str(path), "rb") as fh, pa.ipc.open_stream(fh) as reader:
+        yield from reader
+
+
+class _Spool:
+    """Columns appended row by row and written to an Arrow IPC stream every :data:`CHUNK_ROWS` rows."""
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.columns: dict[str, list] = {n: [] for n in schema.names}
+        self.rows = 0
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+
+    def row_added(self) -> None:
+        self.rows += 1
+        if self.rows % CHUNK_ROWS == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.columns[self.schema.names[0]]:
+            return
+        arrays = []
+        for f in self.schema:
+            values = self.columns[f.name]
+            if pa.types.is_timestamp(f.type):
+                arrays.append(pa.array(values, type=pa.int64()).cast(f.type))  # epoch milliseconds
+            else:
+                arrays.append(pa.array(values, type=f.type))
+            values.clear()
+        self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        self.flush()
+        self._writer.close()
+        self._sink.close()
 
 
 def parse_day(
     cfg: Config,
     business_date: dt.date,
+    spool_dir: Path,
     progress: Callable[[str], None] | None = None,
 ) -> Batch:
-    """Read, map and check every line of the day's files (deduplication happens in the load)."""
-    ctx = _Context(cfg, business_date)
-    privacy = _pseudonymizer(cfg)
+    """Read, map and check every line of the day's files (deduplication happens in the load), spooling the parsed
+    lines under ``spool_dir``.
+
+    Files are parsed in parallel by ``ingest.workers`` processes (all cores by default) once the day holds more than
+    :data:`PARALLEL_MIN_BYTES` of input; each file is parsed whole by one process, so its line numbers, ledger and
+    damage are those of a serial read, and the batch lists the files in the same order either way.
+    """
+    _pseudonymizer(cfg)  # a bad privacy setting fails before any process starts
     batch = Batch(ledger=Ledger(business_date))
-    ledger = batch.ledger
     root = cfg.landing_path
-    ev_cols = batch.events
-    q_cols = batch.quarantine
+    jobs = []
     for index, source in enumerate(cfg.sources):
-        parse = get_adapter(source.format)
         for path in day_files(cfg, source, business_date, index=index):
             rel = str(path.resolve().relative_to(root))
-            fl = FileLedger(source.name, rel)
-            ledger.files.append(fl)
-            meter = Meter(progress, f"read {rel}", "line")
-            lines = FileLines(path)
-            for number, raw in lines:
-                fl.lines_read += 1
-                meter.add()
-                try:
-                    if len(raw) > ctx.max_line:
-                        raise LineError(VALUE_TOO_LONG, f"line of {len(raw)} bytes > {ctx.max_line}")
-                    ev = parse(raw)
-                    received, local, props_json = ctx.check(ev)
-                    if privacy.active:  # after the checks, which judge the ids as sent
-                        props_json = _pseudonymized(privacy, ev)
-                except LineError as err:
-                    fl.lines_quarantined += 1
-                    ledger.quarantine_reasons[err.reason] = ledger.quarantine_reasons.get(err.reason, 0) + 1
-                    q_cols["load_date"].append(business_date)
-                    q_cols["ingest_file"].append(rel)
-                    q_cols["ingest_line"].append(number)
-                    q_cols["source_format"].append(source.format)
-                    q_cols["reason"].append(err.reason)
-                    q_cols["detail"].append(err.detail[:500])
-                    q_cols["raw_line"].append(_withheld(number) if privacy.withholds_raw_text else _raw_text(raw))
-                    q_cols["source_name"].append(source.name)
-                    continue
-                fl.events_loaded += 1  # until the load counts the duplicates among them
-                ev_cols["event_id"].append(ev.event_id)
-                ev_cols["event_name"].append(ev.event_name)
-                ev_cols["distinct_id"].append(ev.distinct_id)
-                ev_cols["event_time"].append(ev.event_time_ms)
-                ev_cols["event_date"].append(local)
-                ev_cols["received_at"].append(received)
-                ev_cols["source_format"].append(source.format)
-                ev_cols["app_id"].append(ev.app_id)
-                ev_cols["platform"].append(ev.platform)
-                ev_cols["app_version"].append(ev.app_version)
-                ev_cols["channel"].append(ev.channel)
-                ev_cols["session_id"].append(ev.session_id)
-                ev_cols["properties"].append(props_json.decode())
-                ev_cols["is_activity"].append(ev.is_activity)
-                ev_cols["link_anonymous_id"].append(ev.link_anonymous_id)
-                ev_cols["link_login_id"].append(ev.link_login_id)
-                ev_cols["load_date"].append(business_date)
-                ev_cols["ingest_file"].append(rel)
-                ev_cols["ingest_line"].append(number)
-                ev_cols["source_name"].append(source.name)
-            fl.damage = lines.damage
-            if progress:
-                progress(f"  {meter.done()}")
+            n = len(jobs)
+            jobs.append((source.name, source.format, path, rel, spool_dir / f"{n}-events.arrow", spool_dir / f"{n}-quarantine.arrow"))
+    workers = min(cfg.ingest.workers or os.cpu_count() or 1, len(jobs))
+    size = sum(job[2].stat().st_size for job in jobs)
+    if workers <= 1 or size < PARALLEL_MIN_BYTES:
+        for job in jobs:
+            batch.files.append(_parse_file(cfg, business_date, *job, progress=progress))
+    else:
+        if progress:
+            progress(f"  reading {plural(len(jobs), 'file')} ({size / 1e6:,.0f} MB) with {workers} processes")
+        started = time.monotonic()
+        # spawn: the parent may hold warehouse connections and threads a fork would copy mid-state.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_parse_file, cfg, business_date, *job) for job in jobs]
+            for future in futures:
+                parsed = future.result()
+                batch.files.append(parsed)
+                if progress:
+                    lines = parsed.ledger.lines_read
+                    progress(f"  read {parsed.ledger.ingest_file}: {plural(lines, 'line')} in {duration(parsed.seconds)} "
+                             f"({rate(lines, parsed.seconds, 'lines')})")
+        if progress:
+            lines = sum(p.ledger.lines_read for p in batch.files)
+            elapsed = time.monotonic() - started
+            progress(f"  read {plural(lines, 'line')} in {duration(elapsed)} ({rate(lines, elapsed, 'lines')})")
+    ledger = batch.ledger
+    for parsed in batch.files:
+        ledger.files.append(parsed.ledger)
+        for reason, n in parsed.reasons.items():
+            ledger.quarantine_reasons[reason] = ledger.quarantine_reasons.get(reason, 0) + n
     return batch
+
+
+def _parse_file(
+    cfg: Config,
+    business_date: dt.date,
+    source_name: str,
+    source_format: str,
+    path: Path,
+    rel: str,
+    events_path: Path,
+    quarantine_path: Path,
+    progress: Callable[[str], None] | None = None,
+) -> ParsedFile:
+    """Parse one file: every line mapped and checked, spooled as an event or a quarantined line."""
+    started = time.monotonic()
+    ctx = _Context(cfg, business_date)
+    privacy = _pseudonymizer(cfg)
+    parse = get_adapter(source_format)
+    fl = FileLedger(source_name, rel)
+    reasons: dict[str, int] = {}
+    events = _Spool(events_path, RAW_EVENT_SCHEMA)
+    quarantined = _Spool(quarantine_path, QUARANTINE_SCHEMA)
+    ev_cols, q_cols = events.columns, quarantined.columns
+    meter = Meter(progress, f"read {rel}", "line")
+    lines = FileLines(path)
+    try:
+        for number, raw in lines:
+            fl.lines_read += 1
+            meter.add()
+            try:
+                if len(raw) > ctx.max_line:
+                    raise LineError(VALUE_TOO_LONG, f"line of {len(raw)} bytes > {ctx.max_line}")
+                ev = parse(raw)
+                received, local, props_json = ctx.check(ev)
+                if privacy.active:  # after the checks, which judge the ids as sent
+                    props_json = _pseudonymized(privacy, ev)
+            except LineError as err:
+                fl.lines_quarantined += 1
+                reasons[err.reason] = reasons.get(err.reason, 0) + 1
+                q_cols["load_date"].append(business_date)
+                q_cols["ingest_file"].append(rel)
+                q_cols["ingest_line"].append(number)
+                q_cols["source_format"].append(source_format)
+                q_cols["reason"].append(err.reason)
+                q_cols["detail"].append(err.detail[:500])
+                q_cols["raw_line"].append(_withheld(number) if privacy.withholds_raw_text else _raw_text(raw))
+                q_cols["source_name"].append(source_name)
+                quarantined.row_added()
+                continue
+            fl.events_loaded += 1  # until the load counts the duplicates among them
+            ev_cols["event_id"].append(ev.event_id)
+            ev_cols["event_name"].append(ev.event_name)
+            ev_cols["distinct_id"].append(ev.distinct_id)
+            ev_cols["event_time"].append(ev.event_time_ms)
+            ev_cols["event_date"].append(local)
+            ev_cols["received_at"].append(received)
+            ev_cols["source_format"].append(source_format)
+            ev_cols["app_id"].append(ev.app_id)
+            ev_cols["platform"].append(ev.platform)
+            ev_cols["app_version"].append(ev.app_version)
+            ev_cols["channel"].append(ev.channel)
+            ev_cols["session_id"].append(ev.session_id)
+            ev_cols["properties"].append(props_json.decode())
+            ev_cols["is_activity"].append(ev.is_activity)
+            ev_cols["link_anonymous_id"].append(ev.link_anonymous_id)
+            ev_cols["link_login_id"].append(ev.link_login_id)
+            ev_cols["load_date"].append(business_date)
+            ev_cols["ingest_file"].append(rel)
+            ev_cols["ingest_line"].append(number)
+            ev_cols["source_name"].append(source_name)
+            events.row_added()
+    finally:
+        events.close()
+        quarantined.close()
+    fl.damage = lines.damage
+    if progress:
+        progress(f"  {meter.done()}")
+    return ParsedFile(fl, reasons, events_path, quarantine_path, time.monotonic() - started)
 
 
 def _pseudonymizer(cfg: Config) -> Pseudonymizer:
@@ -411,17 +542,6 @@ def _pseudonymized(privacy: Pseudonymizer, ev: CanonicalEvent) -> bytes:
 
 def _withheld(number: int) -> str:
     return f"[raw text withheld: ids are pseudonymised; see line {number} of the landing file]"
-
-
-def _events_table(batch: Batch) -> pa.Table:
-    arrays = []
-    for f in RAW_EVENT_SCHEMA:
-        values = batch.events[f.name]
-        if f.name in ("event_time", "received_at"):
-            arrays.append(pa.array(values, type=pa.int64()).cast(f.type))
-        else:
-            arrays.append(pa.array(values, type=f.type))
-    return pa.Table.from_arrays(arrays, schema=RAW_EVENT_SCHEMA)
 
 
 # -- deduplication across load dates -----------------------------------------
@@ -472,7 +592,17 @@ def _temp(wh: Warehouse, conn, name: str, select_sql: str, params: dict | None =
         wh.execute(conn, f"analyze {name}")
 
 
-def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, events: pa.Table) -> None:
+def _append_batches(wh: Warehouse, conn, table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
+    """Append spooled batches to ``table``, one chunk at a time (Trino: all at once, as one write: a Hive table
+    written in a transaction takes one insert per partition)."""
+    if wh.trino is not None:
+        wh.load_arrow(conn, table, pa.Table.from_batches(list(batches), schema=schema))
+        return
+    for rb in batches:
+        wh.load_arrow(conn, table, pa.Table.from_batches([rb], schema=schema))
+
+
+def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, batch: Batch) -> None:
     """Replace the copies loaded for ``business_date``, re-judge every copy of their event ids inside the window,
     and leave the changed (user, event date) pairs in the temporary table ``changed_pairs``."""
     from cohortflow.models import create_views
@@ -481,7 +611,7 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, eve
     params = {"d": business_date, "lookback": lookback}
     wh.execute(conn, "drop table if exists incoming")
     wh.execute(conn, f"create temporary table incoming as select {_COLUMNS} from raw.events where 1 = 0")
-    wh.load_arrow(conn, "incoming", events)
+    _append_batches(wh, conn, "incoming", RAW_EVENT_SCHEMA, batch.event_batches())
     _temp(
         wh,
         conn,
@@ -725,15 +855,18 @@ def load_day(
     The transaction also records the load as a change (``meta.change_log``) with the (user, event date) pairs it
     added, removed or re-attributed (``meta.changed_pairs``): the models rebuild exactly what those can change.
     """
-    batch = parse_day(cfg, business_date, progress)
+    with tempfile.TemporaryDirectory(prefix="cohortflow-ingest-") as spool:
+        batch = parse_day(cfg, business_date, Path(spool), progress)
+        return _load_batch(wh, cfg, business_date, run_id, batch)
+
+
+def _load_batch(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str, batch: Batch) -> Ledger:
     ledger = batch.ledger
-    events = _events_table(batch)
-    quarantine = pa.Table.from_pydict(batch.quarantine, schema=QUARANTINE_SCHEMA)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with wh.begin() as conn:
         # Loads wait for each other: a load re-judges copies of its event ids loaded on other dates.
         wh.lock(conn, "cohortflow:ingest")
-        _load_events(wh, conn, business_date, cfg.ingest.lookback_days, events)
+        _load_events(wh, conn, business_date, cfg.ingest.lookback_days, batch)
         _temp(
             wh,
             conn,
@@ -743,7 +876,7 @@ def load_day(
         )
         for table in ("raw.quarantine", "meta.ingest_ledger"):
             wh.execute(conn, f"delete from {table} where load_date = :d", {"d": business_date})
-        wh.load_arrow(conn, "raw.quarantine", quarantine)
+        _append_batches(wh, conn, "raw.quarantine", QUARANTINE_SCHEMA, batch.quarantine_batches())
         _recount_ledgers(wh, conn, business_date, ledger, now, run_id)
         if wh.dialect == "postgres":
             # Fresh statistics for the next load's duplicate check and tonight's models: autovacuum analyses

@@ -226,3 +226,55 @@ def test_size_limits_quarantine_long_names_and_values(tmp_path):
         reasons = [r[0] for r in wh.execute(conn, "select reason from raw.quarantine order by ingest_line").fetchall()]
     assert (ledger.events_loaded, ledger.lines_quarantined) == (2, 2)
     assert reasons == ["value_too_long", "value_too_long"]
+
+
+def _stored(wh: Warehouse) -> dict[str, list]:
+    queries = {
+        "events": "select * from raw.events order by ingest_file, ingest_line",
+        "duplicates": "select * from raw.duplicates order by ingest_file, ingest_line",
+        "quarantine": "select * from raw.quarantine order by ingest_file, ingest_line",
+        "ledger": "select source_name, ingest_file, lines_read, events_loaded, duplicates_removed, lines_quarantined, "
+        "damage from meta.ingest_ledger order by ingest_file",
+    }
+    with wh.begin() as conn:
+        return {name: [tuple(r) for r in wh.execute(conn, sql).fetchall()] for name, sql in queries.items()}
+
+
+def test_parallel_and_chunked_parsing_load_what_a_serial_read_loads(tmp_path, monkeypatch):
+    """The day's files parsed by two processes, or spooled a few rows at a time, load exactly the rows, duplicates,
+    quarantined lines, line numbers and ledger (damaged file included) of one serial read in one chunk."""
+    import cohortflow.ingest as ingest
+
+    lines = [ark(f"u{i % 7}", "app_start", T0 + i * 1000, n=i) for i in range(40)]
+    day = D1.isoformat()
+
+    def fill(landing: Path) -> None:
+        _write(landing / day, "a", lines[:15] + BROKEN + lines[:3], True)  # retries of its own first lines
+        _write(landing / day, "b", lines[15:30] + ["{bad"], False)
+        _write(landing / day, "c", lines[30:] + lines[20:25], True)  # copies of file b's events
+        whole = gzip.compress(("\n".join(lines[5:12]) + "\n").encode())
+        (landing / day / "d.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # breaks off part way
+
+    results = []
+    for name, chunk, workers, parallel_min in (("serial", 10**6, 1, 1 << 40), ("chunked", 3, 1, 1 << 40),
+                                               ("parallel", 10**6, 2, 0)):
+        monkeypatch.setattr(ingest, "CHUNK_ROWS", chunk)
+        monkeypatch.setattr(ingest, "PARALLEL_MIN_BYTES", parallel_min)
+        root = tmp_path / name
+        cfg = load_config(write_config(root, warehouse={"url": "duckdb:///:memory:"}, ingest={"workers": workers}), environ={})
+        wh = Warehouse(cfg)
+        wh.bootstrap()
+        fill(root / "landing" / "ark")
+        said: list[str] = []
+        ledger = load_day(wh, cfg, D1, "r", progress=said.append)
+        assert ledger.balanced and ledger.damaged_files
+        if name == "parallel":
+            assert any("with 2 processes" in s for s in said), said
+        results.append(_stored(wh))
+        wh.dispose()
+    serial, chunked, parallel = results
+    # Each of the 40 events once; the retries, the copies of file b and the damaged file's lines are duplicates.
+    assert len(serial["events"]) == 40 and len(serial["duplicates"]) >= 8
+    assert len(serial["quarantine"]) >= len(BROKEN) + 1
+    assert chunked == serial
+    assert parallel == serial

@@ -276,3 +276,13 @@ def test_suite_with_an_invalid_expectation_is_refused(tmp_path, bad, message):
     path.write_text(json.dumps({"name": "broken", "expectations": [good, bad]}), encoding="utf-8")
     with pytest.raises(SuiteError, match=message):
         load_suite(path)
+
+
+def test_duckdb_validation_reads_only_the_columns_the_suite_names():
+    """The pandas frame of the day holds the suite's columns, not the properties JSON (the bulk of a day's bytes)."""
+    from cohortflow.validate import EVENTS_SUITE, load_suite, suite_columns
+
+    columns = suite_columns(load_suite(EVENTS_SUITE))
+    assert "properties" not in columns and "ingest_file" not in columns
+    assert set(columns) == {"event_id", "event_name", "distinct_id", "event_time", "event_date", "received_at",
+                            "load_date", "is_activity", "source_name"}
