@@ -59,8 +59,9 @@ def measure_wait4(argv: list[str], env: dict[str, str] | None = None) -> dict:
     return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "out": out, "stderr": stderr}
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants now (from /proc; 0 for a process already gone)."""
+def _tree_memory(root: int, hwm: dict[int, int]) -> int:
+    """Resident bytes of ``root`` and all its descendants now (from /proc); updates ``hwm`` with each process's own
+    high-water mark (VmHWM, counted from its exec)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -73,31 +74,33 @@ def _tree_rss(root: int) -> int:
         ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
         children.setdefault(ppid, []).append(int(entry))
     total, todo = 0, [root]
-    page = os.sysconf("SC_PAGE_SIZE")
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, ()))
         try:
-            with open(f"/proc/{pid}/statm", "rb") as fh:
-                total += int(fh.read().split()[1]) * page
+            with open(f"/proc/{pid}/status", "rb") as fh:
+                fields = dict(line.split(b":", 1) for line in fh.read().splitlines() if b":" in line)
         except OSError:
-            pass
+            continue
+        if b"VmRSS" in fields:
+            total += int(fields[b"VmRSS"].split()[0]) * 1024
+            hwm[pid] = max(hwm.get(pid, 0), int(fields[b"VmHWM"].split()[0]) * 1024)
     return total
 
 
 def measure_tree(argv: list[str], env: dict[str, str] | None = None, every: float = 0.1) -> dict:
-    """Like :func:`measure_wait4`, for a command that starts worker processes: the peak is the largest sum of the
-    resident memory of the command and its descendants, sampled every ``every`` seconds (and never less than the
-    command's own max RSS from wait4)."""
+    """Like :func:`measure_wait4`, for a command that starts worker processes: the peak is the largest of the sum of
+    the resident memory of the command and its descendants (sampled every ``every`` seconds) and of any one process's
+    own high-water mark. (wait4's ru_maxrss is not used: a child's starts from its parent's at the fork.)"""
     with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=out_file, stderr=err_file, text=True)
-        peak = 0
+        peak, hwm = 0, {}
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, _tree_rss(proc.pid))
+            peak = max(peak, _tree_memory(proc.pid, hwm))
             time.sleep(every)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - t0
@@ -111,7 +114,7 @@ def measure_tree(argv: list[str], env: dict[str, str] | None = None, every: floa
         out = json.loads(last)
     except json.JSONDecodeError:
         out = {}
-    peak_mib = max(peak / 2**20, usage.ru_maxrss / 1024)
+    peak_mib = max([peak, *hwm.values()]) / 2**20
     return {"seconds": seconds, "peak_mib": peak_mib, "out": out, "stderr": stderr}
 
 

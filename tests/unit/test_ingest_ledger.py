@@ -278,3 +278,18 @@ def test_parallel_and_chunked_parsing_load_what_a_serial_read_loads(tmp_path, mo
     assert len(serial["quarantine"]) >= len(BROKEN) + 1
     assert chunked == serial
     assert parallel == serial
+
+
+def test_the_spool_of_parsed_lines_is_removed_also_when_a_killed_ingest_left_it(tmp_path):
+    """Parsed lines are spooled under the target folder while the day loads; the spool is gone afterwards, and one a
+    killed ingest left behind (its process no longer exists) is removed by the next ingest."""
+    from cohortflow.ingest import SPOOL_PREFIX
+
+    cfg, wh, landing = _project(tmp_path)
+    _write(landing / D1.isoformat(), "a", [ark("u", "app_start", T0)], False)
+    cfg.target_path.mkdir(parents=True, exist_ok=True)
+    left = cfg.target_path / f"{SPOOL_PREFIX}{2**22 + 12345}-dead"  # above pid_max's default: no such process
+    left.mkdir()
+    (left / "0-events.arrow").write_bytes(b"x" * 100)
+    load_day(wh, cfg, D1, "r")
+    assert not list(cfg.target_path.glob(SPOOL_PREFIX + "*"))
