@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import multiprocessing
 import os
 import shutil
@@ -30,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -55,6 +57,8 @@ from cohortflow.linereader import FileLines
 from cohortflow.privacy import PrivacyError, Pseudonymizer
 from cohortflow.progress import Meter, duration, plural, rate
 from cohortflow.warehouse import Warehouse
+
+log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 MAX_STORED_RAW_CHARS = 100_000  # quarantined raw text beyond this is cut, and the cut noted
@@ -331,7 +335,7 @@ PARALLEL_MIN_BYTES = 16 << 20
 
 @dataclass
 class ParsedFile:
-    """One file's ledger and its parsed lines, spooled as Arrow IPC streams (events and quarantine)."""
+    """One file's ledger and its parsed lines, spooled as Arrow IPC files (events and quarantine)."""
 
     ledger: FileLedger
     reasons: dict[str, int]
@@ -359,12 +363,14 @@ class Batch:
 
 
 def _read_spool(path: Path) -> Iterator[pa.RecordBatch]:
-    with pa.OSFile(str(path), "rb") as fh, pa.ipc.open_stream(fh) as reader:
-        yield from reader
+    with pa.memory_map(str(path), "rb") as source:
+        reader = pa.ipc.open_file(source)
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
 
 
 class _Spool:
-    """Columns appended row by row and written to an Arrow IPC stream every :data:`CHUNK_ROWS` rows."""
+    """Columns appended row by row and written to an Arrow IPC file every :data:`CHUNK_ROWS` rows."""
 
     def __init__(self, path: Path, schema: pa.Schema) -> None:
         self.path = path
@@ -372,7 +378,7 @@ class _Spool:
         self.columns: dict[str, list] = {n: [] for n in schema.names}
         self.rows = 0
         self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, schema)
+        self._writer = pa.ipc.new_file(self._sink, schema)
 
     def row_added(self) -> None:
         self.rows += 1
@@ -422,33 +428,47 @@ def parse_day(
             jobs.append((source.name, source.format, path, rel, spool_dir / f"{n}-events.arrow", spool_dir / f"{n}-quarantine.arrow"))
     workers = min(cfg.ingest.workers or os.cpu_count() or 1, len(jobs))
     size = sum(job[2].stat().st_size for job in jobs)
-    if workers <= 1 or size < PARALLEL_MIN_BYTES:
+    if workers > 1 and size >= PARALLEL_MIN_BYTES:
+        try:
+            batch.files = _parse_in_processes(cfg, business_date, jobs, workers, size, progress)
+        except BrokenProcessPool as exc:
+            # A parser process died (killed, out of memory, or a caller's script without a __main__ guard, which
+            # spawned processes re-run): the day is read again in this process, from the start.
+            log.warning("the parser processes failed (%s); reading the day's files in this process", exc)
+            if progress:
+                progress("  the parser processes failed; reading the day's files in this process")
+    if not batch.files:
         for job in jobs:
             batch.files.append(_parse_file(cfg, business_date, *job, progress=progress))
-    else:
-        if progress:
-            progress(f"  reading {plural(len(jobs), 'file')} ({size / 1e6:,.0f} MB) with {workers} processes")
-        started = time.monotonic()
-        # spawn: the parent may hold warehouse connections and threads a fork would copy mid-state.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_parse_file, cfg, business_date, *job) for job in jobs]
-            for future in futures:
-                parsed = future.result()
-                batch.files.append(parsed)
-                if progress:
-                    lines = parsed.ledger.lines_read
-                    progress(f"  read {parsed.ledger.ingest_file}: {plural(lines, 'line')} in {duration(parsed.seconds)} "
-                             f"({rate(lines, parsed.seconds, 'lines')})")
-        if progress:
-            lines = sum(p.ledger.lines_read for p in batch.files)
-            elapsed = time.monotonic() - started
-            progress(f"  read {plural(lines, 'line')} in {duration(elapsed)} ({rate(lines, elapsed, 'lines')})")
     ledger = batch.ledger
     for parsed in batch.files:
         ledger.files.append(parsed.ledger)
         for reason, n in parsed.reasons.items():
             ledger.quarantine_reasons[reason] = ledger.quarantine_reasons.get(reason, 0) + n
     return batch
+
+
+def _parse_in_processes(cfg: Config, business_date: dt.date, jobs: list, workers: int, size: int,
+                        progress: Callable[[str], None] | None) -> list[ParsedFile]:
+    if progress:
+        progress(f"  reading {plural(len(jobs), 'file')} ({size / 1e6:,.0f} MB) with {workers} processes")
+    started = time.monotonic()
+    parsed_files = []
+    # spawn: the parent may hold warehouse connections and threads a fork would copy mid-state.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_parse_file, cfg, business_date, *job) for job in jobs]
+        for future in futures:
+            parsed = future.result()
+            parsed_files.append(parsed)
+            if progress:
+                lines = parsed.ledger.lines_read
+                progress(f"  read {parsed.ledger.ingest_file}: {plural(lines, 'line')} in {duration(parsed.seconds)} "
+                         f"({rate(lines, parsed.seconds, 'lines')})")
+    if progress:
+        lines = sum(p.ledger.lines_read for p in parsed_files)
+        elapsed = time.monotonic() - started
+        progress(f"  read {plural(lines, 'line')} in {duration(elapsed)} ({rate(lines, elapsed, 'lines')})")
+    return parsed_files
 
 
 def _parse_file(
@@ -604,16 +624,30 @@ def _append_batches(wh: Warehouse, conn, table: str, schema: pa.Schema, batches:
         wh.load_arrow(conn, table, pa.Table.from_batches([rb], schema=schema))
 
 
+# A copy's identity (one line of one landing file loaded on one date) and the columns deduplication reads: the
+# re-judging works on these alone, so the day's rows are never copied whole into temporary tables.
+_KEY = ("source_name", "load_date", "ingest_file", "ingest_line")
+_JUDGE_COLUMNS = "source_name, event_id, load_date, received_at, ingest_file, ingest_line"
+# What the changed pairs and the identity links read of an added or removed copy.
+_CHANGE_COLUMNS = "distinct_id, event_date, link_anonymous_id, link_login_id, load_date"
+
+
+def _same_copy(a: str, b: str) -> str:
+    return " and ".join(f"{a}.{c} = {b}.{c}" for c in _KEY)
+
+
 def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, batch: Batch) -> None:
     """Replace the copies loaded for ``business_date``, re-judge every copy of their event ids inside the window,
-    and leave the changed (user, event date) pairs in the temporary table ``changed_pairs``."""
+    and leave the changed (user, event date) pairs in the temporary table ``changed_pairs``.
+
+    Memory: on DuckDB the day's parsed rows are read from the spool files where they are (``incoming`` is a view of
+    them); every temporary table holds the few columns deduplication and the change record need, never whole rows.
+    """
     from cohortflow.models import create_views
 
     create_views(wh, conn)
     params = {"d": business_date, "lookback": lookback}
-    wh.execute(conn, "drop table if exists incoming")
-    wh.execute(conn, f"create temporary table incoming as select {_COLUMNS} from raw.events where 1 = 0")
-    _append_batches(wh, conn, "incoming", RAW_EVENT_SCHEMA, batch.event_batches())
+    _stage_incoming(wh, conn, batch)
     _temp(
         wh,
         conn,
@@ -623,30 +657,62 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, bat
         "union select source_name, event_id from raw.duplicates where load_date = :d",
         params,
     )
-    # Every copy that can matter: the window on both sides of every copy re-judged.
+    # Every copy that can matter: the window on both sides of every copy re-judged. origin: 0 the day's new copies,
+    # 1 a stored copy that counts (raw.events), 2 a stored duplicate (raw.duplicates). A new copy whose event id has
+    # no other copy in the day and none stored in the window counts, without judging: only event ids with several
+    # copies enter the pool (on a normal day, the few retries).
     wide = {**params, "lookback": 2 * lookback}
+    stored = (
+        f"select {{columns}}, 1 as origin from raw.events as t where t.load_date <> :d and ({_TOUCHED}) "
+        f"union all select {{columns}}, 2 from raw.duplicates as t where t.load_date <> :d and ({_TOUCHED})"
+    )
+    _temp(wh, conn, "stored_copies", stored.format(columns=_JUDGE_COLUMNS), wide)
+    _temp(
+        wh,
+        conn,
+        "several_copies",
+        "select source_name, event_id from incoming group by source_name, event_id having count(*) > 1 "
+        "union select source_name, event_id from stored_copies",
+    )
     _temp(
         wh,
         conn,
         "pool",
-        f"select {_COLUMNS} from incoming "
-        f"union all select {_COLUMNS} from raw.events as t where t.load_date <> :d and ({_TOUCHED}) "
-        f"union all select {_COLUMNS} from raw.duplicates as t where t.load_date <> :d and ({_TOUCHED})",
-        wide,
+        f"select {_JUDGE_COLUMNS}, 0 as origin from incoming as i where exists "
+        "(select 1 from several_copies as s where s.source_name = i.source_name and s.event_id = i.event_id) "
+        f"union all select {_JUDGE_COLUMNS}, origin from stored_copies",
     )
     _temp(
         wh,
         conn,
         "judged",
-        f"select {', '.join('p.' + c for c in RAW_EVENT_SCHEMA.names)}, {_EARLIER_COPY} as is_duplicate "
+        f"select p.source_name, p.load_date, p.ingest_file, p.ingest_line, p.origin, {_EARLIER_COPY} as is_duplicate "
         "from pool as p "
         "where p.load_date between cast(:d as date) - cast(:lookback as integer) and cast(:d as date) + cast(:lookback as integer)",
         params,
     )
-    _temp(wh, conn, "old_winners", f"select {_COLUMNS} from raw.events as t where {_TOUCHED}", params)
-    _temp(wh, conn, "new_winners", f"select {_COLUMNS} from judged where not is_duplicate")
-    _temp(wh, conn, "removed", "select * from old_winners except select * from new_winners")
-    _temp(wh, conn, "added", "select * from new_winners except select * from old_winners")
+    # Stored copies of other dates whose judgement flips (their rows are unchanged otherwise).
+    _temp(wh, conn, "to_duplicates", "select source_name, load_date, ingest_file, ingest_line from judged where origin = 1 and is_duplicate")
+    _temp(wh, conn, "to_events", "select source_name, load_date, ingest_file, ingest_line from judged where origin = 2 and not is_duplicate")
+    _temp(wh, conn, "new_duplicates", "select source_name, load_date, ingest_file, ingest_line from judged where origin = 0 and is_duplicate")
+    new_winners = (
+        f"select {', '.join('i.' + c for c in RAW_EVENT_SCHEMA.names)} from incoming as i "
+        f"where not exists (select 1 from new_duplicates as j where {_same_copy('j', 'i')})"
+    )
+    flipped = "exists (select 1 from {moved} as m where " + _same_copy("m", "t") + ")"
+    # The copies that stop or start counting: the flipped ones, and the date's own whose rows differ from the
+    # previous load of the date (compared whole, only when the date was loaded before).
+    loaded_before = wh.scalar(conn, "select count(*) from raw.events where load_date = :d", params) > 0
+    removed = f"select {_CHANGE_COLUMNS} from raw.events as t where {flipped.format(moved='to_duplicates')}"
+    added = f"select {_CHANGE_COLUMNS} from raw.duplicates as t where {flipped.format(moved='to_events')}"
+    if loaded_before:
+        old_winners = f"select {_COLUMNS} from raw.events where load_date = :d"
+        removed += f" union all select {_CHANGE_COLUMNS} from ({old_winners} except {new_winners}) as r"
+        added += f" union all select {_CHANGE_COLUMNS} from ({new_winners} except {old_winners}) as a"
+    else:
+        added += f" union all select {_CHANGE_COLUMNS} from ({new_winners}) as a"
+    _temp(wh, conn, "removed", removed, params)
+    _temp(wh, conn, "added", added, params)
     # Identity: the ids whose link rows changed; their mapping before the change.
     _temp(
         wh,
@@ -671,14 +737,19 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, bat
         "select distinct coalesce(i.login_id, r.distinct_id) as user_id, r.event_date "
         "from removed as r left join models.stg_identities as i on i.anonymous_id = r.distinct_id",
     )
-    # The change itself: every touched row leaves both tables, and comes back judged.
+    # The change itself: the date's copies replaced, the flipped copies moved between the tables.
     if wh.trino is not None:
         _replace_touched_partitions(wh, conn, params)
     else:
-        for table in ("raw.events", "raw.duplicates"):
-            wh.execute(conn, f"delete from {table} as t where {_TOUCHED}", params)
-        wh.execute(conn, f"insert into raw.events ({_COLUMNS}) select {_COLUMNS} from judged where not is_duplicate")
-        wh.execute(conn, f"insert into raw.duplicates ({_COLUMNS}) select {_COLUMNS} from judged where is_duplicate")
+        for table, other, moved in (("raw.events", "raw.duplicates", "to_duplicates"), ("raw.duplicates", "raw.events", "to_events")):
+            wh.execute(conn, f"insert into {other} ({_COLUMNS}) select {_COLUMNS} from {table} as t where {flipped.format(moved=moved)}")
+        for table, moved in (("raw.events", "to_duplicates"), ("raw.duplicates", "to_events")):
+            wh.execute(conn, f"delete from {table} as t where load_date = :d or {flipped.format(moved=moved)}", params)
+        # The day's copies go in whole (a plain scan, no join over the day), then its few duplicates move.
+        wh.execute(conn, f"insert into raw.events ({_COLUMNS}) select {_COLUMNS} from incoming")
+        day_duplicate = f"t.load_date = :d and {flipped.format(moved='new_duplicates')}"
+        wh.execute(conn, f"insert into raw.duplicates ({_COLUMNS}) select {_COLUMNS} from raw.events as t where {day_duplicate}", params)
+        wh.execute(conn, f"delete from raw.events as t where {day_duplicate}", params)
     _temp(
         wh,
         conn,
@@ -714,22 +785,66 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, bat
         inner join relinked as r on r.id = e.distinct_id
         """,
     )
-    for name in ("incoming", "pool", "judged", "old_winners", "new_winners", "map_before", "map_after"):
+    for name in ("stored_copies", "several_copies", "pool", "judged", "to_duplicates", "to_events", "new_duplicates",
+                 "map_before", "map_after"):
         wh.execute(conn, f"drop table {name}")
+    _unstage_incoming(wh, conn)
+
+
+def _stage_incoming(wh: Warehouse, conn, batch: Batch) -> None:
+    """``incoming``: the day's parsed rows. DuckDB reads them from the spool files in place (a view of an Arrow
+    dataset registered on the connection); the other engines load them into a temporary table."""
+    if wh.dialect == "duckdb" and wh.trino is None:
+        import pyarrow.dataset as ds
+
+        paths = [str(p.events) for p in batch.files]
+        data = ds.dataset(paths, format="arrow") if paths else pa.table({n: pa.array([], type=f.type) for n, f in zip(RAW_EVENT_SCHEMA.names, RAW_EVENT_SCHEMA)})
+        raw = conn.connection.driver_connection
+        raw.register("incoming_spool", data)
+        wh.execute(conn, "drop view if exists incoming")
+        casts = ", ".join(
+            f"cast({f.name} as timestamp) as {f.name}" if pa.types.is_timestamp(f.type) else f.name for f in RAW_EVENT_SCHEMA
+        )
+        wh.execute(conn, f"create temporary view incoming as select {casts} from incoming_spool")
+        return
+    wh.execute(conn, "drop table if exists incoming")
+    wh.execute(conn, f"create temporary table incoming as select {_COLUMNS} from raw.events where 1 = 0")
+    _append_batches(wh, conn, "incoming", RAW_EVENT_SCHEMA, batch.event_batches())
+    if wh.dialect == "postgres":
+        wh.execute(conn, "analyze incoming")
+
+
+def _unstage_incoming(wh: Warehouse, conn) -> None:
+    if wh.dialect == "duckdb" and wh.trino is None:
+        wh.execute(conn, "drop view incoming")
+        conn.connection.driver_connection.unregister("incoming_spool")
+    else:
+        wh.execute(conn, "drop table incoming")
 
 
 def _replace_touched_partitions(wh: Warehouse, conn, params: dict) -> None:
     """The change on Trino, whose Hive tables delete whole partitions only (and take one write per partition in a
     transaction): every load_date partition holding a touched row (the date's own, and those of the copies re-judged:
-    the load dates of ``judged``) is rewritten whole, with its untouched rows and the judged ones."""
+    the load dates of ``judged``) is rewritten whole, with its untouched rows and the judged ones (whole rows: every
+    copy of the day, and the stored ones re-judged)."""
+    cols = ", ".join("c." + c for c in RAW_EVENT_SCHEMA.names)
+    _temp(
+        wh,
+        conn,
+        "judged_rows",
+        f"select {cols}, n.load_date is not null as is_duplicate from incoming as c left join new_duplicates as n on {_same_copy('n', 'c')} "
+        f"union all select {cols}, j.is_duplicate from raw.events as c join judged as j on j.origin = 1 and {_same_copy('j', 'c')} "
+        f"union all select {cols}, j.is_duplicate from raw.duplicates as c join judged as j on j.origin = 2 and {_same_copy('j', 'c')}",
+    )
     dates = [
         r[0] for r in wh.execute(conn, "select distinct load_date from judged union select cast(:d as date)", params).fetchall()
     ]
     for table, judged in (("raw.events", "not is_duplicate"), ("raw.duplicates", "is_duplicate")):
         wh.trino.rewrite_partitions(
-            conn, table, _COLUMNS, "load_date", dates, f"not ({_TOUCHED})", f"select {_COLUMNS} from judged where {judged}",
+            conn, table, _COLUMNS, "load_date", dates, f"not ({_TOUCHED})", f"select {_COLUMNS} from judged_rows where {judged}",
             params, kept="kept", key="ld",
         )
+    wh.execute(conn, "drop table judged_rows")
 
 
 def _record_change(

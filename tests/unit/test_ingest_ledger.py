@@ -293,3 +293,35 @@ def test_the_spool_of_parsed_lines_is_removed_also_when_a_killed_ingest_left_it(
     (left / "0-events.arrow").write_bytes(b"x" * 100)
     load_day(wh, cfg, D1, "r")
     assert not list(cfg.target_path.glob(SPOOL_PREFIX + "*"))
+
+
+def test_a_script_without_a_main_guard_still_loads_the_day_when_parser_processes_fail(tmp_path):
+    """Spawned parser processes re-run a calling script that has no ``if __name__ == "__main__"`` guard, and die
+    there; the ingest then reads the day in its own process and loads it whole."""
+    import subprocess
+    import sys
+
+    cfg, wh, landing = _project(tmp_path)
+    wh.dispose()
+    for name in ("a", "b"):
+        _write(landing / D1.isoformat(), name, [ark(f"{name}{i}", "app_start", T0 + i) for i in range(20)], False)
+    db = tmp_path / "w.duckdb"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import datetime as dt\n"
+        "import cohortflow.ingest as ingest\n"
+        "from cohortflow.config import load_config\n"
+        "from cohortflow.warehouse import Warehouse\n"
+        "ingest.PARALLEL_MIN_BYTES = 0\n"
+        f"cfg = load_config({str(tmp_path / 'cohortflow.yml')!r}, environ={{'COHORTFLOW_WAREHOUSE__URL': 'duckdb:///{db}',"
+        " 'COHORTFLOW_INGEST__WORKERS': '2'})\n"
+        "wh = Warehouse(cfg)\n"
+        "wh.bootstrap()\n"
+        "ledger = ingest.load_day(wh, cfg, dt.date(2026, 11, 1), 'r', progress=print)\n"
+        "print('loaded', ledger.events_loaded, ledger.balanced)\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the parser processes failed" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1] == "loaded 40 True"
