@@ -914,7 +914,7 @@ def _build_users_trino(
     dates = sorted({_as_date(r[0]) for r in touched} - written_whole)
     if dates:
         wh.trino.rewrite_partitions(
-            conn, table, cols, col, dates, f"not {scope_old}", f"select {cols} from new_rows where {col} in ({{dates}})",
+            conn, table, cols, col, dates, f"not ({scope_old})", f"select {cols} from new_rows where {col} in ({{dates}})",
             params, kept="kept_rows", key="pd",
         )
     written = _rows_in_scope(wh, conn, model, scope_old, params)

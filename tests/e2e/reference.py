@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -93,7 +94,10 @@ def _trino_full_rebuild(project, cfg) -> dict[str, list[tuple]]:
             for schema in {s for s, _ in tables}:
                 conn.execute(sa.text(f"create schema {target}.{schema}"))
             for schema, table in tables:
-                conn.execute(sa.text(f"create table {target}.{schema}.{table} (like {source}.{schema}.{table} including properties)"))
+                # (Trino refuses CREATE TABLE LIKE ... INCLUDING PROPERTIES across catalogs: the source's own DDL,
+                # partitioning included, is replayed under the new name; driver SQL, as comments may hold colons)
+                ddl = conn.exec_driver_sql(f"show create table {source}.{schema}.{table}").scalar()
+                conn.exec_driver_sql(re.sub(r"^CREATE TABLE \S+", f"CREATE TABLE {target}.{schema}.{table}", ddl, count=1))
                 conn.execute(sa.text(f"insert into {target}.{schema}.{table} select * from {source}.{schema}.{table}")).all()
     finally:
         admin.dispose()
