@@ -662,11 +662,14 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, bat
     # no other copy in the day and none stored in the window counts, without judging: only event ids with several
     # copies enter the pool (on a normal day, the few retries).
     wide = {**params, "lookback": 2 * lookback}
-    stored = (
-        f"select {{columns}}, 1 as origin from raw.events as t where t.load_date <> :d and ({_TOUCHED}) "
-        f"union all select {{columns}}, 2 from raw.duplicates as t where t.load_date <> :d and ({_TOUCHED})"
+    _temp(
+        wh,
+        conn,
+        "stored_copies",
+        f"select {_JUDGE_COLUMNS}, 1 as origin from raw.events as t where t.load_date <> :d and ({_TOUCHED}) "
+        f"union all select {_JUDGE_COLUMNS}, 2 from raw.duplicates as t where t.load_date <> :d and ({_TOUCHED})",
+        wide,
     )
-    _temp(wh, conn, "stored_copies", stored.format(columns=_JUDGE_COLUMNS), wide)
     _temp(
         wh,
         conn,
@@ -798,7 +801,7 @@ def _stage_incoming(wh: Warehouse, conn, batch: Batch) -> None:
         import pyarrow.dataset as ds
 
         paths = [str(p.events) for p in batch.files]
-        data = ds.dataset(paths, format="arrow") if paths else pa.table({n: pa.array([], type=f.type) for n, f in zip(RAW_EVENT_SCHEMA.names, RAW_EVENT_SCHEMA)})
+        data = ds.dataset(paths, format="arrow") if paths else RAW_EVENT_SCHEMA.empty_table()
         raw = conn.connection.driver_connection
         raw.register("incoming_spool", data)
         wh.execute(conn, "drop view if exists incoming")
@@ -996,11 +999,11 @@ def _spool_dir(cfg: Config) -> Iterator[Path]:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # (PermissionError: alive, another user's)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
