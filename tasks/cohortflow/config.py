@@ -238,6 +238,12 @@ class Validation(_Strict):
         default="critical",
         description="a day outside the volume bounds stops before publish (critical) or is only reported (warning)",
     )
+    part_rows: int = Field(
+        default=500_000,
+        ge=1,
+        description="DuckDB validates the day in pandas, in parts of about this many rows (split on a hash of the "
+        "uniqueness columns, so every outcome is the whole day's): memory is bounded by the part",
+    )
 
 
 class Sessions(_Strict):

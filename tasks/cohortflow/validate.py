@@ -317,46 +317,199 @@ def suite_columns(suite: Any) -> list[str]:
 
 
 @contextlib.contextmanager
-def _day_batch(wh: Warehouse, conn: Any, business_date: dt.date, suite: Any) -> Iterator[tuple[Any, int]]:
-    """The GX batch of the day's events, and its row count. On DuckDB the frame holds only the columns the suite
-    reads: the day's properties JSON, the largest column by far, never reaches pandas."""
+def _day_batch(wh: Warehouse, business_date: dt.date) -> Iterator[Any]:
+    """The GX batch of the day's events on a server GX validates on (PostgreSQL, Trino)."""
     context = _context()
-    day_rows = None
-    if wh.dialect in PUSHED_DOWN:
-        day_rows = int(wh.scalar(conn, "select count(*) from raw.events where load_date = :d", {"d": business_date}))
-    # An empty day has no partition for GX to find on the server: validate the empty frame instead.
-    if wh.dialect in PUSHED_DOWN and day_rows:
-        # Pushed down: GX queries the server; the daily partitioner builds the
-        # load_date filter with SQLAlchemy, so no date is formatted into SQL here.
-        if wh.dialect == "postgres":
-            source = context.data_sources.add_postgres(
-                name="warehouse", connection_string=wh.engine.url.render_as_string(hide_password=False)
-            )
-        else:
-            source = _trino_source(context, wh)
-        try:
-            asset = source.add_table_asset(name="raw_events", schema_name="raw", table_name="events")
-            day = asset.add_batch_definition_daily(name="load_date", column="load_date")
-            batch = day.get_batch(
-                batch_parameters={"year": business_date.year, "month": business_date.month, "day": business_date.day}
-            )
-            yield batch, day_rows
-        finally:
-            source.get_engine().dispose()
-        return
-    table = wh.query_arrow(conn, DAY_EVENTS_SQL.format(columns=", ".join(suite_columns(suite))), {"d": business_date})
-    table = pa.table(
-        {
-            name: table.column(name).cast(RAW_EVENT_SCHEMA.field(name).type)
-            if RAW_EVENT_SCHEMA.get_field_index(name) >= 0
-            else table.column(name)
-            for name in table.column_names
-        }
-    )
-    frame = table.to_pandas()
-    source = context.data_sources.add_pandas(name="warehouse")
+    # Pushed down: GX queries the server; the daily partitioner builds the
+    # load_date filter with SQLAlchemy, so no date is formatted into SQL here.
+    if wh.dialect == "postgres":
+        source = context.data_sources.add_postgres(
+            name="warehouse", connection_string=wh.engine.url.render_as_string(hide_password=False)
+        )
+    else:
+        source = _trino_source(context, wh)
+    try:
+        asset = source.add_table_asset(name="raw_events", schema_name="raw", table_name="events")
+        day = asset.add_batch_definition_daily(name="load_date", column="load_date")
+        yield day.get_batch(batch_parameters={"year": business_date.year, "month": business_date.month, "day": business_date.day})
+    finally:
+        source.get_engine().dispose()
+
+
+# -- validation of frames, in parts ----------------------------------------------
+# Expectations checked row by row: over the day, their counts are the sums of their counts over any split of the day's
+# rows, and they fail on the day exactly when they fail on a part (when no ``mostly`` lowers the bar).
+ROW_WISE = frozenset(
+    {
+        "expect_column_values_to_not_be_null",
+        "expect_column_values_to_be_null",
+        "expect_column_values_to_be_in_set",
+        "expect_column_values_to_not_be_in_set",
+        "expect_column_values_to_be_between",
+        "expect_column_value_lengths_to_be_between",
+        "expect_column_value_lengths_to_equal",
+        "expect_column_values_to_match_regex",
+        "expect_column_values_to_not_match_regex",
+        "expect_select_column_values_to_be_unique_within_record",
+    }
+)
+# Uniqueness over these columns is exact per part when every copy of a value lands in the same part: the day is split
+# on a hash of columns every uniqueness expectation includes.
+UNIQUENESS = {"expect_compound_columns_to_be_unique": "column_list", "expect_column_values_to_be_unique": "column"}
+ROW_COUNT = "expect_table_row_count_to_be_between"
+
+
+def split_columns(suite: Any) -> list[str] | None:
+    """The columns whose hash splits the day into parts that validate to the whole day's outcome, or None when the
+    suite has an expectation whose outcome over the day is not the sum of its outcomes over parts (an aggregate like a
+    mean, a ``mostly`` below 1, uniqueness on column sets with no column in common): that suite sees the whole day."""
+    shared: list[str] | None = None
+    for expectation in suite.expectations:
+        config = expectation.configuration
+        kwargs = config.kwargs
+        if config.type == ROW_COUNT:
+            continue
+        if kwargs.get("mostly", 1) != 1:
+            return None
+        if config.type in UNIQUENESS:
+            value = kwargs[UNIQUENESS[config.type]]
+            columns = [value] if isinstance(value, str) else list(value)
+            shared = columns if shared is None else [c for c in shared if c in columns]
+            if not shared:
+                return None
+        elif config.type not in ROW_WISE:
+            return None
+    return shared or ["event_id"]
+
+
+def _day_frame(wh: Warehouse, conn: Any, business_date: dt.date, columns: list[str], part: tuple[list[str], int, int] | None) -> Any:
+    """A pandas frame of the day's rows (of one hash part of them), only ``columns``, typed as ``raw.events``. On
+    DuckDB read through its Arrow output: no Python object per value on the way."""
+    sql = DAY_EVENTS_SQL.format(columns=", ".join(columns)).replace(":d", "$d")
+    params: dict[str, Any] = {"d": business_date}
+    if part is not None:
+        keys, index, parts = part
+        sql += f" and hash({', '.join(keys)}) % $parts = $part"
+        params.update(parts=parts, part=index)
+    if wh.dialect == "duckdb":
+        table = conn.connection.driver_connection.sql(sql, params=params).to_arrow_table()
+    else:
+        # An empty day on a server GX validates on (its partition does not exist there).
+        table = wh.query_arrow(conn, DAY_EVENTS_SQL.format(columns=", ".join(columns)), {"d": business_date})
+    return pa.table(
+        {name: table.column(name).cast(RAW_EVENT_SCHEMA.field(name).type) for name in table.column_names}
+    ).to_pandas()
+
+
+def _frame_result(frame: Any, suite: Any, params: Mapping[str, Any]) -> Any:
+    """The suite's result on one frame (each in a context of its own: every part's batch is named as the day's)."""
+    source = _context().data_sources.add_pandas(name="warehouse")
     day = source.add_dataframe_asset(name="raw_events").add_batch_definition_whole_dataframe(name="day")
-    yield day.get_batch(batch_parameters={"dataframe": frame}), table.num_rows
+    return day.get_batch(batch_parameters={"dataframe": frame}).validate(
+        suite, result_format=RESULT_FORMAT, expectation_parameters=dict(params)
+    )
+
+
+def _percent(part: int, whole: int) -> float | None:
+    return 100.0 * part / whole if whole else None
+
+
+def _merged_counts(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One expectation's SUMMARY result over the day from its results over the parts: counts summed, percentages
+    recomputed, the sample of unexpected values taken from the parts in order (row indexes are per part: dropped)."""
+    element = sum(r.get("element_count") or 0 for r in results)
+    unexpected = sum(r.get("unexpected_count") or 0 for r in results)
+    merged: dict[str, Any] = {"element_count": element, "unexpected_count": unexpected}
+    limit = RESULT_FORMAT["partial_unexpected_count"]
+    merged["partial_unexpected_list"] = [v for r in results for v in r.get("partial_unexpected_list") or []][:limit]
+    counts: dict[str, dict[str, Any]] = {}
+    for r in results:
+        for item in r.get("partial_unexpected_counts") or []:
+            key = json.dumps(item["value"], sort_keys=True, default=str)
+            counts.setdefault(key, {"value": item["value"], "count": 0})["count"] += item["count"]
+    merged["partial_unexpected_counts"] = sorted(counts.values(), key=lambda c: -c["count"])[:limit]
+    if any("missing_count" in r for r in results):
+        missing = sum(r.get("missing_count") or 0 for r in results)
+        present = element - missing
+        merged.update(
+            missing_count=missing,
+            missing_percent=_percent(missing, element),
+            unexpected_percent=_percent(unexpected, present),
+            unexpected_percent_total=_percent(unexpected, element),
+            unexpected_percent_nonmissing=_percent(unexpected, present),
+        )
+    else:
+        merged["unexpected_percent"] = _percent(unexpected, element)
+    return merged
+
+
+def _merge_results(parts: list[Any], row_counts: Any, suite: Any) -> Any:
+    """The suite's result over the whole day from its results over the parts (and the row-count expectations' result
+    over the day's row count). Results are matched by expectation configuration, in the suite's order."""
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+
+    def by_config(result: Any) -> dict[str, Any]:
+        def key(config: Any) -> str:
+            kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
+            return json.dumps([config.type, kwargs, config.meta], sort_keys=True, default=str)
+
+        return {key(r.expectation_config): r for r in result.results}
+
+    part_maps = [by_config(p) for p in parts]
+    counted = by_config(row_counts) if row_counts is not None else {}
+    merged = []
+    for key, first in part_maps[0].items():
+        if key in counted:
+            merged.append(counted[key])
+            continue
+        each = [m[key] for m in part_maps]
+        first.result = _merged_counts([r.result for r in each])
+        first.success = all(r.success for r in each)
+        errors = [r.exception_info for r in each if _exception_text(r.exception_info)]
+        if errors:
+            first.exception_info = errors[0]
+        merged.append(first)
+    merged += [r for key, r in counted.items() if key not in part_maps[0]]
+    successful = sum(1 for r in merged if r.success)
+    return ExpectationSuiteValidationResult(
+        success=successful == len(merged),
+        results=merged,
+        suite_name=suite.name,
+        statistics={
+            "evaluated_expectations": len(merged),
+            "successful_expectations": successful,
+            "unsuccessful_expectations": len(merged) - successful,
+            "success_percent": _percent(successful, len(merged)) if merged else None,
+        },
+        meta={**(parts[0].meta or {}), "validated_in_parts": len(parts)},
+    )
+
+
+def _validate_frames(wh: Warehouse, conn: Any, cfg: Config, business_date: dt.date, suite: Any, params: Mapping[str, Any], day_rows: int) -> Any:
+    """DuckDB: validate the day in pandas, in hash parts of at most about ``validation.part_rows`` rows when the
+    suite allows it (``split_columns``), so memory is bounded by the part, not the day."""
+    gx = _gx()
+    columns = suite_columns(suite)
+    keys = split_columns(suite)
+    parts = max(1, math.ceil(day_rows / cfg.validation.part_rows))
+    if keys is None or parts == 1:
+        return _frame_result(_day_frame(wh, conn, business_date, columns, None), suite, params)
+    import pandas as pd
+
+    row_wise = [e for e in suite.expectations if e.configuration.type != ROW_COUNT]
+    counts = [e for e in suite.expectations if e.configuration.type == ROW_COUNT]
+    part_suite = gx.ExpectationSuite(name=suite.name, expectations=row_wise, meta=suite.meta)
+    results = []
+    for index in range(parts):
+        frame = _day_frame(wh, conn, business_date, columns, (keys, index, parts))
+        results.append(_frame_result(frame, part_suite, params))
+        del frame
+    row_counts = None
+    if counts:
+        # The day's row count as a frame of no columns: an index of day_rows rows takes no memory.
+        count_suite = gx.ExpectationSuite(name=suite.name, expectations=counts, meta=suite.meta)
+        row_counts = _frame_result(pd.DataFrame(index=pd.RangeIndex(day_rows)), count_suite, params)
+    return _merge_results(results, row_counts, suite)
 
 
 # Engines where GX validates on the server (its SQL data source); DuckDB validates a pandas frame of the day.
@@ -454,8 +607,13 @@ def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str
         gx = _gx()
         run_suite = gx.ExpectationSuite(name=suite.name, expectations=kept, meta=suite.meta)
 
-        with _day_batch(wh, conn, business_date, run_suite) as (batch, row_count):
-            result = batch.validate(run_suite, result_format=RESULT_FORMAT, expectation_parameters=params)
+        row_count = int(wh.execute(conn, "select count(*) from raw.events where load_date = :d", {"d": business_date}).fetchall()[0][0])
+        # An empty day has no partition for GX to find on the server: validate the empty frame instead.
+        if wh.dialect in PUSHED_DOWN and row_count:
+            with _day_batch(wh, business_date) as batch:
+                result = batch.validate(run_suite, result_format=RESULT_FORMAT, expectation_parameters=params)
+        else:
+            result = _validate_frames(wh, conn, cfg, business_date, run_suite, params, row_count)
 
     outcomes = [
         ExpectationOutcome(

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cohortflow.config import Config, load_config
 from cohortflow.events import RAW_EVENT_SCHEMA
@@ -286,3 +288,111 @@ def test_duckdb_validation_reads_only_the_columns_the_suite_names():
     assert "properties" not in columns and "ingest_file" not in columns
     assert set(columns) == {"event_id", "event_name", "distinct_id", "event_time", "event_date", "received_at",
                             "load_date", "is_activity", "source_name"}
+
+
+# -- validation in parts (DuckDB) --------------------------------------------------
+def _without_examples(observed: str) -> str:
+    return observed.split(", e.g. ")[0]
+
+
+def _relaxed_warehouse(tmp_path: Path, part_rows: int) -> tuple[Config, Warehouse]:
+    cfg = make_config(tmp_path)
+    cfg = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"part_rows": part_rows})})
+    wh = Warehouse(cfg)
+    wh.bootstrap()
+    with wh.begin() as conn:
+        for column in ("event_id", "event_name", "distinct_id", "event_time", "event_date"):
+            wh.execute(conn, f"alter table raw.events alter column {column} drop not null")
+    return cfg, wh
+
+
+def _counts(doc: dict) -> list[tuple]:
+    """Each expectation's counts in the GX result document, by expectation."""
+    keys = ("element_count", "unexpected_count", "missing_count", "observed_value")
+    return sorted(
+        (r["expectation_config"]["type"], json.dumps(r["expectation_config"]["kwargs"], sort_keys=True))
+        + tuple(r["result"].get(k) for k in keys)
+        for r in doc["results"]
+    )
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(min_value=0, max_value=60),
+    defects=st.lists(
+        st.tuples(
+            st.sampled_from(["null_id", "null_name", "null_user", "null_time", "dup_id", "other_source", "early",
+                             "late", "unknown_name"]),
+            st.integers(min_value=0, max_value=59),
+            st.integers(min_value=0, max_value=59),
+        ),
+        max_size=12,
+    ),
+    part_rows=st.integers(min_value=1, max_value=25),
+)
+def test_validation_in_parts_reports_what_the_whole_day_reports(tmp_path_factory, n, defects, part_rows):
+    """The day split into hash parts (validation.part_rows) gives every expectation the outcome, counts and severity
+    of the whole day validated at once: nulls, duplicate ids (within and across sources), dates out of range, unknown
+    names and the row count, on any split; the examples shown are unexpected values of the day."""
+    rows = event_rows(D, n)
+    for kind, i, j in defects:
+        if not rows:
+            break
+        row, other = rows[i % len(rows)], rows[j % len(rows)]
+        if kind == "null_id":
+            row["event_id"] = None
+        elif kind == "null_name":
+            row["event_name"] = None
+        elif kind == "null_user":
+            row["distinct_id"] = None
+        elif kind == "null_time":
+            row["event_time"] = row["event_date"] = None
+        elif kind == "dup_id":
+            row["event_id"] = other["event_id"]
+        elif kind == "other_source":
+            row["source_name"] = "web"
+        elif kind == "early":
+            row["event_date"] = D - dt.timedelta(days=400)
+        elif kind == "late":
+            row["event_date"] = D + dt.timedelta(days=5)
+        else:
+            row["event_name"] = "not_in_the_plan"
+    outcomes = {}
+    for label, rows_per_part in (("whole", 10**6), ("parts", part_rows)):
+        cfg, wh = _relaxed_warehouse(tmp_path_factory.mktemp(label), rows_per_part)
+        try:
+            load_history(wh, per_day=10)
+            load(wh, rows)
+            outcome = validate_day(wh, cfg, D, "run-1")
+            doc = json.loads(outcome.result_path.read_text())
+        finally:
+            wh.dispose()
+        outcomes[label] = (outcome, doc)
+    whole, parts = outcomes["whole"][0], outcomes["parts"][0]
+    assert parts.row_count == whole.row_count == n
+    assert parts.status == whole.status
+    assert {r.label: (r.success, r.severity, _without_examples(r.observed)) for r in parts.results} == {
+        r.label: (r.success, r.severity, _without_examples(r.observed)) for r in whole.results
+    }
+    assert _counts(outcomes["parts"][1]) == _counts(outcomes["whole"][1])
+    expected_parts = max(1, -(-n // part_rows))
+    assert outcomes["parts"][1]["meta"].get("validated_in_parts", 1) == expected_parts
+    # The examples shown for a failed expectation are values the day really has.
+    for r in parts.results:
+        if not r.success and ", e.g. " in r.observed and r.label.startswith("expect_column_values_to_be_in_set(event_name"):
+            assert "'not_in_the_plan'" in r.observed
+
+
+def test_a_suite_whose_outcome_is_not_a_sum_of_parts_sees_the_whole_day():
+    from cohortflow.validate import split_columns
+
+    gx = pytest.importorskip("great_expectations")
+    suite = load_suite("raw_events")
+    assert split_columns(suite) == ["source_name", "event_id"]
+    mean = gx.expectations.ExpectColumnMeanToBeBetween(column="ingest_line", min_value=0, max_value=10)
+    assert split_columns(gx.ExpectationSuite(name="s", expectations=[*suite.expectations, mean])) is None
+    mostly = gx.expectations.ExpectColumnValuesToNotBeNull(column="event_name", mostly=0.9)
+    assert split_columns(gx.ExpectationSuite(name="s", expectations=[mostly])) is None
+    apart = gx.expectations.ExpectColumnValuesToBeUnique(column="distinct_id")
+    assert split_columns(gx.ExpectationSuite(name="s", expectations=[*suite.expectations, apart])) is None
+    assert split_columns(gx.ExpectationSuite(name="s", expectations=[suite.expectations[0]])) == ["event_id"]
