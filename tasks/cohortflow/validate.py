@@ -39,12 +39,14 @@ import logging
 import math
 import os
 import statistics
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cohortflow.config import Config
 from cohortflow.events import RAW_EVENT_SCHEMA
@@ -358,6 +360,8 @@ ROW_WISE = frozenset(
 # on a hash of columns every uniqueness expectation includes.
 UNIQUENESS = {"expect_compound_columns_to_be_unique": "column_list", "expect_column_values_to_be_unique": "column"}
 ROW_COUNT = "expect_table_row_count_to_be_between"
+# Rows per Arrow batch of the one scan that splits the day into parts.
+PART_BATCH_ROWS = 100_000
 
 
 def split_columns(suite: Any) -> list[str] | None:
@@ -383,23 +387,52 @@ def split_columns(suite: Any) -> list[str] | None:
     return shared or ["event_id"]
 
 
-def _day_frame(wh: Warehouse, conn: Any, business_date: dt.date, columns: list[str], part: tuple[list[str], int, int] | None) -> Any:
-    """A pandas frame of the day's rows (of one hash part of them), only ``columns``, typed as ``raw.events``. On
-    DuckDB read through its Arrow output: no Python object per value on the way."""
-    sql = DAY_EVENTS_SQL.format(columns=", ".join(columns)).replace(":d", "$d")
-    params: dict[str, Any] = {"d": business_date}
-    if part is not None:
-        keys, index, parts = part
-        sql += f" and hash({', '.join(keys)}) % $parts = $part"
-        params.update(parts=parts, part=index)
+def _typed_frame(table: pa.Table) -> Any:
+    """A pandas frame of ``raw.events`` columns, typed as the table."""
+    return pa.table({name: table.column(name).cast(RAW_EVENT_SCHEMA.field(name).type) for name in table.column_names}).to_pandas()
+
+
+def _day_frame(wh: Warehouse, conn: Any, business_date: dt.date, columns: list[str]) -> Any:
+    """A pandas frame of the day's rows, only ``columns``. On DuckDB read through its Arrow output: no Python object
+    per value on the way."""
     if wh.dialect == "duckdb":
-        table = conn.connection.driver_connection.sql(sql, params=params).to_arrow_table()
-    else:
-        # An empty day on a server GX validates on (its partition does not exist there).
-        table = wh.query_arrow(conn, DAY_EVENTS_SQL.format(columns=", ".join(columns)), {"d": business_date})
-    return pa.table(
-        {name: table.column(name).cast(RAW_EVENT_SCHEMA.field(name).type) for name in table.column_names}
-    ).to_pandas()
+        sql = DAY_EVENTS_SQL.format(columns=", ".join(columns)).replace(":d", "$d")
+        return _typed_frame(conn.connection.driver_connection.sql(sql, params={"d": business_date}).to_arrow_table())
+    # An empty day on a server GX validates on (its partition does not exist there).
+    return _typed_frame(wh.query_arrow(conn, DAY_EVENTS_SQL.format(columns=", ".join(columns)), {"d": business_date}))
+
+
+PART_COLUMN = "_cohortflow_part"
+
+
+def _day_parts(conn: Any, business_date: dt.date, columns: list[str], keys: list[str], parts: int, folder: Path) -> Iterator[Any]:
+    """The day's rows split on ``hash(keys) % parts``, one pandas frame per part. One scan of the day: its Arrow
+    batches are split by part into one Arrow IPC file per part under ``folder``, then each part is read back alone."""
+    sql = (
+        DAY_EVENTS_SQL.format(columns=", ".join([*columns, f"cast(hash({', '.join(keys)}) % cast($parts as ubigint) as integer) as {PART_COLUMN}"]))
+        .replace(":d", "$d")
+    )
+    reader = conn.connection.driver_connection.sql(sql, params={"d": business_date, "parts": parts}).to_arrow_reader(PART_BATCH_ROWS)
+    schema = reader.schema.remove(reader.schema.get_field_index(PART_COLUMN))
+    paths = [folder / f"part-{index}.arrow" for index in range(parts)]
+    writers = [pa.ipc.new_file(path, schema) for path in paths]
+    try:
+        for batch in reader:
+            part = batch.column(PART_COLUMN)
+            batch = batch.drop_columns([PART_COLUMN])
+            for index in pc.unique(part).to_pylist():
+                writers[index].write_batch(batch.filter(pc.equal(part, index)))
+    finally:
+        # A DuckDB result stays open on the connection until its reader is closed, drained or not.
+        reader.close()
+        for writer in writers:
+            writer.close()
+    for path in paths:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        path.unlink()
+        yield _typed_frame(table)
+        del table
 
 
 def _frame_result(frame: Any, suite: Any, params: Mapping[str, Any]) -> Any:
@@ -498,19 +531,20 @@ def _validate_frames(wh: Warehouse, conn: Any, cfg: Config, business_date: dt.da
     keys = split_columns(suite)
     parts = max(1, math.ceil(day_rows / cfg.validation.part_rows))
     if keys is None or parts == 1:
-        return _frame_result(_day_frame(wh, conn, business_date, columns, None), suite, params)
+        return _frame_result(_day_frame(wh, conn, business_date, columns), suite, params)
     import pandas as pd
 
     row_wise = [e for e in suite.expectations if e.configuration.type != ROW_COUNT]
     counts = [e for e in suite.expectations if e.configuration.type == ROW_COUNT]
     part_suite = gx.ExpectationSuite(name=suite.name, expectations=row_wise, meta=suite.meta)
     results = []
-    for index in range(parts):
-        frame = _day_frame(wh, conn, business_date, columns, (keys, index, parts))
-        results.append(_frame_result(frame, part_suite, params))
-        # GX's context, data source and batch refer to each other: collect them with the frame.
-        del frame
-        gc.collect()
+    cfg.target_path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".validate-parts-", dir=cfg.target_path) as folder:
+        for frame in _day_parts(conn, business_date, columns, keys, parts, Path(folder)):
+            results.append(_frame_result(frame, part_suite, params))
+            # GX's context, data source and batch refer to each other: collect them with the frame.
+            del frame
+            gc.collect()
     row_counts = None
     if counts:
         # The day's row count as a frame of no columns: an index of day_rows rows takes no memory.
