@@ -21,13 +21,10 @@ while the day's other files load.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import multiprocessing
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -53,6 +50,7 @@ from cohortflow.events import (
     canonical_json,
 )
 from cohortflow.faults import checkpoint
+from cohortflow.iofail import scratch_folder
 from cohortflow.linereader import FileLines
 from cohortflow.privacy import PrivacyError, Pseudonymizer
 from cohortflow.progress import Meter, duration, plural, rate
@@ -975,36 +973,12 @@ def load_day(
     The transaction also records the load as a change (``meta.change_log``) with the (user, event date) pairs it
     added, removed or re-attributed (``meta.changed_pairs``): the models rebuild exactly what those can change.
     """
-    with _spool_dir(cfg) as spool:
+    with scratch_folder(cfg.target_path, SPOOL_PREFIX) as spool:
         batch = parse_day(cfg, business_date, spool, progress)
         return _load_batch(wh, cfg, business_date, run_id, batch)
 
 
 SPOOL_PREFIX = ".ingest-spool-"
-
-
-@contextlib.contextmanager
-def _spool_dir(cfg: Config) -> Iterator[Path]:
-    """A folder for the parsed lines under the target folder (sized for the warehouse, unlike a small /tmp), removed
-    when the load ends; the folders a killed ingest left behind (their process is gone) are removed first."""
-    target = cfg.target_path
-    target.mkdir(parents=True, exist_ok=True)
-    for old in target.glob(SPOOL_PREFIX + "*"):
-        pid = old.name[len(SPOOL_PREFIX):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f"{SPOOL_PREFIX}{os.getpid()}-", dir=target) as spool:
-        yield Path(spool)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # (PermissionError: alive, another user's)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _load_batch(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str, batch: Batch) -> Ledger:

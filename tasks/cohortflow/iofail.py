@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 # Below this much free space a failed write is put down to a full disk (engines often report only "write failed").
@@ -47,3 +51,27 @@ def describe(exc: BaseException, path: Path, what: str) -> str:
         room = f"{free:,} bytes free" if free is not None else "free space unknown"
         return f"no space left on device writing {what} {path} ({room}): {text}"
     return f"cannot write {what} {path}: {text}"
+
+
+@contextlib.contextmanager
+def scratch_folder(target: Path, prefix: str) -> Iterator[Path]:
+    """A folder for a task's scratch files under the target folder (sized for the warehouse, unlike a small /tmp),
+    named ``<prefix><pid>-...`` and removed when the block ends; the folders of the same prefix that a killed process
+    left behind (their process is gone) are removed first."""
+    target.mkdir(parents=True, exist_ok=True)
+    for old in target.glob(prefix + "*"):
+        pid = old.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=target) as folder:
+        yield Path(folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # (PermissionError: alive, another user's)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True

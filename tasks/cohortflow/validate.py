@@ -39,7 +39,6 @@ import logging
 import math
 import os
 import statistics
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,7 @@ import pyarrow.compute as pc
 from cohortflow.config import Config
 from cohortflow.events import RAW_EVENT_SCHEMA
 from cohortflow.faults import checkpoint
-from cohortflow.iofail import OutputError, describe
+from cohortflow.iofail import OutputError, describe, scratch_folder
 from cohortflow.progress import plural
 from cohortflow.warehouse import Warehouse
 
@@ -362,6 +361,7 @@ UNIQUENESS = {"expect_compound_columns_to_be_unique": "column_list", "expect_col
 ROW_COUNT = "expect_table_row_count_to_be_between"
 # Rows per Arrow batch of the one scan that splits the day into parts.
 PART_BATCH_ROWS = 100_000
+PARTS_PREFIX = ".validate-parts-"
 
 
 def split_columns(suite: Any) -> list[str] | None:
@@ -538,9 +538,8 @@ def _validate_frames(wh: Warehouse, conn: Any, cfg: Config, business_date: dt.da
     counts = [e for e in suite.expectations if e.configuration.type == ROW_COUNT]
     part_suite = gx.ExpectationSuite(name=suite.name, expectations=row_wise, meta=suite.meta)
     results = []
-    cfg.target_path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".validate-parts-", dir=cfg.target_path) as folder:
-        for frame in _day_parts(conn, business_date, columns, keys, parts, Path(folder)):
+    with scratch_folder(cfg.target_path, PARTS_PREFIX) as folder:
+        for frame in _day_parts(conn, business_date, columns, keys, parts, folder):
             results.append(_frame_result(frame, part_suite, params))
             # GX's context, data source and batch refer to each other: collect them with the frame.
             del frame

@@ -396,3 +396,19 @@ def test_a_suite_whose_outcome_is_not_a_sum_of_parts_sees_the_whole_day():
     apart = gx.expectations.ExpectColumnValuesToBeUnique(column="distinct_id")
     assert split_columns(gx.ExpectationSuite(name="s", expectations=[*suite.expectations, apart])) is None
     assert split_columns(gx.ExpectationSuite(name="s", expectations=[suite.expectations[0]])) == ["event_id"]
+
+
+def test_the_parts_folder_is_removed_also_when_a_killed_validation_left_it(tmp_path):
+    from cohortflow.validate import PARTS_PREFIX
+
+    cfg, wh = _relaxed_warehouse(tmp_path, part_rows=7)
+    left = cfg.target_path / f"{PARTS_PREFIX}{2**22 + 12345}-dead"  # above pid_max's default: no such process
+    (left / "part-0.arrow").parent.mkdir(parents=True)
+    (left / "part-0.arrow").write_bytes(b"left by a killed validation")
+    try:
+        load(wh, event_rows(D, 30))
+        outcome = validate_day(wh, cfg, D, "run-1")
+    finally:
+        wh.dispose()
+    assert json.loads(outcome.result_path.read_text())["meta"]["validated_in_parts"] == 5
+    assert not list(cfg.target_path.glob(PARTS_PREFIX + "*"))
