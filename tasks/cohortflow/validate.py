@@ -362,6 +362,7 @@ ROW_COUNT = "expect_table_row_count_to_be_between"
 # Rows per Arrow batch of the one scan that splits the day into parts.
 PART_BATCH_ROWS = 100_000
 PARTS_PREFIX = ".validate-parts-"
+PART_COLUMN = "_cohortflow_part"
 
 
 def split_columns(suite: Any) -> list[str] | None:
@@ -400,9 +401,6 @@ def _day_frame(wh: Warehouse, conn: Any, business_date: dt.date, columns: list[s
         return _typed_frame(conn.connection.driver_connection.sql(sql, params={"d": business_date}).to_arrow_table())
     # An empty day on a server GX validates on (its partition does not exist there).
     return _typed_frame(wh.query_arrow(conn, DAY_EVENTS_SQL.format(columns=", ".join(columns)), {"d": business_date}))
-
-
-PART_COLUMN = "_cohortflow_part"
 
 
 def _day_parts(conn: Any, business_date: dt.date, columns: list[str], keys: list[str], parts: int, folder: Path) -> Iterator[Any]:
@@ -482,24 +480,23 @@ def _merged_counts(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _merge_results(parts: list[Any], row_counts: Any, suite: Any) -> Any:
-    """The suite's result over the whole day from its results over the parts (and the row-count expectations' result
-    over the day's row count). Results are matched by expectation configuration, in the suite's order."""
+    """The suite's result over the whole day from its results over the parts, followed by the row-count expectations'
+    result over the day's row count. A part's results are matched to the first part's by expectation configuration
+    (and by occurrence, should a suite repeat one)."""
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
 
-    def by_config(result: Any) -> dict[str, Any]:
-        def key(config: Any) -> str:
+    def by_config(result: Any) -> dict[tuple[str, int], Any]:
+        keyed: dict[tuple[str, int], Any] = {}
+        for r in result.results:
+            config = r.expectation_config
             kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id"}
-            return json.dumps([config.type, kwargs, config.meta], sort_keys=True, default=str)
-
-        return {key(r.expectation_config): r for r in result.results}
+            key = json.dumps([config.type, kwargs, config.meta], sort_keys=True, default=str)
+            keyed[key, sum(1 for seen, _ in keyed if seen == key)] = r
+        return keyed
 
     part_maps = [by_config(p) for p in parts]
-    counted = by_config(row_counts) if row_counts is not None else {}
     merged = []
     for key, first in part_maps[0].items():
-        if key in counted:
-            merged.append(counted[key])
-            continue
         each = [m[key] for m in part_maps]
         first.result = _merged_counts([r.result for r in each])
         first.success = all(r.success for r in each)
@@ -507,7 +504,7 @@ def _merge_results(parts: list[Any], row_counts: Any, suite: Any) -> Any:
         if errors:
             first.exception_info = errors[0]
         merged.append(first)
-    merged += [r for key, r in counted.items() if key not in part_maps[0]]
+    merged += row_counts.results if row_counts is not None else []
     successful = sum(1 for r in merged if r.success)
     return ExpectationSuiteValidationResult(
         success=successful == len(merged),
