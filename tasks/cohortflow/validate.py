@@ -71,7 +71,8 @@ EVENTS_SUITE = "raw_events"
 VOLUME_EXPECTATION = "expect_table_row_count_to_be_between"
 
 # The batch of the events suite: the rows the ingest loaded for the date.
-DAY_EVENTS_SQL = "select {columns} from raw.events where load_date = :d"
+# Read on DuckDB through its own connection (Arrow output), so in its own parameter syntax.
+DUCKDB_DAY_EVENTS_SQL = "select {columns} from raw.events where load_date = $d"
 VOLUME_HISTORY_SQL = """
 select load_date, count(*) as row_count
 from raw.events
@@ -393,23 +394,21 @@ def _typed_frame(table: pa.Table) -> Any:
     return pa.table({name: table.column(name).cast(RAW_EVENT_SCHEMA.field(name).type) for name in table.column_names}).to_pandas()
 
 
-def _day_frame(wh: Warehouse, conn: Any, business_date: dt.date, columns: list[str]) -> Any:
+def _day_frame(wh: Warehouse, conn: Any, business_date: dt.date, columns: list[str], day_rows: int) -> Any:
     """A pandas frame of the day's rows, only ``columns``. On DuckDB read through its Arrow output: no Python object
-    per value on the way."""
-    if wh.dialect == "duckdb":
-        sql = DAY_EVENTS_SQL.format(columns=", ".join(columns)).replace(":d", "$d")
-        return _typed_frame(conn.connection.driver_connection.sql(sql, params={"d": business_date}).to_arrow_table())
-    # An empty day on a server GX validates on (its partition does not exist there).
-    return _typed_frame(wh.query_arrow(conn, DAY_EVENTS_SQL.format(columns=", ".join(columns)), {"d": business_date}))
+    per value on the way. An empty day (on a server GX validates on, its partition does not exist) is the empty
+    frame of the table's columns."""
+    if not day_rows:
+        return _typed_frame(RAW_EVENT_SCHEMA.empty_table().select(columns))
+    sql = DUCKDB_DAY_EVENTS_SQL.format(columns=", ".join(columns))
+    return _typed_frame(conn.connection.driver_connection.sql(sql, params={"d": business_date}).to_arrow_table())
 
 
 def _day_parts(conn: Any, business_date: dt.date, columns: list[str], keys: list[str], parts: int, folder: Path) -> Iterator[Any]:
     """The day's rows split on ``hash(keys) % parts``, one pandas frame per part. One scan of the day: its Arrow
     batches are split by part into one Arrow IPC file per part under ``folder``, then each part is read back alone."""
-    sql = (
-        DAY_EVENTS_SQL.format(columns=", ".join([*columns, f"cast(hash({', '.join(keys)}) % cast($parts as ubigint) as integer) as {PART_COLUMN}"]))
-        .replace(":d", "$d")
-    )
+    part = f"cast(hash({', '.join(keys)}) % cast($parts as ubigint) as integer) as {PART_COLUMN}"
+    sql = DUCKDB_DAY_EVENTS_SQL.format(columns=", ".join([*columns, part]))
     reader = conn.connection.driver_connection.sql(sql, params={"d": business_date, "parts": parts}).to_arrow_reader(PART_BATCH_ROWS)
     schema = reader.schema.remove(reader.schema.get_field_index(PART_COLUMN))
     paths = [folder / f"part-{index}.arrow" for index in range(parts)]
@@ -528,7 +527,7 @@ def _validate_frames(wh: Warehouse, conn: Any, cfg: Config, business_date: dt.da
     keys = split_columns(suite)
     parts = max(1, math.ceil(day_rows / cfg.validation.part_rows))
     if keys is None or parts == 1:
-        return _frame_result(_day_frame(wh, conn, business_date, columns), suite, params)
+        return _frame_result(_day_frame(wh, conn, business_date, columns, day_rows), suite, params)
     import pandas as pd
 
     row_wise = [e for e in suite.expectations if e.configuration.type != ROW_COUNT]
@@ -644,7 +643,7 @@ def validate_day(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str
         gx = _gx()
         run_suite = gx.ExpectationSuite(name=suite.name, expectations=kept, meta=suite.meta)
 
-        row_count = int(wh.execute(conn, "select count(*) from raw.events where load_date = :d", {"d": business_date}).fetchall()[0][0])
+        row_count = int(wh.scalar(conn, "select count(*) from raw.events where load_date = :d", {"d": business_date}))
         # An empty day has no partition for GX to find on the server: validate the empty frame instead.
         if wh.dialect in PUSHED_DOWN and row_count:
             with _day_batch(wh, business_date) as batch:

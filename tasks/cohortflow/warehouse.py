@@ -529,7 +529,10 @@ class Warehouse:
         return conn.execute(sa.text(statement), dict(params or {}))
 
     def scalar(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self.execute(conn, sql, params).scalar()
+        # Every row is fetched: DuckDB keeps a result that was not read to its end open on the connection, and its
+        # next query through the driver connection (an Arrow read, a registered view) is refused until then.
+        rows = self.execute(conn, sql, params).fetchall()
+        return rows[0][0] if rows else None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -646,13 +649,6 @@ class Warehouse:
             self.execute(conn, f"analyze {name}")
         yield name
         self.execute(conn, f"drop table {name}")
-
-    def query_arrow(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> pa.Table:
-        result = self.execute(conn, sql, params)
-        cols = list(result.keys())
-        rows = result.fetchall()
-        return pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)})
-
 
 def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
