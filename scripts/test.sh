@@ -4,7 +4,7 @@
 # 3.1.1 server on loopback, run pytest, stop them all. Arguments go to pytest.
 #
 #   1. the suite on DuckDB, PostgreSQL and Trino in .venv (SDK 3.1.1), while the
-#      DolphinScheduler server starts;
+#      DolphinScheduler server starts, and beside it the slow Trino tests (the lane);
 #   2. the offline tests of the 3.2.x definitions in .venv-ds32 (SDK 4.1.0; the two SDKs
 #      cannot share an environment);
 #   3. the DolphinScheduler integration tests, inside the server's network namespace
@@ -21,8 +21,16 @@ scripts/bootstrap.sh test-ds32
 scripts/chromium.sh
 scripts/pgcluster.sh start
 ds_starter=""
+lane="" lane_tmp="${TMPDIR:-/tmp}/cohortflow-trino-lane"
 cleanup() {
     [ -n "$ds_starter" ] && kill "$ds_starter" 2>/dev/null || true
+    if [ -n "$lane" ]; then
+        kill "$lane" 2>/dev/null && wait "$lane" 2>/dev/null
+        # a killed lane does not stop the two-node cluster of tests/integration/test_trino_cluster.py
+        for dir in "$lane_tmp"/trino-two-nodes*; do
+            [ -d "$dir" ] && COHORTFLOW_TRINO_DIR=$dir scripts/trino.sh stop
+        done
+    fi || true
     scripts/dolphinscheduler.sh stop || true
     scripts/trino.sh stop || true
     scripts/pgcluster.sh stop
@@ -40,7 +48,15 @@ eval "$(scripts/trino.sh env)"
 
 codes=()
 run() { local rc=0; "$@" || rc=$?; codes+=("$rc"); }
-run .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" "$@"
+# The Trino lane (TRINO_LANE in tests/conftest.py: the nightly comparison with DuckDB, the two-node
+# cluster) runs in a second pytest process beside the main run, in its own temporary folder; its
+# output is printed at the end.
+lane_log=target/trino-lane.log
+COHORTFLOW_TEST_TRINO_SCOPE=lane .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" \
+    --basetemp="$lane_tmp" -p no:cacheprovider "$@" >"$lane_log" 2>&1 &
+lane=$!
+lane_started=$SECONDS
+run env COHORTFLOW_TEST_TRINO_SCOPE=main .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" "$@"
 run .venv-ds32/bin/python -m pytest -m sdk32 "$@" tests/unit/test_register.py
 if ! wait "$ds_starter"; then
     ds_starter=""
@@ -53,6 +69,13 @@ cat target/dolphinscheduler-start.log >&2
 eval "$(scripts/dolphinscheduler.sh env)"
 run scripts/dolphinscheduler.sh exec .venv/bin/python -m pytest -m dolphinscheduler "$@"
 scripts/dolphinscheduler.sh status >&2 || true
+echo "waiting for the Trino lane" >&2
+lane_rc=0
+wait "$lane" || lane_rc=$?
+lane=""
+codes+=("$lane_rc")
+echo "---- Trino lane (exit $lane_rc, $((SECONDS - lane_started)) s): $lane_log" >&2
+cat "$lane_log" >&2
 
 status=0 selected=0
 for rc in "${codes[@]}"; do
@@ -63,5 +86,5 @@ for rc in "${codes[@]}"; do
     esac
 done
 [ "$selected" = 1 ] || status=5
-echo "test runs exited ${codes[*]} (DuckDB/PostgreSQL/Trino, SDK 4.1.0 offline, DolphinScheduler); whole run $((SECONDS - t0)) s" >&2
+echo "test runs exited ${codes[*]} (DuckDB/PostgreSQL/Trino, SDK 4.1.0 offline, DolphinScheduler, Trino lane); whole run $((SECONDS - t0)) s" >&2
 exit "$status"

@@ -166,21 +166,63 @@ def write_config(project_dir: Path, **overrides) -> Path:
 
 
 # Trino runs each statement with a fixed overhead (planning, metastore writes, a scratch table per shared CTE):
-# a night of the whole workflow on tiny data costs minutes on the 2-core CI machine, so the Trino variants of the
-# engine-parametrised tests run for this selection (test id substrings) unless COHORTFLOW_TEST_TRINO_ALL=1.
-# (The end-to-end nightly comparison, the publish killed half way and the two-node cluster always run on Trino.)
+# a night of the whole workflow on tiny data costs minutes on the 2-core CI machine. Which Trino variants run is
+# chosen by COHORTFLOW_TEST_TRINO_SCOPE:
+#   selection (the default)  the cheap TRINO_SELECTION; the TRINO_LANE tests are skipped with a reason
+#   main                     as selection, with the TRINO_LANE tests deselected (scripts/test.sh's main run)
+#   lane                     only the TRINO_LANE tests: scripts/test.sh runs them in a second pytest process,
+#                            beside the main run, on the core the main run leaves idle while it waits on I/O
+#   all                      every Trino variant (also COHORTFLOW_TEST_TRINO_ALL=1)
+# The publish killed half way (tests/integration/test_trino_cluster.py) runs in every scope but lane.
 TRINO_SELECTION = (
     "test_dialect_semantics.py",
     "test_run_log.py",
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
 )
-# Always on Trino when a server is configured: the publish killed half way (tests/integration/test_trino_cluster.py).
-# The two-node run, the nightly comparison with DuckDB (tests/e2e/test_nightly.py), the state machine and the
-# property tests run on Trino with COHORTFLOW_TEST_TRINO_ALL=1: about an hour more on a 2-core machine.
+# Node ids (or their prefixes) of the lane, longest first.
+TRINO_LANE = (
+    "tests/integration/test_trino_cluster.py::test_the_models_run_distributed_on_a_coordinator_and_a_worker",
+    "tests/e2e/test_nightly.py::test_active_users_equal_the_ground_truth[trino]",
+    "tests/e2e/test_nightly.py::test_every_published_table_is_identical_on_every_engine[trino]",
+    "tests/e2e/test_nightly.py::test_rerunning_a_date_gives_identical_tables[trino]",
+)
+TRINO_SKIP_REASON = "Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_SCOPE=lane or all runs it)"
+TRINO_SCOPES = ("selection", "main", "lane", "all")
+
+
+def trino_scope() -> str:
+    if os.environ.get("COHORTFLOW_TEST_TRINO_ALL") == "1":
+        return "all"
+    scope = os.environ.get("COHORTFLOW_TEST_TRINO_SCOPE") or "selection"
+    if scope not in TRINO_SCOPES:
+        raise pytest.UsageError(f"COHORTFLOW_TEST_TRINO_SCOPE must be one of {', '.join(TRINO_SCOPES)} (got {scope!r})")
+    return scope
+
+
+def in_trino_lane(nodeid: str) -> bool:
+    """``nodeid`` is a lane test, or a module or fixture prefix of one (``tests/e2e/test_nightly.py``)."""
+    return any(lane.startswith(nodeid) or nodeid.startswith(lane) for lane in TRINO_LANE)
 
 
 def trino_selected(nodeid: str) -> bool:
-    return os.environ.get("COHORTFLOW_TEST_TRINO_ALL") == "1" or any(part in nodeid for part in TRINO_SELECTION)
+    scope = trino_scope()
+    if scope == "all":
+        return True
+    if scope == "lane":
+        return in_trino_lane(nodeid)
+    return any(part in nodeid for part in TRINO_SELECTION)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    scope = trino_scope()
+    if scope not in ("main", "lane"):
+        return
+    keep, drop = [], []
+    for item in items:
+        (keep if in_trino_lane(item.nodeid) == (scope == "lane") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(params=ENGINES)
@@ -190,7 +232,7 @@ def engine(request) -> str:
         pg_settings()
     if request.param == "trino":
         if not trino_selected(request.node.nodeid):
-            pytest.skip("Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_ALL=1 runs it)")
+            pytest.skip(TRINO_SKIP_REASON)
         trino_settings()
     return request.param
 

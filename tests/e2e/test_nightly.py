@@ -92,7 +92,7 @@ def built(tmp_path_factory):
         pg_settings()
         made["postgres"] = _build(tmp_path_factory, "postgres", "pg")
     # Eight nights and two reruns on Trino take longer than the CI budget allows (about 3 minutes a night on a
-    # single node); the selection in tests/conftest.py decides (COHORTFLOW_TEST_TRINO_ALL=1 runs it).
+    # single node); the scope of tests/conftest.py decides (scripts/test.sh runs it in the Trino lane).
     if (os.environ.get("COHORTFLOW_TEST_TRINO_URL") or os.environ.get("CI")) and trino_selected("tests/e2e/test_nightly.py"):
         trino_settings()
         made["trino"] = _build(tmp_path_factory, "trino", "trino")

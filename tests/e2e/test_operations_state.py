@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from cohortflow.dag import load_workflows
 from cohortflow.publish import reader_file_path
 from cohortflow.runner import FAIL_ENV, TaskFailed, rebuild_range, run_workflow
-from tests.conftest import Project, pg_settings, short_analyses, trino_selected, trino_settings
+from tests.conftest import TRINO_SKIP_REASON, Project, pg_settings, short_analyses, trino_selected, trino_settings
 from tests.e2e.reference import full_rebuild, normalise, published, published_columns
 
 START = dt.date(2026, 11, 1)
@@ -199,7 +199,7 @@ def test_operations_keep_reports_equal_to_a_full_rebuild(engine_name, tmp_path, 
         pg_settings()
     if engine_name == "trino":
         if not trino_selected(request.node.nodeid):
-            pytest.skip("Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_ALL=1 runs it)")
+            pytest.skip(TRINO_SKIP_REASON)
         trino_settings()
     machine = type(f"Operations_{engine_name}", (Operations,), {"engine_name": engine_name, "root": tmp_path})
     examples, steps = EXAMPLES[engine_name]

@@ -24,7 +24,7 @@ from cohortflow.dag import load_workflows
 from cohortflow.demo import DemoSpec, generate
 from cohortflow.models import published_models
 from cohortflow.runner import run_task, run_workflow
-from tests.conftest import Project, short_analyses, trino_selected, trino_settings
+from tests.conftest import TRINO_SKIP_REASON, Project, short_analyses, trino_selected, trino_settings
 
 REPO = Path(__file__).resolve().parents[2]
 START = dt.date(2026, 11, 1)
@@ -55,9 +55,9 @@ def _run_nights(project: Project, days: int) -> dict[str, list[tuple]]:
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     """A coordinator and one worker on their own ports, with the test cluster's settings otherwise."""
-    # Two more JVMs beside the test cluster: about 10 minutes on a 2-core machine, outside the CI budget.
-    if not trino_selected("tests/integration/test_trino_cluster.py::two_nodes"):
-        pytest.skip("the two-node cluster runs with COHORTFLOW_TEST_TRINO_ALL=1")
+    # Two more JVMs beside the test cluster: about 7 minutes on a 2-core machine (the lane of tests/conftest.py).
+    if not trino_selected("tests/integration/test_trino_cluster.py::test_the_models_run_distributed"):
+        pytest.skip(TRINO_SKIP_REASON)
     trino_settings()
     folder = tmp_path_factory.mktemp("trino-two-nodes")
     env = {
