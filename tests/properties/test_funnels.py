@@ -18,7 +18,6 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
@@ -26,10 +25,9 @@ from hypothesis import strategies as st
 
 from cohortflow.analyses import load_definitions, model_params
 from cohortflow.config import Config
-from cohortflow.events import RAW_EVENT_SCHEMA
 from cohortflow.models import load_models
 from cohortflow.warehouse import Warehouse, render
-from tests.conftest import build_fresh
+from tests.conftest import load_and_build_fresh
 from tests.reference import funnels as ref
 
 MODELS = ("stg_identities", "stg_events", "segment_membership_daily", "funnel_conversion_daily")
@@ -174,11 +172,7 @@ def _raw_rows(events, timezone):
 def build(wh: Warehouse, cfg: Config, events, start: dt.date, end: dt.date) -> None:
     """Load the events and build the funnel model (and what it reads) for exactly [start, end]."""
     params = {**model_params(cfg), "start_date": start, "end_date": end}
-    with wh.begin() as conn:
-        wh.execute(conn, "delete from raw.events")
-        wh.load_arrow(conn, "raw.events", pa.Table.from_pylist(_raw_rows(events, cfg.timezone), schema=RAW_EVENT_SCHEMA))
-        load_definitions(wh, conn, cfg)
-        build_fresh(wh, conn, params, MODELS)
+    load_and_build_fresh(wh, cfg, _raw_rows(events, cfg.timezone), params, MODELS)
 
 
 def staged(wh: Warehouse) -> list[ref.Event]:

@@ -15,17 +15,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-import pyarrow as pa
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cohortflow.analyses import load_definitions, model_params
+from cohortflow.analyses import model_params
 from cohortflow.config import load_config
-from cohortflow.events import RAW_EVENT_SCHEMA
 from cohortflow.warehouse import Warehouse
-from tests.conftest import build_fresh, write_config
+from tests.conftest import load_and_build_fresh
 from tests.reference import retention as ref
 
 MODELS = (
@@ -153,14 +150,10 @@ def _raw_rows(events):
 def build(wh: Warehouse, cfg, events, start: dt.date, end: dt.date) -> None:
     """Load the events and build this module's models (and what they read) for exactly [start, end]."""
     params = {**model_params(cfg), "start_date": start, "end_date": end}
-    with wh.begin() as conn:
-        wh.execute(conn, "delete from raw.events")
-        # What the pipeline has loaded by the as-of date ``end``: the ingest never loads an event dated after its
-        # business date (event_in_future), so no loaded event lies after the as-of date.
-        rows = [r for r in _raw_rows(events) if r["event_date"] <= end]
-        wh.load_arrow(conn, "raw.events", pa.Table.from_pylist(rows, schema=RAW_EVENT_SCHEMA))
-        load_definitions(wh, conn, cfg)
-        build_fresh(wh, conn, params, MODELS)
+    # What the pipeline has loaded by the as-of date ``end``: the ingest never loads an event dated after its
+    # business date (event_in_future), so no loaded event lies after the as-of date.
+    rows = [r for r in _raw_rows(events) if r["event_date"] <= end]
+    load_and_build_fresh(wh, cfg, rows, params, MODELS)
 
 
 def staged(wh: Warehouse) -> list[dict]:

@@ -16,17 +16,14 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-import pyarrow as pa
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cohortflow.analyses import load_definitions, model_params
+from cohortflow.analyses import model_params
 from cohortflow.config import load_config
-from cohortflow.events import RAW_EVENT_SCHEMA
 from cohortflow.warehouse import Warehouse
-from tests.conftest import build_fresh, write_config
+from tests.conftest import load_and_build_fresh, write_config
 from tests.reference import sessions as ref
 
 MODELS = (
@@ -143,11 +140,7 @@ def _raw_rows(events):
 def build(wh: Warehouse, cfg, events, start: dt.date, end: dt.date) -> None:
     """Load the events and build this module's models (and their staging) for exactly [start, end]."""
     params = {**model_params(cfg), "start_date": start, "end_date": end}
-    with wh.begin() as conn:
-        wh.execute(conn, "delete from raw.events")
-        wh.load_arrow(conn, "raw.events", pa.Table.from_pylist(_raw_rows(events), schema=RAW_EVENT_SCHEMA))
-        load_definitions(wh, conn, cfg)
-        build_fresh(wh, conn, params, MODELS)
+    load_and_build_fresh(wh, cfg, _raw_rows(events), params, MODELS)
 
 
 def read(wh: Warehouse, table: str, columns: list[str]) -> list[tuple]:
