@@ -328,8 +328,9 @@ def build_fresh(wh: Warehouse, conn: sa.Connection | None, params: dict, names) 
 def load_and_build_fresh(wh: Warehouse, cfg: Config, rows: list[dict], params: dict, names) -> None:
     """Replace ``raw.events`` with ``rows``, load ``cfg``'s definitions, and build ``names`` from scratch (see
     :func:`build_fresh`), each step committed as the pipeline commits it: the ingest, the definitions, one
-    transaction per model. (On Trino's Hive connector, the definitions written earlier in one transaction read
-    back empty in it once other tables had been written: every funnel of the property test came out empty.)"""
+    transaction per model. (On Trino the scratch tables of a build are made by CREATE TABLE AS outside the
+    transaction, as all DDL, and read committed rows only: with the definitions written in the build's transaction,
+    every funnel of the property test came out empty.)"""
     import pyarrow as pa
 
     from cohortflow.analyses import load_definitions

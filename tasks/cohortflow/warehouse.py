@@ -105,13 +105,16 @@ def _prop(node: exp.Anonymous, target: str) -> exp.Expression:
         return exp.Anonymous(this="jsonb_extract_path_text", expressions=[exp.cast(doc, "jsonb"), key])
     if target == "trino":
         # Trino's JSON paths must be constants: the document as a map from key to JSON value; a string value's
-        # text is its cast to varchar, any other value's its JSON text (as DuckDB's json_extract_string).
+        # text is its cast to varchar, any other value's its JSON text (as DuckDB's json_extract_string). Only a
+        # string is cast: Trino casts the JSON number 2.5 to '2.5E0'.
         value = exp.func(
             "element_at", exp.cast(exp.func("json_parse", doc), "map(varchar, json)", dialect="trino"), key
         )
+        text = exp.func("json_format", value.copy())
+        is_string = exp.func("starts_with", text.copy(), exp.Literal.string('"'))
         return exp.Coalesce(
-            this=exp.TryCast(this=value, to=exp.DataType.build("varchar")),
-            expressions=[exp.Nullif(this=exp.func("json_format", value.copy()), expression=exp.Literal.string("null"))],
+            this=exp.If(this=is_string, true=exp.cast(value, "varchar")),
+            expressions=[exp.Nullif(this=text, expression=exp.Literal.string("null"))],
         )
     # DuckDB: a JSONPath whose member name is the key quoted as a JSON string ($."a.b").
     path = exp.DPipe(this=exp.Literal.string("$."), expression=exp.cast(exp.func("to_json", key), "varchar"))

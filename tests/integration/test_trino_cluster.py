@@ -5,8 +5,8 @@
   DuckDB's on the same logs, and most of the funnel's tasks ran in the worker process.
 * A publish process killed while its transaction is open (after some of the tables were written in it): the
   published tables are the old state or the new one, never a mix; rerunning the publish gives the new one.
-* A transaction fact of the Hive connector that the builds rely on (CREATE TABLE AS does not see the rows
-  inserted earlier in its transaction).
+* What the builds rely on: a CREATE TABLE AS (DDL, run outside the transaction) does not see the rows inserted
+  earlier in the transaction.
 """
 
 from __future__ import annotations
@@ -182,10 +182,11 @@ def test_a_publish_killed_half_way_leaves_the_old_state_or_the_new(make_project)
 
 
 def test_a_create_table_as_does_not_see_rows_inserted_earlier_in_its_transaction(make_project):
-    """A Hive-connector fact the model builds rely on: inside one transaction, CREATE TABLE AS reads a table as
-    committed (without the rows INSERTed into it in the transaction), while INSERT ... SELECT sees them. So the
-    definitions (meta.def_*), which the scratch tables of a build read by CREATE TABLE AS, are committed before
-    the builds, as every build path does (and the tests' tests/conftest.py load_and_build_fresh)."""
+    """What the model builds rely on: the warehouse runs DDL on Trino on its own autocommitting connection (a table
+    created in a transaction cannot be written in it), CREATE TABLE AS included, so the scratch tables of a build read
+    committed rows only, while an INSERT ... SELECT in the transaction sees the rows it inserted. Hence the
+    definitions (meta.def_*) are committed before the builds, as every build path commits them (and the tests'
+    tests/conftest.py load_and_build_fresh)."""
     project = make_project("trino")
     wh = project.warehouse()
     wh.bootstrap()

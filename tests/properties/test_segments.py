@@ -170,7 +170,7 @@ def build(wh: Warehouse, cfg, start: dt.date, end: dt.date) -> None:
             params = {**model_params(cfg), "start_date": lo, "end_date": hi, "as_of_date": hi, "scoped": False, "model_name": name}
             clear_model_table(wh, conn, model)
             for stmt in model_statements(model, wh.dialect, _scratch_prefix(wh, conn, model)):
-                conn.execute(sa.text(stmt), params if ":" in stmt else {})
+                wh.run(conn, stmt, params if ":" in stmt else {})
 
 
 def _landing_lines(events, received) -> str:
