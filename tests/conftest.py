@@ -195,7 +195,7 @@ TRINO_LANE = (
     "tests/properties/test_segments.py::test_eight_levels_deep[trino]",
     "tests/properties/test_sessions_paths.py::test_sessions_paths_breakdowns_match_reference[trino]",
 )
-TRINO_SKIP_REASON = "Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_SCOPE=lane or all runs it)"
+TRINO_SKIP_REASON = "Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_SCOPE=all runs it)"
 TRINO_SCOPES = ("selection", "main", "lane", "all")
 
 
