@@ -48,8 +48,8 @@ eval "$(scripts/trino.sh env)"
 
 codes=()
 run() { local rc=0; "$@" || rc=$?; codes+=("$rc"); }
-# The Trino lane (TRINO_LANE in tests/conftest.py: the nightly comparison with DuckDB, the two-node
-# cluster) runs in a second pytest process beside the main run, in its own temporary folder; its
+# The Trino lane (TRINO_LANE in tests/conftest.py: the nightly comparison with DuckDB, the property
+# tests, the two-node cluster) runs in a second pytest process beside the main run, in its own temporary folder; its
 # output is printed at the end.
 lane_log=target/trino-lane.log
 COHORTFLOW_TEST_TRINO_SCOPE=lane .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" \

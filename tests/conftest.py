@@ -293,8 +293,8 @@ def make_project(tmp_path):
 
 
 def clear_model_table(wh: Warehouse, conn: sa.Connection, model) -> None:
-    """Empty ``model``'s table before a build from scratch: dropped, or on Trino emptied (a Hive table dropped and
-    created again in one transaction loses the new files when the drop's deletion of its folder commits)."""
+    """Empty ``model``'s table before a build from scratch: dropped, or on Trino emptied, as a build empties it (the
+    pipeline never drops a model table and then creates it again in one transaction)."""
     if model.materialized == "view":
         return
     if wh.trino is None:

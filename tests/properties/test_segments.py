@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 from cohortflow.analyses import load_definitions, model_params
 from cohortflow.config import ConfigError, load_config
 from cohortflow.events import RAW_EVENT_SCHEMA
-from cohortflow.models import _scratch_prefix, build_pending, load_models, model_statements, rebuild_start
+from cohortflow.models import build_pending
 from cohortflow.warehouse import Warehouse
-from tests.conftest import clear_model_table, drop_pg_database, pg_settings, write_config
+from tests.conftest import build_fresh, drop_pg_database, pg_settings, write_config
 from tests.reference import segments as ref
 
 MODELS = ("stg_identities", "stg_events", "user_activity_daily", "segment_membership_daily", "segment_size_daily")
@@ -157,20 +157,11 @@ def load(wh: Warehouse, rows, *, replace: bool) -> None:
 
 
 def build(wh: Warehouse, cfg, start: dt.date, end: dt.date) -> None:
-    """Build the segment models (and their staging) for [start, end] from scratch."""
-    models = load_models()
-    # committed as the pipeline commits them: the definitions, then one transaction per model (see
-    # tests/conftest.py load_and_build_fresh)
+    """Build the segment models (and their staging) for [start, end] from scratch, the definitions committed first
+    (see tests/conftest.py load_and_build_fresh)."""
     with wh.begin() as conn:
         load_definitions(wh, conn, cfg)
-    for name in MODELS:
-        model = models[name]
-        with wh.begin() as conn:
-            lo, hi = rebuild_start(conn, model, start), end
-            params = {**model_params(cfg), "start_date": lo, "end_date": hi, "as_of_date": hi, "scoped": False, "model_name": name}
-            clear_model_table(wh, conn, model)
-            for stmt in model_statements(model, wh.dialect, _scratch_prefix(wh, conn, model)):
-                wh.run(conn, stmt, params if ":" in stmt else {})
+    build_fresh(wh, None, {**model_params(cfg), "start_date": start, "end_date": end}, MODELS)
 
 
 def _landing_lines(events, received) -> str:
