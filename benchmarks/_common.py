@@ -56,7 +56,7 @@ def measure_wait4(argv: list[str], env: dict[str, str] | None = None) -> dict:
         out = json.loads(last)
     except json.JSONDecodeError:
         out = {}
-    return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "out": out, "stderr": stderr}
+    return {"seconds": seconds, "peak_mib": usage.ru_maxrss / 1024, "out": out, "stdout": stdout, "stderr": stderr}
 
 
 def _tree_memory(root: int, hwm: dict[int, int]) -> int:
@@ -265,3 +265,36 @@ def run_engines(
     if not args.skip_prepare:
         prepare(workdir)
     return compare_engines(script, workdir, children, child_args, what)
+
+
+def published_tables(cfg_path: Path, env: dict[str, str]) -> dict[str, list[tuple]]:
+    """Every published table of a project (``env`` overrides its settings), rows sorted, floats rounded to 9 places:
+    what two engines' runs must agree on before any time is printed."""
+    from cohortflow.config import load_config
+    from cohortflow.models import published_models
+    from cohortflow.warehouse import Warehouse
+
+    wh = Warehouse(load_config(cfg_path, environ={**os.environ, **env}))
+    out = {}
+    try:
+        with wh.begin() as conn:
+            for model in published_models():
+                cols = ", ".join(c.name for c in model.columns)
+                rows = wh.execute(conn, f"select {cols} from reports.{model.name}").fetchall()
+                out[model.name] = sorted((tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows), key=repr)
+    finally:
+        wh.dispose()
+    return out
+
+
+_BUILT = re.compile(r"^\s*built (?:[a-z_]+\.)?([a-z0-9_]+)\b.* in ([0-9.]+) ?s\b")
+
+
+def model_seconds(output: str) -> dict[str, float]:
+    """Each model's build time from a ``cohortflow run``/``rebuild`` output (its "built <table> ... in N s" lines)."""
+    out: dict[str, float] = {}
+    for line in output.splitlines():
+        m = _BUILT.search(line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out

@@ -25,25 +25,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from _common import measure_wait4  # noqa: E402
-
-
-def _published(cfg_path: Path, env: dict[str, str]) -> dict[str, list[tuple]]:
-    from cohortflow.config import load_config
-    from cohortflow.models import published_models
-    from cohortflow.warehouse import Warehouse
-
-    wh = Warehouse(load_config(cfg_path, environ={**os.environ, **env}))
-    out = {}
-    try:
-        with wh.begin() as conn:
-            for model in published_models():
-                cols = ", ".join(c.name for c in model.columns)
-                rows = wh.execute(conn, f"select {cols} from reports.{model.name}").fetchall()
-                out[model.name] = sorted((tuple(round(v, 9) if isinstance(v, float) else v for v in r) for r in rows), key=repr)
-    finally:
-        wh.dispose()
-    return out
+from _common import measure_wait4, published_tables  # noqa: E402
 
 
 def _duration_s(text: str) -> float:
@@ -126,7 +108,7 @@ def main() -> int:
                 results[name] = measure_wait4(rebuild, env=env)
                 if name == "trino":
                     results[name].update(_trino_costs(url, since))
-                results[name]["tables"] = _published(cfg_path, env)
+                results[name]["tables"] = published_tables(cfg_path, env)
         finally:
             drop_trino_catalog(trino_url, storage)
     duck, trino = results["duckdb"], results["trino"]
