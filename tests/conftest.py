@@ -177,6 +177,7 @@ def write_config(project_dir: Path, **overrides) -> Path:
 TRINO_SELECTION = (
     "test_dialect_semantics.py",
     "test_run_log.py",
+    "test_validate_pushdown.py",
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
 )
 # Node ids of the lane: about 40 minutes of Trino on 2 cores beside the main run (the nightly comparison about 17,
