@@ -287,7 +287,7 @@ def published_tables(cfg_path: Path, env: dict[str, str]) -> dict[str, list[tupl
     return out
 
 
-_BUILT = re.compile(r"^\s*built (?:[a-z_]+\.)?([a-z0-9_]+)\b.* in ([0-9.]+) ?s\b")
+_BUILT = re.compile(r"\bbuilt (?:[a-z_]+\.)?([a-z0-9_]+)\b.* in ([0-9.]+) ?s\b")
 
 
 def model_seconds(output: str) -> dict[str, float]:
