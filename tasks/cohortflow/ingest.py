@@ -594,6 +594,9 @@ _EARLIER_COPY = """
 
 # Rows of raw.events (or raw.duplicates) a load of :d can change: its own, and the copies of its event ids within the
 # window on other dates.
+# The window of _TOUCHED alone, for a statement that leaves out the date itself: implied there, but written out it lets
+# PostgreSQL read the window's dates through the load_date index instead of the whole history.
+_WINDOW = "t.load_date between cast(:d as date) - cast(:lookback as integer) and cast(:d as date) + cast(:lookback as integer)"
 _TOUCHED = """
     load_date = :d
     or (
@@ -664,8 +667,8 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, bat
         wh,
         conn,
         "stored_copies",
-        f"select {_JUDGE_COLUMNS}, 1 as origin from raw.events as t where t.load_date <> :d and ({_TOUCHED}) "
-        f"union all select {_JUDGE_COLUMNS}, 2 from raw.duplicates as t where t.load_date <> :d and ({_TOUCHED})",
+        f"select {_JUDGE_COLUMNS}, 1 as origin from raw.events as t where {_WINDOW} and t.load_date <> :d and ({_TOUCHED}) "
+        f"union all select {_JUDGE_COLUMNS}, 2 from raw.duplicates as t where {_WINDOW} and t.load_date <> :d and ({_TOUCHED})",
         wide,
     )
     _temp(
@@ -745,12 +748,23 @@ def _load_events(wh: Warehouse, conn, business_date: dt.date, lookback: int, bat
         for table, other, moved in (("raw.events", "raw.duplicates", "to_duplicates"), ("raw.duplicates", "raw.events", "to_events")):
             wh.execute(conn, f"insert into {other} ({_COLUMNS}) select {_COLUMNS} from {table} as t where {flipped.format(moved=moved)}")
         for table, moved in (("raw.events", "to_duplicates"), ("raw.duplicates", "to_events")):
-            wh.execute(conn, f"delete from {table} as t where load_date = :d or {flipped.format(moved=moved)}", params)
-        # The day's copies go in whole (a plain scan, no join over the day), then its few duplicates move.
-        wh.execute(conn, f"insert into raw.events ({_COLUMNS}) select {_COLUMNS} from incoming")
-        day_duplicate = f"t.load_date = :d and {flipped.format(moved='new_duplicates')}"
-        wh.execute(conn, f"insert into raw.duplicates ({_COLUMNS}) select {_COLUMNS} from raw.events as t where {day_duplicate}", params)
-        wh.execute(conn, f"delete from raw.events as t where {day_duplicate}", params)
+            # (two statements, not one with "or": PostgreSQL plans that as a scan of the whole table)
+            wh.execute(conn, f"delete from {table} where load_date = :d", params)
+            wh.execute(conn, f"delete from {table} as t where {flipped.format(moved=moved)}")
+        if wh.dialect == "postgres":
+            # The day's copies go straight to their tables from incoming (analysed, so the anti-join is planned on
+            # its size). Moving the duplicates out of raw.events after inserting the day there, as on DuckDB, was
+            # planned on raw.events' statistics from before the day arrived (one row for the date): a nested loop
+            # over the day's rows, 1.4 s per statement for a day of 32,000 events.
+            new_duplicate = flipped.format(moved="new_duplicates")
+            wh.execute(conn, f"insert into raw.events ({_COLUMNS}) select {_COLUMNS} from incoming as t where not {new_duplicate}")
+            wh.execute(conn, f"insert into raw.duplicates ({_COLUMNS}) select {_COLUMNS} from incoming as t where {new_duplicate}")
+        else:
+            # The day's copies go in whole (a plain scan, no join over the day), then its few duplicates move.
+            wh.execute(conn, f"insert into raw.events ({_COLUMNS}) select {_COLUMNS} from incoming")
+            day_duplicate = f"t.load_date = :d and {flipped.format(moved='new_duplicates')}"
+            wh.execute(conn, f"insert into raw.duplicates ({_COLUMNS}) select {_COLUMNS} from raw.events as t where {day_duplicate}", params)
+            wh.execute(conn, f"delete from raw.events as t where {day_duplicate}", params)
     _temp(
         wh,
         conn,
@@ -987,6 +1001,10 @@ def _load_batch(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str,
     with wh.begin() as conn:
         # Loads wait for each other: a load re-judges copies of its event ids loaded on other dates.
         wh.lock(conn, "cohortflow:ingest")
+        if wh.dialect == "postgres":
+            # JIT compiled the window's re-judging query for 0.38 s of its 0.66 s (916,221 events loaded); the
+            # load's statements are set-based scans JIT does not speed up. For this transaction only.
+            wh.run(conn, "select set_config('jit', 'off', true)")
         _load_events(wh, conn, business_date, cfg.ingest.lookback_days, batch)
         _temp(
             wh,

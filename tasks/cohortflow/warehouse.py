@@ -556,6 +556,9 @@ class Warehouse:
                 if not self._has_column(conn, schema, name, column):
                     self.execute(conn, f"alter table {table} add column {column} {type_}")
                     self.execute(conn, f"update {table} set {column} = {fill}")
+            if self.dialect == "postgres":
+                for ddl in POSTGRES_INDEXES:
+                    self.run(conn, ddl)
 
     def _has_column(self, conn: sa.Connection, schema: str, table: str, column: str) -> bool:
         return bool(
@@ -812,6 +815,17 @@ BASE_TABLES = [
         published_at timestamp not null
     )
     """,
+]
+
+# PostgreSQL reads a table whole unless an index serves the filter. Every night selects the arrival date's rows of
+# raw.events and raw.duplicates (by load_date: replacing the date's copies, re-judging a few days around it) and the
+# models read the dates a change reaches (by event_date): without these, each of those statements read the whole
+# history, so a night cost more as the months piled up (at 916,221 events, the night's two statements that move a
+# date's duplicates took 1.4 s each, of a 8 s ingest). DuckDB and Trino prune on their own (zone maps, partitions).
+POSTGRES_INDEXES = [
+    "create index if not exists events_load_date on raw.events (load_date)",
+    "create index if not exists events_event_date on raw.events (event_date)",
+    "create index if not exists duplicates_load_date on raw.duplicates (load_date)",
 ]
 
 # Columns added after a warehouse was first created: (table, column, type, value for existing rows).
