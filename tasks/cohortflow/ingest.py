@@ -592,15 +592,15 @@ _EARLIER_COPY = """
     )
 """
 
-# Rows of raw.events (or raw.duplicates) a load of :d can change: its own, and the copies of its event ids within the
-# window on other dates.
-# The window of _TOUCHED alone, for a statement that leaves out the date itself: implied there, but written out it lets
-# PostgreSQL read the window's dates through the load_date index instead of the whole history.
+# The load_date window around :d within which copies of one event id are judged together (``t`` is the table).
 _WINDOW = "t.load_date between cast(:d as date) - cast(:lookback as integer) and cast(:d as date) + cast(:lookback as integer)"
-_TOUCHED = """
+# Rows of raw.events (or raw.duplicates) a load of :d can change: its own, and the copies of its event ids within the
+# window on other dates. A statement that leaves out the date itself also writes the window out on its own: implied
+# here, but written out it lets PostgreSQL read the window's dates through the load_date index, not the whole history.
+_TOUCHED = f"""
     load_date = :d
     or (
-        load_date between cast(:d as date) - cast(:lookback as integer) and cast(:d as date) + cast(:lookback as integer)
+        {_WINDOW}
         and exists (select 1 from load_keys as k where k.source_name = t.source_name and k.event_id = t.event_id)
     )
 """

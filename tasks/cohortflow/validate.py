@@ -339,10 +339,9 @@ def _day_batch(wh: Warehouse, business_date: dt.date) -> Iterator[Any]:
     else:
         # Trino: GX cannot read a query asset's columns on it, so the daily partitioner stays. Trino joins on a hash
         # whatever it estimates; the price is that the extract filters read every load_date partition.
-        query = None
         source = _trino_source(context, wh)
     try:
-        if query is not None:
+        if wh.dialect == "postgres":
             yield source.add_query_asset(name="raw_events", query=query).add_batch_definition_whole_table(name="day").get_batch()
         else:
             asset = source.add_table_asset(name="raw_events", schema_name="raw", table_name="events")
