@@ -10,6 +10,7 @@ links as (
         ingest_file,
         ingest_line
     from raw.events
+    -- (it must imply the predicate of PostgreSQL's partial index events_identity_links in cohortflow/warehouse.py)
     where link_anonymous_id is not null
         and link_login_id is not null
         and link_anonymous_id <> link_login_id

@@ -19,14 +19,14 @@ def test_other_settings_are_refused(bad):
         _postgres_settings("m", bad)
 
 
-def test_the_funnel_model_turns_nested_loops_off():
+def test_the_funnel_model_turns_nested_loops_and_merge_joins_off():
     settings = dict(load_models()["funnel_user_steps"].postgres_settings)
-    assert settings == {"enable_nestloop": "off"}
+    assert settings == {"enable_nestloop": "off", "enable_mergejoin": "off"}
     assert set(settings) <= POSTGRES_SETTINGS
 
 
 def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
-    """On PostgreSQL the funnel build runs with nested loops off and JIT off; other models only with JIT off;
+    """On PostgreSQL the funnel build runs with nested loops, merge joins and JIT off; other models only with JIT off;
     the settings are transaction-local, so the connection is back to the server defaults afterwards."""
     import datetime as dt
 
@@ -43,7 +43,7 @@ def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
         day = dt.date(2026, 3, 6)
         build_models(wh, cfg, day, day, exact_range=True, only={"funnel_conversion_daily", "active_users_daily"})
         with wh.begin() as conn:
-            after = {k: conn.execute(sa.text(f"show {k}")).scalar() for k in ("enable_nestloop", "jit")} if engine == "postgres" else {}
+            after = {k: conn.execute(sa.text(f"show {k}")).scalar() for k in ("enable_nestloop", "enable_mergejoin", "jit")} if engine == "postgres" else {}
     finally:
         wh.dispose()
 
@@ -59,9 +59,9 @@ def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
         return applied
 
     if engine == "postgres":
-        assert settings_before("funnel_user_steps") == {"jit": "off", "enable_nestloop": "off"}
+        assert settings_before("funnel_user_steps") == {"jit": "off", "enable_nestloop": "off", "enable_mergejoin": "off"}
         assert settings_before("funnel_conversion_daily") == {"jit": "off"}
         assert settings_before("active_users_daily") == {"jit": "off"}
-        assert after == {"enable_nestloop": "on", "jit": "on"}
+        assert after == {"enable_nestloop": "on", "enable_mergejoin": "on", "jit": "on"}
     else:
         assert not any("set_config" in stmt for stmt, _ in seen)
