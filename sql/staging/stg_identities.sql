@@ -1,4 +1,4 @@
-/* Identity map: each anonymous id linked to a login id, the first link winning. Grain: one row per anonymous_id. */
+/* Identity map: each anonymous id linked to a login id, the first link winning. Grain: one row per anonymous_id. The filter of links must imply the predicate of PostgreSQL's partial index events_identity_links (cohortflow/warehouse.py). */
 with
 
 links as (
@@ -10,7 +10,6 @@ links as (
         ingest_file,
         ingest_line
     from raw.events
-    -- (it must imply the predicate of PostgreSQL's partial index events_identity_links in cohortflow/warehouse.py)
     where link_anonymous_id is not null
         and link_login_id is not null
         and link_anonymous_id <> link_login_id
