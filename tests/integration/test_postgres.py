@@ -251,3 +251,35 @@ def test_the_nights_date_filters_read_through_indexes_also_on_an_older_warehouse
                 assert "Seq Scan" not in plan and "Index" in plan, (sql, plan)
     finally:
         wh.dispose()
+
+
+def test_re_judging_the_window_joins_the_days_keys_instead_of_a_lookup_per_stored_row(pg_project):
+    """A load re-judges the copies of its event ids stored on the dates around it. PostgreSQL cannot turn an EXISTS
+    under an OR into a join: written that way, it scanned the day's keys once per stored row, quadratic in the day
+    (a 5M-event month stalled for over 30 minutes on its second date). The plan is checked, not a time."""
+    from cohortflow.ingest import _OTHER_DATES_TOUCHED
+
+    wh = pg_project.warehouse()
+    try:
+        wh.bootstrap()
+        with wh.begin() as conn:  # (statements in PostgreSQL SQL, run as written)
+            wh.run(
+                conn,
+                "insert into raw.events (event_id, event_name, distinct_id, event_time, event_date, received_at, "
+                "source_format, properties, is_activity, load_date, ingest_file, ingest_line, source_name) "
+                "select 'e' || g, 'app_open', 'u' || (g % 50), timestamp '2025-01-01' + g * interval '1 second', "
+                "date '2025-01-01' + g / 20000, timestamp '2025-01-01' + g * interval '1 second', 'ark', '{}', true, "
+                "date '2025-01-01' + g / 20000, 'f', g, 'app' from generate_series(0, 99999) as g",
+            )
+            wh.run(conn, "insert into raw.duplicates select * from raw.events where ingest_line % 10 = 0")
+            wh.run(conn, "analyze raw.events")
+            wh.run(conn, "analyze raw.duplicates")
+            # the keys of a load of 2025-01-03: copies of a third of the events stored around it
+            wh.run(conn, "create temporary table load_keys as select source_name, event_id from raw.events where ingest_line % 3 = 0")
+            wh.run(conn, "analyze load_keys")
+            for table in ("raw.events", "raw.duplicates"):
+                sql = f"select source_name, event_id from {table} as t where {_OTHER_DATES_TOUCHED}"
+                plan = "\n".join(r[0] for r in conn.execute(sa.text("explain " + sql), {"d": dt.date(2025, 1, 3), "lookback": 3}))
+                assert "SubPlan" not in plan and "Semi Join" in plan, (table, plan)
+    finally:
+        wh.dispose()
