@@ -597,7 +597,8 @@ _WINDOW = "t.load_date between cast(:d as date) - cast(:lookback as integer) and
 # Copies (rows of raw.events or raw.duplicates) of the load's event ids on other dates within the window, the copies
 # the load re-judges. The window is written out so that PostgreSQL reads its dates through the load_date index, not
 # the whole history; and no OR around the EXISTS: PostgreSQL cannot make an EXISTS under an OR a join, and ran it as
-# a scan of load_keys per stored row, quadratic in the day (a 181,000-event day after one of 363,423: over 30 minutes).
+# a scan of load_keys per stored row, quadratic in the day (5.2M demo events: the second date, after a first of
+# 363,423 events, ran for over 30 minutes).
 _OTHER_DATES_TOUCHED = f"""
     {_WINDOW}
     and t.load_date <> :d

@@ -828,8 +828,8 @@ POSTGRES_INDEXES = [
     "create index if not exists duplicates_load_date on raw.duplicates (load_date)",
     # The identity links (a few thousand rows among the events), which models.stg_identities reads and every reader
     # of models.stg_events with it: a partial index whose predicate is the view's filter (sql/staging/
-    # stg_identities.sql; the planner uses it only while that filter implies this predicate). Without it each read of the view scanned
-    # all of raw.events: 0.19 s at 946,532 events, several times per model build, growing with history.
+    # stg_identities.sql; the planner uses it only while that filter implies this predicate). Without it each read
+    # of the view scanned all of raw.events: 0.19 s at 946,532 events, several times per model build.
     "create index if not exists events_identity_links on raw.events (link_anonymous_id) "
     "where link_anonymous_id is not null and link_login_id is not null and link_anonymous_id <> link_login_id",
 ]

@@ -205,6 +205,19 @@ def test_the_reader_role_sees_reports_only(pg_project):
         admin.dispose()
 
 
+def _insert_events(wh: Warehouse, conn, *, count: int, per_day: int, spacing: str) -> None:
+    """``count`` events of 50 users into raw.events, ``per_day`` on each event and load date from 2025-01-01 on,
+    event times ``spacing`` apart, ingest_line 0 .. count - 1 (PostgreSQL SQL, run as written)."""
+    wh.run(
+        conn,
+        "insert into raw.events (event_id, event_name, distinct_id, event_time, event_date, received_at, "
+        "source_format, properties, is_activity, load_date, ingest_file, ingest_line, source_name) "
+        f"select 'e' || g, 'app_open', 'u' || (g % 50), timestamp '2025-01-01' + g * interval '{spacing}', "
+        f"date '2025-01-01' + g / {per_day}, timestamp '2025-01-01' + g * interval '{spacing}', 'ark', '{{}}', "
+        f"true, date '2025-01-01' + g / {per_day}, 'f', g, 'app' from generate_series(0, {count - 1}) as g",
+    )
+
+
 def test_the_nights_date_filters_read_through_indexes_also_on_an_older_warehouse(pg_project):
     """A night selects the arrival date's copies (load_date) and the models the dates a change reaches (event_date):
     on PostgreSQL through indexes, created also on a warehouse made before they existed, so a night's cost does not
@@ -224,14 +237,7 @@ def test_the_nights_date_filters_read_through_indexes_also_on_an_older_warehouse
             made = {r[0] for r in wh.run(conn, "select indexdef from pg_indexes where schemaname = 'raw'").fetchall()}
             assert len(made) == len(POSTGRES_INDEXES) == 4, made
             # A year of days, 200 rows each: a filter on one date must not read them all.
-            wh.run(
-                conn,
-                "insert into raw.events (event_id, event_name, distinct_id, event_time, event_date, received_at, "
-                "source_format, properties, is_activity, load_date, ingest_file, ingest_line, source_name) "
-                "select 'e' || g, 'app_open', 'u' || (g % 50), timestamp '2025-01-01' + g * interval '3 minutes', "
-                "date '2025-01-01' + g / 200, timestamp '2025-01-01' + g * interval '3 minutes', 'ark', '{}', true, "
-                "date '2025-01-01' + g / 200, 'f', g, 'app' from generate_series(0, 73000) as g",
-            )
+            _insert_events(wh, conn, count=73001, per_day=200, spacing="3 minutes")
             wh.run(  # one event in a thousand links its id to a login
                 conn,
                 "update raw.events set link_anonymous_id = distinct_id, link_login_id = 'login' || ingest_line "
@@ -263,23 +269,19 @@ def test_re_judging_the_window_joins_the_days_keys_instead_of_a_lookup_per_store
     try:
         wh.bootstrap()
         with wh.begin() as conn:  # (statements in PostgreSQL SQL, run as written)
-            wh.run(
-                conn,
-                "insert into raw.events (event_id, event_name, distinct_id, event_time, event_date, received_at, "
-                "source_format, properties, is_activity, load_date, ingest_file, ingest_line, source_name) "
-                "select 'e' || g, 'app_open', 'u' || (g % 50), timestamp '2025-01-01' + g * interval '1 second', "
-                "date '2025-01-01' + g / 20000, timestamp '2025-01-01' + g * interval '1 second', 'ark', '{}', true, "
-                "date '2025-01-01' + g / 20000, 'f', g, 'app' from generate_series(0, 99999) as g",
-            )
+            _insert_events(wh, conn, count=100000, per_day=20000, spacing="1 second")
             wh.run(conn, "insert into raw.duplicates select * from raw.events where ingest_line % 10 = 0")
             wh.run(conn, "analyze raw.events")
             wh.run(conn, "analyze raw.duplicates")
             # the keys of a load of 2025-01-03: copies of a third of the events stored around it
-            wh.run(conn, "create temporary table load_keys as select source_name, event_id from raw.events where ingest_line % 3 = 0")
+            wh.run(
+                conn, "create temporary table load_keys as select source_name, event_id from raw.events where ingest_line % 3 = 0"
+            )
             wh.run(conn, "analyze load_keys")
             for table in ("raw.events", "raw.duplicates"):
                 sql = f"select source_name, event_id from {table} as t where {_OTHER_DATES_TOUCHED}"
-                plan = "\n".join(r[0] for r in conn.execute(sa.text("explain " + sql), {"d": dt.date(2025, 1, 3), "lookback": 3}))
+                params = {"d": dt.date(2025, 1, 3), "lookback": 3}
+                plan = "\n".join(r[0] for r in conn.execute(sa.text("explain " + sql), params))
                 assert "SubPlan" not in plan and "Semi Join" in plan, (table, plan)
     finally:
         wh.dispose()

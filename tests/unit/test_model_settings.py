@@ -48,7 +48,8 @@ def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
         day = dt.date(2026, 3, 6)
         build_models(wh, cfg, day, day, exact_range=True, only={"funnel_conversion_daily", "active_users_daily"})
         with wh.begin() as conn:
-            after = {k: conn.execute(sa.text(f"show {k}")).scalar() for k in ("enable_nestloop", "enable_mergejoin", "jit")} if engine == "postgres" else {}
+            shown = ("enable_nestloop", "enable_mergejoin", "jit")
+            after = {k: conn.execute(sa.text(f"show {k}")).scalar() for k in shown} if engine == "postgres" else {}
     finally:
         wh.dispose()
 
@@ -64,7 +65,8 @@ def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
         return applied
 
     if engine == "postgres":
-        assert settings_before("funnel_user_steps") == {"jit": "off", "enable_nestloop": "off", "enable_mergejoin": "off"}
+        funnel = {"jit": "off", "enable_nestloop": "off", "enable_mergejoin": "off"}
+        assert settings_before("funnel_user_steps") == funnel
         assert settings_before("funnel_conversion_daily") == {"jit": "off"}
         assert settings_before("active_users_daily") == {"jit": "off"}
         assert after == {"enable_nestloop": "on", "enable_mergejoin": "on", "jit": "on"}
