@@ -403,10 +403,13 @@ def rebuild_range(
     t0 = time.monotonic()
     echo(f"[rebuild] {label} (run {run_id})")
     try:
-        if start is not None:
+        if start is not None or as_of is not None:
+            # A change of its own, so that publish copies what the builds write: a whole rebuild of models already
+            # built through the last change would otherwise leave their published tables as they were, even where
+            # the rebuilt rows differ. (No range: every model whole. One insert with the range: on Trino a row
+            # inserted in a transaction cannot be updated in it.)
             with wh.begin() as conn:
-                # (one insert with the range: on Trino a row inserted in a transaction cannot be updated in it)
-                _record_change(wh, conn, as_of or end, run_id, "rebuild", _now(), rebuild=(start, end))
+                _record_change(wh, conn, as_of or end, run_id, "rebuild", _now(), rebuild=(start, end) if start else None)
         built = build_pending(wh, cfg, progress=echo, whole=start is None)
         counts = publish(wh, cfg, log_date, progress=echo, run_id=run_id)
     except Exception as exc:
