@@ -7,7 +7,9 @@ single node and once with ``COHORTFLOW_TRINO_WORKERS=1`` (a coordinator and a wo
 Both engines load every date first (ingest, validate), then ``cohortflow rebuild`` builds and publishes every
 model over the whole range in its own process: that step is what is timed. On Trino the engine's own cost comes
 from its REST API, per query: CPU time summed, and the peak memory of the largest query (the cluster's total
-reservation, across nodes). The published tables must be equal on both engines before any number is printed.
+reservation, across nodes), and each local node's resident memory from /proc (its peak since it started: start the
+cluster afresh for a clean number). The published tables must be equal on both engines before any number is
+printed.
 """
 
 from __future__ import annotations
@@ -65,6 +67,20 @@ def _trino_costs(url: str, since: dt.datetime) -> dict:
         planning += _duration_s(stats.get("planningTime", "0s"))
         peak = max(peak, _size_mib(stats.get("peakTotalMemoryReservation", "0B")))
     return {"queries": len(ids), "cpu_s": cpu, "planning_s": planning, "peak_query_mib": peak, "nodes": nodes}
+
+
+def _node_memory(storage: str) -> list[tuple[str, float, float]]:
+    """Each local node of the cluster (``scripts/trino.sh`` keeps a PID file per node beside ``storage``): name, resident
+    memory now and its high-water mark since the node started, in MiB (from /proc; empty for a remote cluster)."""
+    out = []
+    for pidfile in sorted(Path(storage).parent.glob("*/launcher.pid")):
+        try:
+            status = Path(f"/proc/{int(pidfile.read_text().strip())}/status").read_text()
+        except (OSError, ValueError):
+            continue
+        kib = {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
+        out.append((pidfile.parent.name, kib.get("VmRSS", 0) / 1024, kib.get("VmHWM", 0) / 1024))
+    return out
 
 
 def main() -> int:
@@ -125,6 +141,8 @@ def main() -> int:
         f"CPU {trino['cpu_s']:.1f} s, planning {trino['planning_s']:.1f} s, largest query peak {trino['peak_query_mib']:.0f} MiB, "
         f"client peak {trino['peak_mib']:.0f} MiB"
     )
+    for node, rss, hwm in _node_memory(storage):
+        print(f"trino node {node}: resident {rss:.0f} MiB, peak resident since it started {hwm:.0f} MiB (JVM heap included)")
     print(f"ratio trino / duckdb: wall {trino['seconds'] / duck['seconds']:.2f}x")
     return 0
 

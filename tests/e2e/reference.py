@@ -37,9 +37,20 @@ def published_columns(name: str) -> list[str]:
 def full_rebuild(project, wh: Warehouse) -> dict[str, list[tuple]]:
     """Copy the project's warehouse (a file copy on DuckDB, a template database on PostgreSQL), rebuild every model
     whole from the loaded events there and return what it publishes. ``wh`` is disposed first (a copy needs no
-    writer holding the file, and PostgreSQL copies only a database nobody is connected to)."""
-    cfg = project.config()
+    writer holding the file, and PostgreSQL copies only a database nobody is connected to). The rebuild's snapshots,
+    BI copy and report go to a folder of their own, not the project's (whose newest snapshot and BI copy the tests
+    compare with this reference)."""
+    own = project.config()
+    target = own.target_path.with_name(f"reference-target-{uuid.uuid4().hex[:8]}")
+    cfg = own.model_copy(update={"target_dir": str(target)})
     wh.dispose()
+    try:
+        return _full_rebuild(project, cfg)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+
+
+def _full_rebuild(project, cfg) -> dict[str, list[tuple]]:
     if project.engine_name == "duckdb":
         url = sa.make_url(cfg.warehouse_url)
         copy = Path(url.database).with_name(f"reference-{uuid.uuid4().hex[:8]}.duckdb")
