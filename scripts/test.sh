@@ -53,10 +53,10 @@ run() { local rc=0; "$@" || rc=$?; codes+=("$rc"); }
 # output is printed at the end.
 lane_log=target/trino-lane.log
 COHORTFLOW_TEST_TRINO_SCOPE=lane .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" \
-    --basetemp="$lane_tmp" -p no:cacheprovider "$@" >"$lane_log" 2>&1 &
+    --basetemp="$lane_tmp" -p no:cacheprovider --durations=15 "$@" >"$lane_log" 2>&1 &
 lane=$!
 lane_started=$SECONDS
-run env COHORTFLOW_TEST_TRINO_SCOPE=main .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" "$@"
+run env COHORTFLOW_TEST_TRINO_SCOPE=main .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" --durations=25 "$@"
 run .venv-ds32/bin/python -m pytest -m sdk32 "$@" tests/unit/test_register.py
 if ! wait "$ds_starter"; then
     ds_starter=""
