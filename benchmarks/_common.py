@@ -9,12 +9,19 @@ import json
 import os
 import re
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+
+def cleanup_on_sigterm() -> None:
+    """A SIGTERM (``timeout``, a scheduler's kill) exits through the ``finally`` blocks, as Ctrl-C does, so that a
+    benchmark drops the database or catalog it created instead of leaving it behind."""
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
 
 
 def measure(code: str, env: dict[str, str] | None = None) -> dict:

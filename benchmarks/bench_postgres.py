@@ -35,7 +35,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import measure_wait4, model_seconds, published_tables  # noqa: E402
+from _common import cleanup_on_sigterm, measure_wait4, model_seconds, published_tables  # noqa: E402
 
 LOAD = """
 import datetime as dt, json, sys, time
@@ -219,6 +219,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3, help="rebuilds per engine and size (the night runs once)")
     ap.add_argument("--workdir", default="target/bench-postgres")
     args = ap.parse_args()
+    cleanup_on_sigterm()
     url, password = os.environ.get("COHORTFLOW_TEST_PG_URL"), os.environ.get("COHORTFLOW_TEST_PG_PASSWORD")
     if not url or not password:
         raise SystemExit('set COHORTFLOW_TEST_PG_URL and COHORTFLOW_TEST_PG_PASSWORD: scripts/pgcluster.sh start; '

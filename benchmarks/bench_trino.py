@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from _common import measure_wait4, published_tables  # noqa: E402
+from _common import cleanup_on_sigterm, measure_wait4, published_tables  # noqa: E402
 
 
 def _duration_s(text: str) -> float:
@@ -89,6 +89,7 @@ def main() -> int:
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--label", default="")
     args = ap.parse_args()
+    cleanup_on_sigterm()
     url = os.environ.get("COHORTFLOW_TEST_TRINO_URL")
     storage = os.environ.get("COHORTFLOW_TEST_TRINO_STORAGE")
     catalog = os.environ.get("COHORTFLOW_TEST_TRINO_CATALOG")
