@@ -124,7 +124,6 @@ def test_an_analysis_not_defined_is_built_empty_until_it_is(make_project, engine
     assert nightly == full
 
 
-
 def test_a_whole_rebuild_republishes_what_it_rebuilt(make_project):
     """Published rows that differ from a full rebuild (here: rows lost from a model and from its published table, as
     a faulty build would leave them) are replaced by ``rebuild`` without a range, although every model was already
