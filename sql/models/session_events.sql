@@ -104,7 +104,12 @@ session_starts as (
     select
         user_id,
         user_event_number as session_first_number,
-        md5(user_id || '|' || event_id) as session_id,
+        -- Event ids are unique per source and lookback only: the time (epoch milliseconds) keeps two sessions
+        -- of one user that start with copies of one id apart (two copies at one millisecond share a session).
+        md5(
+            user_id || '|' || event_id || '|'
+            || cast(cast(extract(epoch from event_time) * 1000 as bigint) as varchar)
+        ) as session_id,
         event_date as session_date
     from flagged
     where is_session_start

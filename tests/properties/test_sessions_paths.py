@@ -67,9 +67,15 @@ def scenarios(draw):
 
     def event(distinct_id, t, name, activity=True, link=None):
         local = t.replace(tzinfo=dt.UTC).astimezone(tz)
+        # Event ids are deduplicated per source and within the lookback only: another source (or a copy loaded
+        # outside the lookback) can send an id already used, at another time. Reused at another millisecond (at the
+        # same one, with the same id, the order of the two would not be defined).
+        reusable = sorted({e["event_id"] for e in events} - {e["event_id"] for e in events if e["event_time"] == t})
+        reuse = reusable and draw(st.integers(0, 5)) == 0
         events.append(
             {
-                "event_id": next(ids),
+                "event_id": draw(st.sampled_from(reusable)) if reuse else next(ids),
+                "source_name": "web" if reuse else "app",
                 "event_name": name,
                 "distinct_id": distinct_id,
                 "event_time": t,
@@ -131,7 +137,7 @@ def _raw_rows(events):
             "load_date": e["event_date"],
             "ingest_file": "events/part-0.jsonl",
             "ingest_line": i + 1,
-            "source_name": "app",
+            "source_name": e["source_name"],
         }
         for i, e in enumerate(events)
     ]

@@ -40,6 +40,10 @@ def resolve_users(events: list[dict], link_order=lambda e: (e["event_time"], e.g
     return [{**e, "user_id": first.get(e["distinct_id"], e["distinct_id"])} for e in events]
 
 
+def _epoch_ms(t: dt.datetime) -> int:
+    return (t - dt.datetime(1970, 1, 1)) // dt.timedelta(milliseconds=1)
+
+
 def sessions(events: list[dict], timeout_minutes: int) -> list[dict]:
     """Every session of the (resolved) events: a dict with its ordered ``events`` and the session columns."""
     timeout = dt.timedelta(minutes=timeout_minutes)
@@ -60,7 +64,7 @@ def sessions(events: list[dict], timeout_minutes: int) -> list[dict]:
             first, last = run[0], run[-1]
             out.append(
                 {
-                    "session_id": hashlib.md5(f"{user}|{first['event_id']}".encode()).hexdigest(),
+                    "session_id": hashlib.md5(f"{user}|{first['event_id']}|{_epoch_ms(first['event_time'])}".encode()).hexdigest(),
                     "user_id": user,
                     "session_date": first["event_date"],
                     "started_at": first["event_time"],
