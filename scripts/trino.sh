@@ -185,6 +185,14 @@ start_node() {
         -pid-file "$pidfile" \
         -launcher-log-file "$DIR/$name/launcher.log" \
         -server-log-file "$DIR/$name/server.log" >/dev/null
+    # The launcher creates the PID file empty and returns; the daemon it forks writes its PID a moment later
+    # (on a busy machine, after the first readiness probe). Until then the node is starting, not dead.
+    local tries=0
+    until [ -s "$pidfile" ]; do
+        [ "$tries" -lt 300 ] || die "$name: the launcher wrote no PID in 30 s (log: $DIR/$name/launcher.log)"
+        sleep 0.1
+        tries=$((tries + 1))
+    done
 }
 
 # Ready = system.runtime.nodes lists every node as active and a query over them succeeds.

@@ -2,6 +2,11 @@
 {#- Property filters of funnel steps, retention events and segment rules (meta.def_*_filters): one definition of
     what each operator means, used by every model that evaluates them. -#}
 
+{#- What identifies an event row of models.stg_events, and so the events whose filters are evaluated: deduplication
+    works per source and within the lookback, so an event_id alone can repeat (another source, or a copy loaded
+    outside the lookback: another user or another time, other properties); no two rows share all three. -#}
+{% set event_key = ['source_name', 'load_date', 'event_id'] %}
+
 {#- The property's text as a number, only when it is a plain decimal number (the cast can then never fail). -#}
 {% macro as_number(text) -%}
 case

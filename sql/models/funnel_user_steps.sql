@@ -47,6 +47,8 @@ candidates as not materialized (
         steps.step_index,
         steps.filter_count,
         funnel_events.event_id,
+        funnel_events.source_name,
+        funnel_events.load_date,
         funnel_events.user_id,
         funnel_events.event_date,
         cast(extract(epoch from funnel_events.event_time) * 1000 as bigint) as event_ms,
@@ -72,6 +74,8 @@ filter_inputs as (
         steps.funnel_no,
         steps.step_index,
         events.event_id,
+        events.source_name,
+        events.load_date,
         {{ filters.filter_input_columns('filters', 'events') | indent(8) }}
     from models.stg_events as events
     inner join steps
@@ -86,7 +90,7 @@ filter_inputs as (
 ),
 
 -- Per event and filter: does any listed value match? The events failing a filter of theirs.
-{{ filters.failed_filter_ctes(['funnel_no', 'step_index', 'event_id'], 'filter_inputs', 'failed_steps') }},
+{{ filters.failed_filter_ctes(['funnel_no', 'step_index'] + filters.event_key, 'filter_inputs', 'failed_steps') }},
 
 -- Each (event, step) the event fills: its name is the step's event and all the step's filters hold; with the event's
 -- id and the breakdown property of step-1 events. Not materialized: only the readers that need ids or properties read
@@ -108,7 +112,7 @@ step_event_details as not materialized (
     inner join funnels
         on funnels.funnel_no = candidates.funnel_no
     -- (failed_steps only holds steps with filters; no OR here, which PostgreSQL could only plan as a subplan per row)
-    where {{ filters.passes_filters('candidates', 'failed_steps', ['funnel_no', 'step_index', 'event_id']) | indent(4) }}
+    where {{ filters.passes_filters('candidates', 'failed_steps', ['funnel_no', 'step_index'] + filters.event_key) | indent(4) }}
 ),
 
 -- The same (event, step) pairs without ids or properties, as every path reads them (steps without filters straight

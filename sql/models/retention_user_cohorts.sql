@@ -131,6 +131,8 @@ candidates as (
         event_sides.side,
         event_sides.breakdown,
         events.event_id,
+        events.source_name,
+        events.load_date,
         events.user_id,
         events.event_time,
         events.event_date,
@@ -153,6 +155,8 @@ filter_inputs as (
         candidates.retention_name,
         candidates.side,
         candidates.event_id,
+        candidates.source_name,
+        candidates.load_date,
         {{ filters.filter_input_columns('filters', 'candidates') | indent(8) }}
     from candidates
     inner join filters
@@ -161,12 +165,12 @@ filter_inputs as (
 ),
 
 -- Per event and filter: does any listed value match? The events failing a filter of theirs.
-{{ filters.failed_filter_ctes(['retention_name', 'side', 'event_id'], 'filter_inputs', 'failed_events') }},
+{{ filters.failed_filter_ctes(['retention_name', 'side'] + filters.event_key, 'filter_inputs', 'failed_events') }},
 
 matched_events as (
     select candidates.*
     from candidates
-    where {{ filters.passes_filters('candidates', 'failed_events', ['retention_name', 'side', 'event_id']) | indent(4) }}
+    where {{ filters.passes_filters('candidates', 'failed_events', ['retention_name', 'side'] + filters.event_key) | indent(4) }}
 ),
 
 -- The active periods of each user for the plain sides, once per period type in use.

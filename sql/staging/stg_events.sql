@@ -1,4 +1,4 @@
-/* Staged events: every loaded event with its resolved user_id (links applied retroactively). Grain: one row per event_id. */
+/* Staged events: every loaded event with its resolved user_id (links applied retroactively). Grain: one row per copy of an event that counts: (source_name, load_date, event_id) is unique (deduplication works per source and within the lookback, so an event_id alone can repeat). */
 with
 
 events as (
@@ -26,7 +26,8 @@ final as (
         events.session_id,
         events.properties,
         events.is_activity,
-        events.load_date
+        events.load_date,
+        events.source_name
     from events
     left join identities
         on events.distinct_id = identities.anonymous_id

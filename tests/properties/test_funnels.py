@@ -28,6 +28,7 @@ from cohortflow.config import Config
 from cohortflow.models import load_models
 from cohortflow.warehouse import Warehouse, render
 from tests.conftest import load_and_build_fresh
+from tests.properties.event_ids import draw_event_id
 from tests.reference import funnels as ref
 
 MODELS = ("stg_identities", "stg_events", "segment_membership_daily", "funnel_conversion_daily")
@@ -83,8 +84,10 @@ def scenarios(draw):
     events = []
 
     def add(did, name, t, link=None, p_values=("x", "x", "y", 1, 2)):
+        event_id, source_name = draw_event_id(draw, events, t, lambda: f"e{next(ids):03d}")
         events.append({
-            "event_id": f"e{next(ids):03d}",
+            "event_id": event_id,
+            "source_name": source_name,
             "event_name": name,
             "distinct_id": did,
             "event_time": t,
@@ -163,7 +166,7 @@ def _raw_rows(events, timezone):
             "load_date": e["event_time"].date(),
             "ingest_file": "events/part-0.jsonl",
             "ingest_line": i + 1,
-            "source_name": "app",
+            "source_name": e["source_name"],
         }
         for i, e in enumerate(events)
     ]
@@ -230,7 +233,7 @@ def check_scenario(wh: Warehouse, scenario) -> None:
 
 def _event(no: int, name: str, ms: int, p=None, user: str = "u0") -> dict:
     return {
-        "event_id": f"x{no:02d}", "event_name": name, "distinct_id": user,
+        "event_id": f"x{no:02d}", "source_name": "app", "event_name": name, "distinct_id": user,
         "event_time": dt.datetime(2026, 3, 6, 10) + dt.timedelta(milliseconds=ms),
         "is_activity": True, "platform": None, "properties": {} if p is None else {"p": p}, "link": None,
     }

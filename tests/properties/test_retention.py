@@ -23,6 +23,7 @@ from cohortflow.analyses import model_params
 from cohortflow.config import load_config
 from cohortflow.warehouse import Warehouse
 from tests.conftest import load_and_build_fresh
+from tests.properties.event_ids import draw_event_id
 from tests.reference import retention as ref
 
 MODELS = (
@@ -93,9 +94,11 @@ def scenarios(draw):
         did = draw(st.sampled_from(DISTINCT_IDS))
         t = BASE + dt.timedelta(days=draw(st.integers(0, 45)), milliseconds=draw(st.integers(0, 86_399_999)))
         name = draw(st.sampled_from(("open", "open", "buy", "view", "$profile_set")))
+        event_id, source_name = draw_event_id(draw, events, t, lambda: f"e{next(ids):03d}")
         events.append(
             {
-                "event_id": f"e{next(ids):03d}",
+                "event_id": event_id,
+                "source_name": source_name,
                 "event_name": name,
                 "distinct_id": did,
                 "event_time": t,
@@ -106,12 +109,14 @@ def scenarios(draw):
             }
         )
         if draw(st.integers(0, 4)) == 0:  # a second event of the same user at the same millisecond
-            events.append({**events[-1], "event_id": f"e{next(ids):03d}", "event_name": draw(st.sampled_from(("open", "buy")))})
+            events.append(
+                {**events[-1], "event_id": f"e{next(ids):03d}", "source_name": "app", "event_name": draw(st.sampled_from(("open", "buy")))}
+            )
     for _ in range(draw(st.integers(0, 2))):
         anon, login = draw(st.sampled_from(("anon0", "anon1"))), draw(st.sampled_from(("u0", "u1")))
         t = BASE + dt.timedelta(days=draw(st.integers(0, 45)))
         events.append(
-            {"event_id": f"e{next(ids):03d}", "event_name": "$alias", "distinct_id": login, "event_time": t,
+            {"event_id": f"e{next(ids):03d}", "source_name": "app", "event_name": "$alias", "distinct_id": login, "event_time": t,
              "is_activity": False, "platform": None, "properties": {}, "link": (anon, login)}
         )
     start = (BASE + dt.timedelta(days=draw(st.integers(0, 30)))).date()
@@ -141,7 +146,7 @@ def _raw_rows(events):
             "load_date": e["event_time"].date(),
             "ingest_file": "events/part-0.jsonl",
             "ingest_line": i + 1,
-            "source_name": "app",
+            "source_name": e["source_name"],
         }
         for i, e in enumerate(events)
     ]

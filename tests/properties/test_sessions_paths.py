@@ -24,6 +24,7 @@ from cohortflow.analyses import model_params
 from cohortflow.config import load_config
 from cohortflow.warehouse import Warehouse
 from tests.conftest import load_and_build_fresh, write_config
+from tests.properties.event_ids import draw_event_id
 from tests.reference import sessions as ref
 
 MODELS = (
@@ -67,15 +68,11 @@ def scenarios(draw):
 
     def event(distinct_id, t, name, activity=True, link=None):
         local = t.replace(tzinfo=dt.UTC).astimezone(tz)
-        # Event ids are deduplicated per source and within the lookback only: another source (or a copy loaded
-        # outside the lookback) can send an id already used, at another time. Reused at another millisecond (at the
-        # same one, with the same id, the order of the two would not be defined).
-        reusable = sorted({e["event_id"] for e in events} - {e["event_id"] for e in events if e["event_time"] == t})
-        reuse = reusable and draw(st.integers(0, 5)) == 0
+        event_id, source_name = draw_event_id(draw, events, t, lambda: next(ids))
         events.append(
             {
-                "event_id": draw(st.sampled_from(reusable)) if reuse else next(ids),
-                "source_name": "web" if reuse else "app",
+                "event_id": event_id,
+                "source_name": source_name,
                 "event_name": name,
                 "distinct_id": distinct_id,
                 "event_time": t,
