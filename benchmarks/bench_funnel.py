@@ -22,12 +22,21 @@ times, each in its own process (peak memory is per process):
 
 The users reaching each step per entry date are compared; the ratio
 duckdb / chdb is printed.
+
+With ``--only postgres --only postgres-chains --only duckdb`` (and ``scripts/pgcluster.sh start``;
+``eval "$(scripts/pgcluster.sh env)"``), the same two builds on PostgreSQL, on a fresh database holding a copy of
+the DuckDB warehouse's ``raw.events`` (copied and analysed before the clock starts): ``postgres`` as it runs
+(the pass of ``funnel_user_steps.postgres.sql`` for this funnel of distinct step events), ``postgres-chains``
+with that override switched off (the chain CTEs every engine shares).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import os
 import sys
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,6 +120,66 @@ def run_duckdb(workdir: Path, days: int, memory_limit: str | None = None) -> dic
     return {"seconds": seconds, "cells": {f"{r[0]}|{r[1]}": r[2] for r in rows}}
 
 
+def run_postgres(workdir: Path, days: int, chains_only: bool) -> dict:
+    import duckdb
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    from cohortflow import models
+    from cohortflow.config import load_config
+    from cohortflow.warehouse import Warehouse
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.conftest import write_config
+
+    url, password = os.environ.get("COHORTFLOW_TEST_PG_URL"), os.environ.get("COHORTFLOW_TEST_PG_PASSWORD")
+    if not url or not password:
+        raise SystemExit('set COHORTFLOW_TEST_PG_URL and COHORTFLOW_TEST_PG_PASSWORD: scripts/pgcluster.sh start; '
+                         'eval "$(scripts/pgcluster.sh env)"')
+    end = START + dt.timedelta(days=days - 1)
+    db = "bench_" + uuid.uuid4().hex[:8]
+    admin = sa.create_engine(sa.make_url(url).set(password=password), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'create database "{db}"'))
+    try:
+        funnel = {"name": "purchase", "steps": [{"event": s} for s in STEPS], "window_seconds": WINDOW_SECONDS}
+        path = write_config(
+            workdir / "proj-postgres",
+            sources=[{"name": "app", "format": "canonical", "path": "events"}],
+            analyses={"funnels": [funnel]},
+            warehouse={"url": sa.make_url(url).set(database=db).render_as_string(hide_password=True)},
+        )
+        cfg = load_config(path, environ={"COHORTFLOW_WAREHOUSE__PASSWORD": password})
+        wh = Warehouse(cfg)
+        wh.bootstrap()
+        duck = duckdb.connect(str(workdir / "proj" / "target" / "warehouse.duckdb"), read_only=True)
+        with wh.begin() as conn:
+            for batch in duck.sql("select * from raw.events").to_arrow_reader(500_000):
+                wh.load_arrow(conn, "raw.events", pa.Table.from_batches([batch]))
+        duck.close()
+        with wh.begin() as conn:
+            conn.execute(sa.text("analyze raw.events"))
+        wh.dispose()
+        models.build_models(Warehouse(cfg), cfg, START, end, exact_range=True, only={"stg_events", "segment_membership_daily"})
+        if chains_only:
+            loaded = models.load_models()
+            without = {**loaded, "funnel_user_steps": dataclasses.replace(
+                loaded["funnel_user_steps"], overrides=tuple(o for o in loaded["funnel_user_steps"].overrides if o[0] != "postgres"))}
+            models.load_models = lambda: without
+        seconds, rows = time_model_build(
+            cfg,
+            ("funnel_user_steps", "funnel_conversion_daily"),
+            START,
+            end,
+            "select entry_date, step_index, reached_users from models.funnel_conversion_daily where breakdown_value = 'all'",
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'drop database if exists "{db}" with (force)'))
+        admin.dispose()
+    return {"seconds": seconds, "cells": {f"{r[0]}|{r[1]}": r[2] for r in rows}}
+
+
 def _clickhouse_sql(source: str, end: dt.date) -> str:
     conditions = ", ".join([f"event_name = '{STEPS[0]}' and event_date = entry_date"] + [f"event_name = '{s}'" for s in STEPS[1:]])
     names = ", ".join(f"'{s}'" for s in STEPS)
@@ -161,13 +230,15 @@ def run_chdb(workdir: Path, days: int, source: str) -> dict:
 
 def main() -> int:
     p = engine_arguments(__doc__, 1_000_000, "target/bench_funnel")
-    p.add_argument("--only", choices=["duckdb", "chdb-table", "chdb-parquet"], action="append")
+    p.add_argument("--only", choices=["duckdb", "chdb-table", "chdb-parquet", "postgres", "postgres-chains"], action="append")
     p.add_argument("--memory-limit", help="DuckDB memory_limit for the model build, e.g. 3GB (default: DuckDB's)")
     args = p.parse_args()
 
     def child(workdir: Path) -> dict:
         if args.child == "duckdb":
             return run_duckdb(workdir, args.days, args.memory_limit)
+        if args.child.startswith("postgres"):
+            return run_postgres(workdir, args.days, chains_only=args.child == "postgres-chains")
         return run_chdb(workdir, args.days, args.child.split("-", 1)[1])
 
     child_args = ["--days", str(args.days)] + (["--memory-limit", args.memory_limit] if args.memory_limit else [])

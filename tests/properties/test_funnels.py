@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from cohortflow.analyses import load_definitions, model_params
 from cohortflow.config import Config
-from cohortflow.models import load_models
+from cohortflow.models import create_views, load_models
 from cohortflow.warehouse import Warehouse, render
 from tests.conftest import load_and_build_fresh
 from tests.properties.event_ids import draw_event_id
@@ -317,14 +317,15 @@ def test_funnels_match_brute_force(project, engine):
 
 
 def test_the_chain_path_matches_brute_force_on_duckdb(make_project, monkeypatch):
-    """On DuckDB, funnels whose steps name distinct events take a single pass (funnel_user_steps.duckdb.sql);
-    the chain CTEs every engine shares are checked here on DuckDB too, with that pass switched off."""
+    """On DuckDB and PostgreSQL, funnels whose steps name distinct events take a single pass
+    (funnel_user_steps.duckdb.sql, funnel_user_steps.postgres.sql); the chain CTEs every engine shares are checked
+    here on DuckDB too, with the passes switched off."""
     import dataclasses
 
     from cohortflow import models
 
     loaded = models.load_models()
-    assert {engine for engine, _ in loaded["funnel_user_steps"].overrides} == {"duckdb"}
+    assert {engine for engine, _ in loaded["funnel_user_steps"].overrides} == {"duckdb", "postgres"}
     chains_only = {**loaded, "funnel_user_steps": dataclasses.replace(loaded["funnel_user_steps"], overrides=())}
     monkeypatch.setattr(models, "load_models", lambda: chains_only)
     check_examples(make_project("duckdb").config(), 60)
@@ -339,7 +340,8 @@ def test_users_with_long_lists_take_the_chain_path_on_duckdb(make_project, monke
     check_examples(make_project("duckdb").config(), 60)
 
 
-def test_only_funnels_of_distinct_step_events_take_the_duckdb_pass(make_project):
+@pytest.mark.parametrize("engine_name", ["duckdb", "postgres"])
+def test_only_funnels_of_distinct_step_events_take_the_pass(make_project, engine_name):
     cfg = Config.model_validate({
         "timezone": "UTC",
         "sources": [{"name": "app", "format": "canonical", "path": "events"}],
@@ -348,13 +350,16 @@ def test_only_funnels_of_distinct_step_events_take_the_duckdb_pass(make_project)
             _funnel([A_X, {"event": "A"}, {"event": "B"}]) | {"name": "repeated"},
         ]},
     })
-    wh = Warehouse(make_project("duckdb").config())
+    wh = Warehouse(make_project(engine_name).config())
     wh.bootstrap()
     try:
         with wh.begin() as conn:
             load_definitions(wh, conn, cfg)
+            # (PostgreSQL plans the whole statement: the views and the table it reads must exist)
+            create_views(wh, conn)
+            wh.execute(conn, load_models()["segment_membership_daily"].create_sql("models"))
             model = load_models()["funnel_user_steps"]
-            sql = render(model.sql, "duckdb", ctes=model.sql_for("duckdb"))
+            sql = render(model.sql, engine_name, ctes=model.sql_for(engine_name))
             folded_sql = sql[: sql.rindex("SELECT")] + "SELECT funnel_name FROM folded_funnels JOIN funnels USING (funnel_no)"
             folded = conn.execute(sa.text(folded_sql), {**model_params(cfg), "start_date": BASE_DATE, "end_date": BASE_DATE, "scoped": False, "model_name": "funnel_user_steps"})
             assert [r[0] for r in folded] == ["distinct"]
