@@ -14,26 +14,11 @@ event never follows another of the same millisecond), keeps per step j:
 The level is the largest j with an R_j. list_reduce costs most per list, not per event (its state is a list, copied
 at every event): the lists of one or two events, two thirds of them at 45 million events, are read directly
 (short_lists) and only the longer ones are folded. */
-{% import 'macros/keys.sql' as keys %}
+{% import 'macros/funnel_pass.sql' as pass %}
 with
 
 folded_funnels as (
-    select
-        funnels.funnel_no,
-        funnels.step_count,
-        funnels.window_ms,
-        funnels.window_days,
-        funnels.is_strict
-    from funnels
-    inner join (
-        select
-            funnel_no,
-            count(distinct event_name) as event_names
-        from steps
-        group by funnel_no
-    ) as named
-        on named.funnel_no = funnels.funnel_no
-    where named.event_names = funnels.step_count
+    {{ pass.folded_funnels() | indent(4) }}
 ),
 
 -- Every entry starts at its first step-1 event on E (the pass begins there), so the events that can extend a chain
@@ -46,29 +31,7 @@ fold_events as (
         entries.entry_date,
         entries.first_start_ms,
         {'ms': dated_events.event_ms, 'signed_step': dated_events.signed_step} as event
-    from (
-        select
-            step_events.funnel_no,
-            step_events.user_id,
-            step_events.event_date - day_offsets.day_offset as entry_date,
-            step_events.event_ms,
-            -- the step, negative in mode strictly_increasing: the list's order at equal times (abs() is the step)
-            case when folded_funnels.is_strict then -step_events.step_index else step_events.step_index end as signed_step,
-            step_events.step_index,
-            folded_funnels.window_ms,
-            folded_funnels.is_strict
-        from step_events
-        inner join folded_funnels
-            on folded_funnels.funnel_no = step_events.funnel_no
-        inner join day_offsets
-            on day_offsets.day_offset <= folded_funnels.window_days
-            and (step_events.step_index > 1 or day_offsets.day_offset = 0)
-    ) as dated_events
-    inner join entries
-        on {{ keys.equal_keys('entries', 'dated_events', ['funnel_no', 'user_id', 'entry_date']) | indent(8) }}
-    where dated_events.event_ms between entries.first_start_ms + case when dated_events.is_strict then 1 else 0 end
-            and entries.last_start_ms + dated_events.window_ms
-        and not (dated_events.step_index = 1 and dated_events.event_ms = entries.first_start_ms)
+    {{ pass.pass_events_from() | indent(4) }}
 ),
 
 -- list_sort orders the structs by ms, then signed_step.

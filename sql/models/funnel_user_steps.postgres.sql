@@ -17,27 +17,12 @@ least x - c(x) over the valid step-j events is the least t_j - t_1 over the vali
 j with a valid event. A funnel has at most 32 steps (config.py), so 31 passes are written out; a pass after the
 last step any chain reached reads nothing (without that check, the 27 passes past a 5-step funnel's last step cost
 as much as the whole pass, one scan of pass_events each). */
-{% import 'macros/keys.sql' as keys %}
+{% import 'macros/funnel_pass.sql' as pass %}
 {% set max_steps = 32 %}
 with
 
 folded_funnels as (
-    select
-        funnels.funnel_no,
-        funnels.step_count,
-        funnels.window_ms,
-        funnels.window_days,
-        funnels.is_strict
-    from funnels
-    inner join (
-        select
-            funnel_no,
-            count(distinct event_name) as event_names
-        from steps
-        group by funnel_no
-    ) as named
-        on named.funnel_no = funnels.funnel_no
-    where named.event_names = funnels.step_count
+    {{ pass.folded_funnels() | indent(4) }}
 ),
 
 -- The events of the pass, once per entry date E whose window they can reach (as in the DuckDB override), and each
@@ -52,28 +37,7 @@ pass_events as materialized (
         dated_events.signed_step,
         dated_events.step_index,
         dated_events.window_ms
-    from (
-        select
-            step_events.funnel_no,
-            step_events.user_id,
-            step_events.event_date - day_offsets.day_offset as entry_date,
-            step_events.event_ms,
-            case when folded_funnels.is_strict then -step_events.step_index else step_events.step_index end as signed_step,
-            step_events.step_index,
-            folded_funnels.window_ms,
-            folded_funnels.is_strict
-        from step_events
-        inner join folded_funnels
-            on folded_funnels.funnel_no = step_events.funnel_no
-        inner join day_offsets
-            on day_offsets.day_offset <= folded_funnels.window_days
-            and (step_events.step_index > 1 or day_offsets.day_offset = 0)
-    ) as dated_events
-    inner join entries
-        on {{ keys.equal_keys('entries', 'dated_events', ['funnel_no', 'user_id', 'entry_date']) | indent(8) }}
-    where dated_events.event_ms between entries.first_start_ms + case when dated_events.is_strict then 1 else 0 end
-            and entries.last_start_ms + dated_events.window_ms
-        and not (dated_events.step_index = 1 and dated_events.event_ms = entries.first_start_ms)
+    {{ pass.pass_events_from() | indent(4) }}
     union all
     select
         entries.funnel_no,
