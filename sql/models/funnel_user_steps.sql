@@ -102,6 +102,8 @@ step_event_details as not materialized (
         candidates.step_index,
         candidates.filter_count,
         candidates.event_id,
+        candidates.source_name,
+        candidates.load_date,
         candidates.user_id,
         candidates.event_date,
         candidates.event_ms,
@@ -154,7 +156,8 @@ entries as (
         step_events.event_date
 ),
 
--- The breakdown value: the property on the user's earliest step-1 event on E (ties: the smallest event_id), or
+-- The breakdown value: the property on the user's earliest step-1 event on E (ties: the smallest event_id, then
+-- source and load date: (source_name, load_date, event_id) names one event), or
 -- membership of the breakdown segment on E.
 entry_breakdowns as (
     select
@@ -170,7 +173,11 @@ entry_breakdowns as (
             coalesce(step_event_details.breakdown_value, '(none)') as breakdown_value,
             row_number() over (
                 partition by step_event_details.funnel_no, step_event_details.user_id, step_event_details.event_date
-                order by step_event_details.event_ms, step_event_details.event_id collate "C"
+                order by
+                    step_event_details.event_ms,
+                    step_event_details.event_id collate "C",
+                    step_event_details.source_name collate "C",
+                    step_event_details.load_date
             ) as event_rank
         from step_event_details
         inner join funnels
@@ -284,7 +291,10 @@ multi_event_groups as (
         step_event_details.funnel_no,
         step_event_details.user_id,
         step_event_details.event_ms
+    -- (more than one event: (source_name, load_date, event_id) names an event; an id alone can repeat)
     having min(step_event_details.event_id) <> max(step_event_details.event_id)
+        or min(step_event_details.source_name) <> max(step_event_details.source_name)
+        or min(step_event_details.load_date) <> max(step_event_details.load_date)
 ),
 
 -- For a multi-event group and each set K of step classes: how many of its events match a step of K.
@@ -294,7 +304,11 @@ multi_event_set_counts as (
         step_event_details.user_id,
         step_event_details.event_ms,
         step_sets.set_no,
-        count(distinct step_event_details.event_id) as event_count
+        -- (one text per event: source names are simple names, without '|', and dates have one length)
+        count(distinct
+            step_event_details.source_name || '|' || cast(step_event_details.load_date as varchar) || '|'
+            || step_event_details.event_id
+        ) as event_count
     from step_event_details
     inner join multi_event_groups
         on {{ keys.equal_keys('multi_event_groups', 'step_event_details', node_keys) | indent(8) }}

@@ -303,6 +303,8 @@ breakdown_events as (
         matched_events.user_id,
         matched_events.event_time,
         matched_events.event_id,
+        matched_events.source_name,
+        matched_events.load_date,
         {{ period_start_of('definitions.period', 'matched_events.event_date') | indent(8) }} as period_date,
         {{ filters.property_value('matched_events', 'matched_events.breakdown') | indent(8) }} as breakdown_value
     from matched_events
@@ -312,7 +314,8 @@ breakdown_events as (
         and matched_events.breakdown is not null
 ),
 
--- The breakdown value is the property on the user's earliest start event of the cohort period.
+-- The breakdown value is the property on the user's earliest start event of the cohort period (ties: the smallest
+-- event_id, source and load date, which name one event).
 first_breakdowns as (
     select
         retention_name,
@@ -321,7 +324,7 @@ first_breakdowns as (
         breakdown_value,
         row_number() over (
             partition by retention_name, user_id, period_date
-            order by event_time, event_id collate "C"
+            order by event_time, event_id collate "C", source_name collate "C", load_date
         ) as event_rank
     from breakdown_events
 ),

@@ -26,6 +26,8 @@ events as not materialized (
     select
         user_id,
         event_id,
+        source_name,
+        load_date,
         event_name,
         event_time,
         event_date,
@@ -119,7 +121,8 @@ first_seen_true as (
 ),
 
 -- Leaf latest_property: the filter on the latest activity event up to the end of the as-of date
--- (largest event_time, then largest event_id in binary order, whatever the database collation).
+-- (largest event_time, then largest event_id in binary order, whatever the database collation, then largest source
+-- and load date: (source_name, load_date, event_id) is unique, so the latest event is one event).
 property_leaves as (
     select
         segment_name,
@@ -142,7 +145,7 @@ daily_last_events as (
         properties,
         row_number() over (
             partition by user_id, event_date
-            order by event_time desc, event_id collate "C" desc
+            order by event_time desc, event_id collate "C" desc, source_name collate "C" desc, load_date desc
         ) as rank_in_day
     from events
     where is_activity

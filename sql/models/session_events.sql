@@ -10,6 +10,8 @@ scope as (
 events as (
     select
         event_id,
+        source_name,
+        load_date,
         event_name,
         user_id,
         event_time,
@@ -37,6 +39,8 @@ latest_before as (
 user_streams as (
     select
         event_id,
+        source_name,
+        load_date,
         event_name,
         user_id,
         event_time,
@@ -45,6 +49,8 @@ user_streams as (
     union all
     select
         cast(null as varchar) as event_id,
+        cast(null as varchar) as source_name,
+        cast(null as date) as load_date,
         cast(null as varchar) as event_name,
         user_id,
         event_time,
@@ -52,7 +58,9 @@ user_streams as (
     from latest_before
 ),
 
--- Each user's events in time order, ties by event_id (byte order on every engine).
+-- Each user's events in time order, ties by event_id (byte order on every engine), then source and load date: ids
+-- are unique per source and lookback only, and (source_name, load_date, event_id) is unique, so the order is total
+-- and a night and a full rebuild number the events alike.
 neighbours as (
     select
         event_id,
@@ -65,7 +73,10 @@ neighbours as (
         lead(event_time) over user_events as next_event_time,
         lead(event_name) over user_events as following_event_name
     from user_streams
-    window user_events as (partition by user_id order by event_time, event_id collate "C")
+    window user_events as (
+        partition by user_id
+        order by event_time, event_id collate "C", source_name collate "C", load_date
+    )
 ),
 
 -- "No gap longer than the timeout": a gap of exactly the timeout continues the session.

@@ -7,18 +7,26 @@ ids now and then; the models must keep the events apart.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 
 from hypothesis import strategies as st
 
 
-def draw_event_id(draw, events: list[dict], t: dt.datetime, fresh: Callable[[], str]) -> tuple[str, str]:
+def draw_event_id(draw, events: list[dict], fresh: Callable[[], str]) -> tuple[str, str]:
     """An (event_id, source_name) for a new event at ``t``: usually a fresh id from the source ``app``; sometimes an
     id already used, from a source of its own (so (source, load date, id) stays unique, as ingest guarantees).
-    Never an id already used at the same millisecond: two copies of one id there have no defined order."""
-    taken_at_t = {e["event_id"] for e in events if e["event_time"] == t}
-    reusable = sorted({e["event_id"] for e in events} - taken_at_t)
+    The reused id may be at the same millisecond as its other copies (for the same user or another): the models order
+    such copies by source and load date."""
+    reusable = sorted({e["event_id"] for e in events})
     if reusable and draw(st.integers(0, 5)) == 0:
         return draw(st.sampled_from(reusable)), f"src{len(events)}"
+    return fresh(), "app"
+
+
+def draw_twin_id(draw, of: dict, events: list[dict], fresh: Callable[[], str]) -> tuple[str, str]:
+    """An (event_id, source_name) for a second event of ``of``'s user at ``of``'s millisecond: a fresh id, or ``of``'s
+    own id from a source of its own (a copy of the id another source sent, with its own name and properties). Those
+    copies tie on time and id: the models order them by source and load date."""
+    if draw(st.booleans()):
+        return of["event_id"], f"twin{len(events)}"
     return fresh(), "app"

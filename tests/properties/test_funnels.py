@@ -28,7 +28,7 @@ from cohortflow.config import Config
 from cohortflow.models import create_views, load_models
 from cohortflow.warehouse import Warehouse, render
 from tests.conftest import load_and_build_fresh
-from tests.properties.event_ids import draw_event_id
+from tests.properties.event_ids import draw_event_id, draw_twin_id
 from tests.reference import funnels as ref
 
 MODELS = ("stg_identities", "stg_events", "segment_membership_daily", "funnel_conversion_daily")
@@ -83,8 +83,11 @@ def scenarios(draw):
     ids = iter(range(1_000_000))
     events = []
 
-    def add(did, name, t, link=None, p_values=("x", "x", "y", 1, 2)):
-        event_id, source_name = draw_event_id(draw, events, t, lambda: f"e{next(ids):03d}")
+    def add(did, name, t, link=None, p_values=("x", "x", "y", 1, 2), twin_of=None):
+        if twin_of is None:
+            event_id, source_name = draw_event_id(draw, events, lambda: f"e{next(ids):03d}")
+        else:
+            event_id, source_name = draw_twin_id(draw, twin_of, events, lambda: f"e{next(ids):03d}")
         events.append({
             "event_id": event_id,
             "source_name": source_name,
@@ -133,8 +136,8 @@ def scenarios(draw):
         t = draw(st.sampled_from(crowded)) if crowded else grid_time()
         did = draw(st.sampled_from(users))
         add(did, draw(st.sampled_from(names)), t)
-        if draw(st.integers(0, 3)) == 0:  # another event of the same user at the same millisecond
-            add(did, draw(st.sampled_from(["A", "B", "C"])), t)
+        if draw(st.integers(0, 3)) == 0:  # another event of the same user at the same millisecond (maybe a copy of the id)
+            add(did, draw(st.sampled_from(["A", "B", "C"])), t, twin_of=events[-1])
     if draw(st.booleans()):
         t = dt.datetime.combine(BASE_DATE, dt.time(12))
         add("u1", "$alias", t, link=("anon", "u1"))
@@ -182,7 +185,9 @@ def staged(wh: Warehouse) -> list[ref.Event]:
     epoch = dt.datetime(1970, 1, 1)
     with wh.begin() as conn:
         rows = wh.execute(
-            conn, "select event_id, user_id, event_name, event_time, event_date, properties, platform from models.stg_events"
+            conn,
+            "select event_id, user_id, event_name, event_time, event_date, properties, platform, source_name, load_date "
+            "from models.stg_events",
         ).fetchall()
     return [
         ref.Event(
@@ -193,6 +198,8 @@ def staged(wh: Warehouse) -> list[ref.Event]:
             event_date=r[4],
             properties=json.loads(r[5] or "{}"),
             platform=r[6],
+            source_name=r[7],
+            load_date=r[8],
         )
         for r in rows
     ]

@@ -23,7 +23,7 @@ from cohortflow.analyses import model_params
 from cohortflow.config import load_config
 from cohortflow.warehouse import Warehouse
 from tests.conftest import load_and_build_fresh
-from tests.properties.event_ids import draw_event_id
+from tests.properties.event_ids import draw_event_id, draw_twin_id
 from tests.reference import retention as ref
 
 MODELS = (
@@ -94,7 +94,7 @@ def scenarios(draw):
         did = draw(st.sampled_from(DISTINCT_IDS))
         t = BASE + dt.timedelta(days=draw(st.integers(0, 45)), milliseconds=draw(st.integers(0, 86_399_999)))
         name = draw(st.sampled_from(("open", "open", "buy", "view", "$profile_set")))
-        event_id, source_name = draw_event_id(draw, events, t, lambda: f"e{next(ids):03d}")
+        event_id, source_name = draw_event_id(draw, events, lambda: f"e{next(ids):03d}")
         events.append(
             {
                 "event_id": event_id,
@@ -109,8 +109,10 @@ def scenarios(draw):
             }
         )
         if draw(st.integers(0, 4)) == 0:  # a second event of the same user at the same millisecond
+            twin_id, twin_source = draw_twin_id(draw, events[-1], events, lambda: f"e{next(ids):03d}")
             events.append(
-                {**events[-1], "event_id": f"e{next(ids):03d}", "source_name": "app", "event_name": draw(st.sampled_from(("open", "buy")))}
+                {**events[-1], "event_id": twin_id, "source_name": twin_source, "event_name": draw(st.sampled_from(("open", "buy"))),
+                 "properties": draw(PROPERTIES)}
             )
     for _ in range(draw(st.integers(0, 2))):
         anon, login = draw(st.sampled_from(("anon0", "anon1"))), draw(st.sampled_from(("u0", "u1")))
@@ -163,7 +165,7 @@ def build(wh: Warehouse, cfg, events, start: dt.date, end: dt.date) -> None:
 
 def staged(wh: Warehouse) -> list[dict]:
     cols = ["event_id", "event_name", "user_id", "event_time", "event_date", "platform", "app_version", "channel",
-            "properties", "is_activity"]
+            "properties", "is_activity", "source_name", "load_date"]
     with wh.begin() as conn:
         rows = wh.execute(conn, f"select {', '.join(cols)} from models.stg_events").fetchall()
     out = [dict(zip(cols, r, strict=True)) for r in rows]

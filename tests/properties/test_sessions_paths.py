@@ -24,7 +24,7 @@ from cohortflow.analyses import model_params
 from cohortflow.config import load_config
 from cohortflow.warehouse import Warehouse
 from tests.conftest import load_and_build_fresh, write_config
-from tests.properties.event_ids import draw_event_id
+from tests.properties.event_ids import draw_event_id, draw_twin_id
 from tests.reference import sessions as ref
 
 MODELS = (
@@ -66,9 +66,12 @@ def scenarios(draw):
     ids = iter(draw(st.permutations(IDS)))
     events = []
 
-    def event(distinct_id, t, name, activity=True, link=None):
+    def event(distinct_id, t, name, activity=True, link=None, twin_of=None):
         local = t.replace(tzinfo=dt.UTC).astimezone(tz)
-        event_id, source_name = draw_event_id(draw, events, t, lambda: next(ids))
+        if twin_of is None:
+            event_id, source_name = draw_event_id(draw, events, lambda: next(ids))
+        else:
+            event_id, source_name = draw_twin_id(draw, twin_of, events, lambda: next(ids))
         events.append(
             {
                 "event_id": event_id,
@@ -77,6 +80,7 @@ def scenarios(draw):
                 "distinct_id": distinct_id,
                 "event_time": t,
                 "event_date": local.date(),
+                "load_date": local.date(),
                 "is_activity": activity,
                 "platform": draw(st.sampled_from(VALUES)),
                 "app_version": draw(st.sampled_from((None, "1.0", "1.1"))),
@@ -95,6 +99,8 @@ def scenarios(draw):
                 event(did, t, "$profile_set", activity=False)
             else:
                 event(did, t, draw(st.sampled_from(NAMES)))
+                if draw(st.integers(0, 3)) == 0:  # a second event at the same millisecond (maybe a copy of the id)
+                    event(did, t, draw(st.sampled_from(NAMES)), twin_of=events[-1])
     for _ in range(draw(st.integers(0, 2))):
         anon, login = draw(st.sampled_from(("anon1", "anon2"))), draw(st.sampled_from(("u1", "u2")))
         t = base + draw(st.integers(-3 * 3_600_000, 3 * 3_600_000)) * MS
@@ -131,7 +137,7 @@ def _raw_rows(events):
             "app_id": None,
             "session_id": "sdk-session",  # the SDK's session id plays no part
             "properties": "{}",
-            "load_date": e["event_date"],
+            "load_date": e["load_date"],
             "ingest_file": "events/part-0.jsonl",
             "ingest_line": i + 1,
             "source_name": e["source_name"],

@@ -33,6 +33,9 @@ class Event:
     platform: str | None = None
     app_version: str | None = None
     channel: str | None = None
+    # (source_name, load_date, event_id) names one event: ids are unique per source and lookback only
+    source_name: str = "app"
+    load_date: dt.date | None = None
 
 
 def property_text(event: Event, key: str) -> str | None:
@@ -174,7 +177,7 @@ def funnel_rows(
                 reached = chains(funnel, evs, entry_date)
                 groups["all"].append(reached)
                 if funnel.breakdown is not None:
-                    first = min(firsts, key=lambda e: (e.event_ms, e.event_id.encode("utf-8")))
+                    first = min(firsts, key=lambda e: (e.event_ms, e.event_id.encode("utf-8"), e.source_name.encode("utf-8"), e.load_date))
                     value = property_text(first, funnel.breakdown)
                     groups["(none)" if value is None else value].append(reached)
             groups.setdefault("all", [])

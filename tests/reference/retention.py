@@ -132,7 +132,7 @@ def retention(
             if d.get("breakdown"):
                 first = min(
                     (e for e in starts if e["user_id"] == user and period_start(e["event_date"], period) == c),
-                    key=lambda e: (e["event_time"], e["event_id"]),
+                    key=lambda e: (e["event_time"], e["event_id"], e["source_name"], e["load_date"]),
                 )
                 cohorts[(c, property_text(first, d["breakdown"]) or "(none)")].add(user)
     out = []

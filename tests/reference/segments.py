@@ -112,7 +112,8 @@ def membership(events: list[dict], segments: list[dict], timezone: str, start: d
             return day - dt.timedelta(days=rule["first_seen_within_days"]) < first_active <= day
         if "latest_property" in rule:
             seen = [e for e in evs if e["is_activity"] and e["date"] <= day]
-            latest = max(seen, key=lambda e: (e["event_time"], e["event_id"]))
+            # (source, load date, id) names one event; events without them come from one source with unique ids
+            latest = max(seen, key=lambda e: (e["event_time"], e["event_id"], e.get("source_name", ""), e.get("load_date", day)))
             return filter_holds(rule["latest_property"], latest)
         if "and" in rule:
             return all(holds(r, evs, first_active, day) for r in rule["and"])

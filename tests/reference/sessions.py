@@ -53,7 +53,8 @@ def sessions(events: list[dict], timeout_minutes: int) -> list[dict]:
             by_user[e["user_id"]].append(e)
     out = []
     for user, evs in by_user.items():
-        evs.sort(key=lambda e: (e["event_time"], e["event_id"]))  # str order = UTF-8 byte order
+        # str order = UTF-8 byte order; (source, load date, id) names one event (an id alone can repeat)
+        evs.sort(key=lambda e: (e["event_time"], e["event_id"], e["source_name"], e["load_date"]))
         runs: list[list[dict]] = []
         for e in evs:
             if runs and e["event_time"] - runs[-1][-1]["event_time"] <= timeout:
