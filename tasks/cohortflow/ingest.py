@@ -617,14 +617,6 @@ def _temp(wh: Warehouse, conn, name: str, select_sql: str, params: dict | None =
         wh.execute(conn, f"analyze {name}")
 
 
-def _append_batches(wh: Warehouse, conn, table: str, schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> None:
-    """Append spooled batches to ``table``, one chunk at a time (Trino: all at once, as one write: a Hive table
-    written in a transaction takes one insert per partition)."""
-    if wh.trino is not None:
-        wh.load_arrow(conn, table, pa.Table.from_batches(list(batches), schema=schema))
-        return
-    for rb in batches:
-        wh.load_arrow(conn, table, pa.Table.from_batches([rb], schema=schema))
 
 
 # A copy's identity (one line of one landing file loaded on one date) and the columns deduplication reads: the
@@ -826,7 +818,7 @@ def _stage_incoming(wh: Warehouse, conn, batch: Batch) -> None:
         return
     wh.execute(conn, "drop table if exists incoming")
     wh.execute(conn, f"create temporary table incoming as select {_COLUMNS} from raw.events where 1 = 0")
-    _append_batches(wh, conn, "incoming", RAW_EVENT_SCHEMA, batch.event_batches())
+    wh.load_batches(conn, "incoming", RAW_EVENT_SCHEMA, batch.event_batches())
     if wh.dialect == "postgres":
         wh.execute(conn, "analyze incoming")
 
@@ -1017,7 +1009,7 @@ def _load_batch(wh: Warehouse, cfg: Config, business_date: dt.date, run_id: str,
         )
         for table in ("raw.quarantine", "meta.ingest_ledger"):
             wh.execute(conn, f"delete from {table} where load_date = :d", {"d": business_date})
-        _append_batches(wh, conn, "raw.quarantine", QUARANTINE_SCHEMA, batch.quarantine_batches())
+        wh.load_batches(conn, "raw.quarantine", QUARANTINE_SCHEMA, batch.quarantine_batches())
         _recount_ledgers(wh, conn, business_date, ledger, now, run_id)
         if wh.dialect == "postgres":
             # Fresh statistics for the next load's duplicate check and tonight's models: autovacuum analyses

@@ -336,19 +336,29 @@ def _day_batch(wh: Warehouse, business_date: dt.date) -> Iterator[Any]:
         source = context.data_sources.add_postgres(
             name="warehouse", connection_string=wh.engine.url.render_as_string(hide_password=False)
         )
+        view = None
     else:
-        # Trino: GX cannot read a query asset's columns on it, so the daily partitioner stays. Trino joins on a hash
-        # whatever it estimates; the price is that the extract filters read every load_date partition.
+        # Trino: GX cannot read a query asset's columns on it, and its daily partitioner filters on extract(year /
+        # month / day from load_date), which reads every load_date partition. The day is a view with an equality on
+        # load_date (Trino prunes to the day's partition), named like the scratch tables (raw.tmp_*), one per
+        # validation so two of one date do not share it, dropped at the end.
+        import uuid
+
+        if not isinstance(business_date, dt.date) or isinstance(business_date, dt.datetime):
+            raise TypeError(f"business_date must be a date, not {type(business_date).__name__}")
+        view = f"tmp_validate_{business_date:%Y%m%d}_{uuid.uuid4().hex[:12]}"
+        wh.trino.ddl(f"create view raw.{view} as select * from raw.events where load_date = date '{business_date:%Y-%m-%d}'")
         source = _trino_source(context, wh)
     try:
         if wh.dialect == "postgres":
             yield source.add_query_asset(name="raw_events", query=query).add_batch_definition_whole_table(name="day").get_batch()
         else:
-            asset = source.add_table_asset(name="raw_events", schema_name="raw", table_name="events")
-            day = asset.add_batch_definition_daily(name="load_date", column="load_date")
-            yield day.get_batch(batch_parameters={"year": business_date.year, "month": business_date.month, "day": business_date.day})
+            asset = source.add_table_asset(name="raw_events", schema_name="raw", table_name=view)
+            yield asset.add_batch_definition_whole_table(name="day").get_batch()
     finally:
         source.get_engine().dispose()
+        if view is not None:
+            wh.trino.ddl(f"drop view if exists raw.{view}")
 
 
 # -- validation of frames, in parts ----------------------------------------------

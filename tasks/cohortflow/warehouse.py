@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import io
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -589,6 +589,18 @@ class Warehouse:
         return sa.inspect(conn).has_table(table, schema=schema)
 
     # -- bulk load ---------------------------------------------------------
+    def load_batches(self, conn: sa.Connection, table: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
+        """Append record batches to ``schema.table`` (columns by name) inside ``conn``'s transaction, holding one batch
+        in memory at a time. On Trino they are one write (a Hive partition takes one insert per transaction): the
+        batches are streamed into one staged Parquet file, a row group each, and inserted from it."""
+        if self.trino is not None:
+            rows, staged = self.trino.stage_batches(conn, table, schema, batches)
+            if rows:
+                columns = ", ".join(schema.names)
+                self.run(conn, f"insert into {self.trino.insert_target(conn, table)} ({columns}) select {columns} from {staged}")
+            return rows
+        return sum(self.load_arrow(conn, table, pa.Table.from_batches([rb], schema=schema)) for rb in batches)
+
     def load_arrow(self, conn: sa.Connection, table: str, data: pa.Table) -> int:
         """Append an Arrow table to ``schema.table`` (columns by name) inside ``conn``'s transaction."""
         if data.num_rows == 0:
@@ -1318,27 +1330,49 @@ class TrinoAccess:
         """A load table holding ``data``, in the schema of ``like``: created, then ``data`` written into its
         directory as one Parquet file (a table without partitions reads every file in its directory). It lives
         until ``conn``'s transaction ends. Returns its name."""
+        return self.stage_batches(conn, like, data.schema, data.to_batches(), keep_empty=True)[1]
+
+    def stage_batches(
+        self, conn: sa.Connection, like: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch], keep_empty: bool = False
+    ) -> tuple[int, str]:
+        """:meth:`stage` for a stream of record batches, written one row group at a time (memory: one batch).
+        Returns the rows written and the load table's name; without rows, no table and "" unless ``keep_empty``
+        (then an empty table: its directory has no file)."""
+        import itertools
         import uuid
 
         import pyarrow.parquet as pq
 
-        schema = like.split(".")[0] if "." in like else "raw"
-        check_identifier(schema)
+        batches = iter(batches)
+        first = next((batch for batch in batches if batch.num_rows), None)
+        if first is None and not keep_empty:
+            return 0, ""
+
+        schema_name = like.split(".")[0] if "." in like else "raw"
+        check_identifier(schema_name)
         name = f"load_{uuid.uuid4().hex[:16]}"
         columns = []
-        for field in data.schema:
+        for field in schema:
             check_identifier(field.name)
             sql_type = next((t for test, t in _ARROW_TO_TRINO if test(field.type)), None)
             if sql_type is None:
                 raise WarehouseError(f"cannot load column {field.name} of type {field.type} into Trino")
             columns.append(f"{field.name} {sql_type}")
-        self.ddl(f"create table {schema}.{name} ({', '.join(columns)}) with (format = 'PARQUET')")
-        self._loads.setdefault(id(conn), []).append(f"{schema}.{name}")
-        filesystem, folder = self._folder(f"{self._schema_location(schema)}/{name}")
+        self.ddl(f"create table {schema_name}.{name} ({', '.join(columns)}) with (format = 'PARQUET')")
+        self._loads.setdefault(id(conn), []).append(f"{schema_name}.{name}")
+        filesystem, folder = self._folder(f"{self._schema_location(schema_name)}/{name}")
         filesystem.create_dir(folder, recursive=True)
-        table = data.cast(pa.schema([f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f for f in data.schema]))
-        pq.write_table(table, f"{folder}/part-0.parquet", filesystem=filesystem)
-        return f"{schema}.{name}"
+        # Trino reads Parquet timestamps of microseconds; Arrow's may be of other units.
+        written = pa.schema([f.with_type(pa.timestamp("us")) if pa.types.is_timestamp(f.type) else f for f in schema])
+        rows = 0
+        if first is None:
+            return rows, f"{schema_name}.{name}"
+        with pq.ParquetWriter(f"{folder}/part-0.parquet", written, filesystem=filesystem) as writer:
+            for batch in itertools.chain([first], batches):
+                if batch.num_rows:
+                    writer.write_batch(batch.cast(written) if batch.schema != written else batch)
+                    rows += batch.num_rows
+        return rows, f"{schema_name}.{name}"
 
     def _schema_location(self, schema: str) -> str:
         if schema not in self._locations:

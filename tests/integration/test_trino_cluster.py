@@ -80,7 +80,8 @@ def two_nodes(tmp_path_factory):
 
 
 def test_the_models_run_distributed_on_a_coordinator_and_a_worker(two_nodes, tmp_path, monkeypatch):
-    spec = DemoSpec(users=80, days=3, start_date=START, timezone=TZ, seed=5, fmt="ark")
+    # (two nights: each costs a few minutes on the two-node cluster beside the rest of the suite)
+    spec = DemoSpec(users=80, days=2, start_date=START, timezone=TZ, seed=5, fmt="ark")
     duck = Project(tmp_path / "duck", "duckdb", timezone=TZ, analyses=short_analyses())
     generate(spec, duck.landing)
     expected = _run_nights(duck, spec.days)
@@ -114,7 +115,7 @@ def test_the_models_run_distributed_on_a_coordinator_and_a_worker(two_nodes, tmp
     tasks = dict(task_nodes)
     assert tasks.get("worker1", 0) > tasks.get("coordinator", 0), f"the funnel's tasks by node: {task_nodes}"
     assert set(got) == set(expected)
-    # (three nights are too few for frequency_retention's target window: it is empty on both)
+    # (two nights are too few for frequency_retention's target window: it is empty on both)
     for name in ("funnel_conversion_daily", "retention_cohorts", "active_users_daily", "session_metrics_daily"):
         assert expected[name], f"{name} is empty: the comparison would prove nothing"
     for name in expected:
