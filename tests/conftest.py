@@ -181,9 +181,10 @@ TRINO_SELECTION = (
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
 )
 _FIXTURE = "tests/test_model_fixtures.py::test_model_fixture"
-# Node ids (or their beginnings) of the lane: 52 minutes beside the main run in CI at 17 tests (the two-node cluster
-# 9.3 with three nights, the nightly builds of segments 5.8 with two examples, the four fixture cases 5); since
-# trimmed to two nights, one example and two fixture cases. The nightly comparison builds DuckDB and Trino only.
+# Node ids (or their beginnings) of the lane, measured beside the main run in a CI run on 2 cores: 39 minutes at 15
+# tests (the nightly comparison's eight nights on DuckDB and Trino 17, the two-node cluster 6, the property tests 12,
+# the two fixture cases 2). scripts/test.sh runs the DolphinScheduler integration tests (9 minutes) after the lane, in
+# the same background job, so that the two halves end together.
 TRINO_LANE = (
     "tests/integration/test_trino_cluster.py::test_the_models_run_distributed_on_a_coordinator_and_a_worker",
     "tests/e2e/test_nightly.py::test_active_users_equal_the_ground_truth[trino]",

@@ -136,10 +136,10 @@ def _publish_inserts_seen(admin, began: dt.datetime) -> int:
 def test_a_publish_killed_half_way_leaves_the_old_state_or_the_new(make_project):
     kill_after = 4  # tables written in the publish transaction before the kill (of 11)
     project = make_project("trino", timezone=TZ, analyses=short_analyses())
-    spec = DemoSpec(users=60, days=3, start_date=START, timezone=TZ, seed=8, fmt="ark")
+    spec = DemoSpec(users=60, days=2, start_date=START, timezone=TZ, seed=8, fmt="ark")
     generate(spec, project.landing)
-    old = _run_nights(project, 2)
-    last = START + dt.timedelta(days=2)
+    old = _run_nights(project, 1)
+    last = START + dt.timedelta(days=1)
     cfg, wh = project.config(), project.warehouse()
     wf = load_workflows()["cohortflow_nightly"]
     try:
