@@ -58,8 +58,9 @@ background_half() {
     COHORTFLOW_TEST_TRINO_SCOPE=lane .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" \
         --basetemp="$lane_tmp" -p no:cacheprovider --durations=15 "$@" >"$lane_log" 2>&1 || rc=$?
     echo "$rc $((SECONDS - started))" >target/trino-lane.rc
-    started=$SECONDS rc=0
+    rc=0
     if wait "$starter"; then
+        started=$SECONDS
         (
             eval "$(scripts/dolphinscheduler.sh env)"
             scripts/dolphinscheduler.sh status
