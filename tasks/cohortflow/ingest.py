@@ -617,8 +617,6 @@ def _temp(wh: Warehouse, conn, name: str, select_sql: str, params: dict | None =
         wh.execute(conn, f"analyze {name}")
 
 
-
-
 # A copy's identity (one line of one landing file loaded on one date) and the columns deduplication reads: the
 # re-judging works on these alone, so the day's rows are never copied whole into temporary tables.
 _KEY = ("source_name", "load_date", "ingest_file", "ingest_line")
