@@ -12,11 +12,13 @@ from collections.abc import Callable
 from hypothesis import strategies as st
 
 
-def draw_event_id(draw, events: list[dict], fresh: Callable[[], str]) -> tuple[str, str]:
-    """An (event_id, source_name) for a new event at ``t``: usually a fresh id from the source ``app``; sometimes an
-    id already used, from a source of its own (so (source, load date, id) stays unique, as ingest guarantees).
-    The reused id may be at the same millisecond as its other copies (for the same user or another): the models order
-    such copies by source and load date."""
+def draw_event_id(draw, events: list[dict], fresh: Callable[[], str], twin_of: dict | None = None) -> tuple[str, str]:
+    """An (event_id, source_name) for a new event: usually a fresh id from the source ``app``; sometimes an id already
+    used, from a source of its own (so (source, load date, id) stays unique, as ingest guarantees). The reused id may
+    be at the same millisecond as its other copies (for the same user or another): the models order such copies by
+    source and load date. With ``twin_of``: see :func:`draw_twin_id`."""
+    if twin_of is not None:
+        return draw_twin_id(draw, twin_of, events, fresh)
     reusable = sorted({e["event_id"] for e in events})
     if reusable and draw(st.integers(0, 5)) == 0:
         return draw(st.sampled_from(reusable)), f"src{len(events)}"

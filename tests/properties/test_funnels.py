@@ -28,7 +28,7 @@ from cohortflow.config import Config
 from cohortflow.models import create_views, load_models
 from cohortflow.warehouse import Warehouse, render
 from tests.conftest import load_and_build_fresh
-from tests.properties.event_ids import draw_event_id, draw_twin_id
+from tests.properties.event_ids import draw_event_id
 from tests.reference import funnels as ref
 
 MODELS = ("stg_identities", "stg_events", "segment_membership_daily", "funnel_conversion_daily")
@@ -84,10 +84,7 @@ def scenarios(draw):
     events = []
 
     def add(did, name, t, link=None, p_values=("x", "x", "y", 1, 2), twin_of=None):
-        if twin_of is None:
-            event_id, source_name = draw_event_id(draw, events, lambda: f"e{next(ids):03d}")
-        else:
-            event_id, source_name = draw_twin_id(draw, twin_of, events, lambda: f"e{next(ids):03d}")
+        event_id, source_name = draw_event_id(draw, events, lambda: f"e{next(ids):03d}", twin_of)
         events.append({
             "event_id": event_id,
             "source_name": source_name,

@@ -23,7 +23,7 @@ from cohortflow.analyses import model_params
 from cohortflow.config import load_config
 from cohortflow.warehouse import Warehouse
 from tests.conftest import load_and_build_fresh
-from tests.properties.event_ids import draw_event_id, draw_twin_id
+from tests.properties.event_ids import draw_event_id
 from tests.reference import retention as ref
 
 MODELS = (
@@ -109,7 +109,7 @@ def scenarios(draw):
             }
         )
         if draw(st.integers(0, 4)) == 0:  # a second event of the same user at the same millisecond
-            twin_id, twin_source = draw_twin_id(draw, events[-1], events, lambda: f"e{next(ids):03d}")
+            twin_id, twin_source = draw_event_id(draw, events, lambda: f"e{next(ids):03d}", events[-1])
             events.append(
                 {**events[-1], "event_id": twin_id, "source_name": twin_source, "event_name": draw(st.sampled_from(("open", "buy"))),
                  "properties": draw(PROPERTIES)}

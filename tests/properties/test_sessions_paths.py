@@ -24,7 +24,7 @@ from cohortflow.analyses import model_params
 from cohortflow.config import load_config
 from cohortflow.warehouse import Warehouse
 from tests.conftest import load_and_build_fresh, write_config
-from tests.properties.event_ids import draw_event_id, draw_twin_id
+from tests.properties.event_ids import draw_event_id
 from tests.reference import sessions as ref
 
 MODELS = (
@@ -68,10 +68,7 @@ def scenarios(draw):
 
     def event(distinct_id, t, name, activity=True, link=None, twin_of=None):
         local = t.replace(tzinfo=dt.UTC).astimezone(tz)
-        if twin_of is None:
-            event_id, source_name = draw_event_id(draw, events, lambda: next(ids))
-        else:
-            event_id, source_name = draw_twin_id(draw, twin_of, events, lambda: next(ids))
+        event_id, source_name = draw_event_id(draw, events, lambda: next(ids), twin_of)
         events.append(
             {
                 "event_id": event_id,
