@@ -100,12 +100,19 @@ def drop_trino_catalog(db_url: str, storage: str) -> None:
     shutil.rmtree(Path(storage) / u.database, ignore_errors=True)
 
 
+# The tests' PostgreSQL databases sort text linguistically, as production databases usually do (en_US.UTF-8 and the
+# like), unlike the server's C.UTF-8 (byte order, as DuckDB and Trino): a model or a step whose result depends on the
+# order of text without `collate "C"` then differs from DuckDB in the tests, not only in production. ('B' < 'a' in
+# byte order, not in en-US.)
+PG_TEST_DATABASE = "template template0 encoding 'UTF8' locale_provider icu icu_locale 'en-US' locale 'C.UTF-8'"
+
+
 def _fresh_pg_database(url: str, password: str) -> str:
-    """A new empty database on the test server; returns its URL."""
+    """A new empty database on the test server (collation en-US, see above); returns its URL."""
     name = "t_" + uuid.uuid4().hex[:12]
     admin = sa.create_engine(sa.make_url(url).set(password=password), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f'create database "{name}"'))
+        conn.execute(sa.text(f'create database "{name}" {PG_TEST_DATABASE}'))
     admin.dispose()
     return str(sa.make_url(url).set(database=name).render_as_string(hide_password=True))
 

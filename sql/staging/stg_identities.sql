@@ -27,7 +27,7 @@ ranked as (
         links.linked_at,
         row_number() over (
             partition by links.anonymous_id
-            order by links.linked_at, links.received_at, links.ingest_file, links.ingest_line
+            order by links.linked_at, links.received_at, links.ingest_file collate "C", links.ingest_line
         ) as link_rank
     from links
     where links.anonymous_id not in (select login_ids.login_id from login_ids)

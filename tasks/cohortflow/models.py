@@ -456,8 +456,11 @@ _DEFINITION_TABLE = re.compile(r"\bmeta\.(def_\w+)")
 
 def fingerprint(model: Model, cfg: Config, params: Mapping[str, Any], definitions: Mapping[str, Any]) -> str:
     """What a model's rows are a function of besides the loaded events: its SQL (and overrides), the parameters it
-    binds and the rows of the definition tables it reads. A build whose fingerprint differs rebuilds the model whole."""
-    text = model.sql + "".join(sql for _, sql in model.overrides)
+    binds and the rows of the definition tables it reads. A build whose fingerprint differs rebuilds the model whole.
+    The SQL includes the views it reads (the staging layer, directly or through another view): they keep no state
+    of their own, so a change to one (say, the identity map's tie order) must rebuild their readers; a change to a
+    table model reaches its readers through its own whole rebuild."""
+    text = model.sql + "".join(sql for _, sql in model.overrides) + _views_read(model, load_models())
     h = hashlib.blake2b(digest_size=16)
     for part in (text, repr(model.columns), cfg.timezone):
         h.update(part.encode())
@@ -466,6 +469,18 @@ def fingerprint(model: Model, cfg: Config, params: Mapping[str, Any], definition
     for table in sorted(set(_DEFINITION_TABLE.findall(text))):
         h.update(repr((table, definitions.get(f"meta.{table}"))).encode())
     return h.hexdigest()
+
+
+def _views_read(model: Model, models: Mapping[str, Model]) -> str:
+    """The SQL of the view models ``model`` reads, directly or through other views, in a fixed order."""
+    seen: list[str] = []
+    todo = list(model.depends_on)
+    while todo:
+        name = todo.pop(0)
+        if name not in seen and models[name].materialized == "view":
+            seen.append(name)
+            todo.extend(models[name].depends_on)
+    return "".join(models[name].sql + "".join(sql for _, sql in models[name].overrides) for name in seen)
 
 
 def _state(wh: Warehouse, conn: sa.Connection, name: str) -> tuple[int, dt.date | None, dt.date | None, str] | None:
@@ -857,9 +872,7 @@ def _build_users_trino(
     shared CTEs are computed into scratch tables by DDL too, which sees committed rows only, and a transaction keeps
     what it read of a table (this one's meta.build_scope, read by the date builds before), so the build reads the
     scope there, in place of meta.build_scope. It is dropped when the transaction ends."""
-    import uuid
-
-    scope_table = f"raw.tmp_scope_{uuid.uuid4().hex[:12]}"
+    scope_table = wh.trino.scratch_name("raw", "scope")
     scope_select = scope_sql[scope_sql.index("select ") :]
     wh.trino.ddl(
         f"create table {scope_table} as select * from (\n"

@@ -292,6 +292,8 @@ def run_task(
     wh.bootstrap()
     if n := mark_interrupted(wh):
         echo(f"marked {n} interrupted task run(s) in the run log")
+    if wh.trino is not None and (swept := wh.trino.sweep_scratch()):
+        echo(f"dropped {plural(len(swept), 'scratch object')} left by ended processes: {', '.join(swept)}")
     started = _log_start(wh, run_id, workflow.name, name, business_date, runner)
     t0 = time.monotonic()
     echo(f"[{name}] {business_date} (run {run_id})")

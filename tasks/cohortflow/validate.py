@@ -340,13 +340,11 @@ def _day_batch(wh: Warehouse, business_date: dt.date) -> Iterator[Any]:
     else:
         # Trino: GX cannot read a query asset's columns on it, and its daily partitioner filters on extract(year /
         # month / day from load_date), which reads every load_date partition. The day is a view with an equality on
-        # load_date (Trino prunes to the day's partition), named like the scratch tables (raw.tmp_*), one per
-        # validation so two of one date do not share it, dropped at the end.
-        import uuid
-
+        # load_date (Trino prunes to the day's partition), a scratch object of this process (raw.tmp_*), one per
+        # validation so two of one date do not share it, dropped at the end (or by a later task's sweep).
         if not isinstance(business_date, dt.date) or isinstance(business_date, dt.datetime):
             raise TypeError(f"business_date must be a date, not {type(business_date).__name__}")
-        view = f"tmp_validate_{business_date:%Y%m%d}_{uuid.uuid4().hex[:12]}"
+        view = wh.trino.scratch_name("raw", f"validate_{business_date:%Y%m%d}").split(".")[1]
         wh.trino.ddl(f"create view raw.{view} as select * from raw.events where load_date = date '{business_date:%Y-%m-%d}'")
         source = _trino_source(context, wh)
     try:
@@ -358,7 +356,7 @@ def _day_batch(wh: Warehouse, business_date: dt.date) -> Iterator[Any]:
     finally:
         source.get_engine().dispose()
         if view is not None:
-            wh.trino.ddl(f"drop view if exists raw.{view}")
+            wh.trino.drop_scratch(f"raw.{view}", view=True)
 
 
 # -- validation of frames, in parts ----------------------------------------------

@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import io
 import re
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -541,6 +542,7 @@ class Warehouse:
         self.engine.dispose()
         if self.trino is not None:
             self.trino.autocommit.dispose()
+            self.trino.release_owner()
 
     # -- schema ------------------------------------------------------------
     def bootstrap(self) -> None:
@@ -1015,6 +1017,14 @@ def trino_table_ddl(statement: str) -> str:
     return f"create table{exists} {name} (\n    {body}\n) with ({', '.join(properties)})"
 
 
+# A scratch object's name: tmp_<kind>_<owner>_<n> (TrinoAccess.scratch_name).
+_SCRATCH_RE = re.compile(r"tmp_[a-z0-9_]+_([0-9a-f]{12})_[0-9a-f]{8}")
+
+
+def _owner_lock(owner: str) -> str:
+    return f"cohortflow:scratch-owner:{owner}"
+
+
 class TrinoAccess:
     """What the warehouse does differently on Trino: DDL, updates, loads, locks (see the notes above)."""
 
@@ -1059,6 +1069,11 @@ class TrinoAccess:
         self._temps: dict[int, dict[str, str]] = {}
         self._written: dict[int, set[str]] = {}
         self._scratch: dict[int, list[str]] = {}
+        # The scratch objects this process created and has not dropped, named after its owner token, whose file
+        # lock it holds while it lives (see scratch_name and sweep_scratch).
+        self.owner = uuid.uuid4().hex[:12]
+        self._owner_fd: int | None = None
+        self._live: set[str] = set()
 
     # -- temporary tables ------------------------------------------------------------
     #
@@ -1094,12 +1109,77 @@ class TrinoAccess:
         return self._prepare_insert(conn, table, None, None)
 
     def _scratch_name(self, conn: sa.Connection, name: str) -> str:
-        import uuid
-
-        check_identifier(name)
-        scratch = f"raw.tmp_{name}_{uuid.uuid4().hex[:12]}"
+        scratch = self.scratch_name("raw", name)
         self._scratch.setdefault(id(conn), []).append(scratch)
         return scratch
+
+    # -- scratch objects -------------------------------------------------------------
+    #
+    # The tables and views a process creates for a while (temporary tables, load tables, a build's scope, the view
+    # a validation reads) are named <schema>.tmp_<kind>_<owner>_<n>: owner is this TrinoAccess's token, whose file
+    # lock (in <target>/locks, as the other locks) it takes before it creates the first one and holds until it is
+    # disposed or dies. A process killed before it dropped them leaves them; the next task started on this machine
+    # drops them (sweep_scratch): an owner whose lock file is here and free is dead. Objects of other machines'
+    # processes (no lock file here) and names of another form are left alone.
+
+    def scratch_name(self, schema: str, kind: str) -> str:
+        """A new name for a scratch object (table or view) of this process; drop it with :meth:`drop_scratch`."""
+        check_identifier(schema)
+        check_identifier(kind)
+        if self._owner_fd is None:
+            self._owner_fd = self._flock(_owner_lock(self.owner), wait=True)
+        name = f"{schema}.tmp_{kind}_{self.owner}_{uuid.uuid4().hex[:8]}"
+        self._live.add(name)
+        return name
+
+    def drop_scratch(self, name: str, *, view: bool = False) -> None:
+        self.ddl(f"drop {'view' if view else 'table'} if exists {name}")
+        self._live.discard(name)
+
+    def release_owner(self) -> None:
+        """On dispose: the owner's lock released, its file removed when every scratch object was dropped (else the
+        next sweep finds them and the free lock)."""
+        import os
+
+        if self._owner_fd is None:
+            return
+        if not self._live:
+            self.lock_path(_owner_lock(self.owner)).unlink(missing_ok=True)
+        os.close(self._owner_fd)
+        self._owner_fd = None
+
+    def sweep_scratch(self) -> list[str]:
+        """Drop the scratch objects whose owner process died on this machine; return their names."""
+        import os
+
+        with self.autocommit.connect() as other:
+            rows = other.execute(
+                sa.text(
+                    "select table_schema, table_name, table_type from information_schema.tables "
+                    "where table_name like 'tmp\\_%' escape '\\'"
+                )
+            ).fetchall()
+        owned: dict[str, list[tuple[str, bool]]] = {}
+        for schema, table, kind in rows:
+            found = _SCRATCH_RE.fullmatch(table)
+            if found and found.group(1) != self.owner:
+                owned.setdefault(found.group(1), []).append((f"{schema}.{table}", kind == "VIEW"))
+        dropped = []
+        for owner, objects in sorted(owned.items()):
+            lock = _owner_lock(owner)
+            if not self.lock_path(lock).exists():
+                continue  # another machine's process, or one that never took the lock here
+            fd = self._flock(lock, wait=False)
+            if fd is None:
+                continue  # alive
+            try:
+                for name, is_view in sorted(objects):
+                    self.ddl(f"drop {'view' if is_view else 'table'} if exists {name}")
+                    dropped.append(name)
+                self.lock_path(lock).unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return dropped
 
     def drop_after(self, conn: sa.Connection, table: str) -> None:
         """Drop ``table`` when ``conn``'s transaction ends."""
@@ -1339,7 +1419,6 @@ class TrinoAccess:
         Returns the rows written and the load table's name; without rows, no table and "" unless ``keep_empty``
         (then an empty table: its directory has no file)."""
         import itertools
-        import uuid
 
         import pyarrow.parquet as pq
 
@@ -1350,7 +1429,8 @@ class TrinoAccess:
 
         schema_name = like.split(".")[0] if "." in like else "raw"
         check_identifier(schema_name)
-        name = f"load_{uuid.uuid4().hex[:16]}"
+        table = self.scratch_name(schema_name, "load")
+        name = table.split(".")[1]
         columns = []
         for field in schema:
             check_identifier(field.name)
@@ -1454,10 +1534,10 @@ class TrinoAccess:
         self._temps.pop(id(conn), None)
         self._written.pop(id(conn), None)
         for table in self._scratch.pop(id(conn), []):
-            self.ddl(f"drop table if exists {table}")
+            self.drop_scratch(table)
             self._columns.pop(table, None)
             _known_schema().get("raw", {}).pop(table.split(".")[1], None)
         for table in self._loads.pop(id(conn), []):
-            self.ddl(f"drop table if exists {table}")
+            self.drop_scratch(table)
         for fd in self._locks.pop(id(conn), []):
             os.close(fd)

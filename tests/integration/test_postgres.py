@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from cohortflow.config import load_config
+from cohortflow.dag import load_workflows
 from cohortflow.demo import DemoSpec, generate
+from cohortflow.runner import run_workflow
 from cohortflow.warehouse import Warehouse, WarehouseError
 from tests.conftest import Project, pg_settings
 
@@ -27,6 +30,44 @@ def pg_project(tmp_path):
     generate(DemoSpec(users=200, days=DAYS, start_date=START, timezone="Asia/Shanghai", seed=3), project.landing)
     yield project
     project.cleanup()
+
+
+def test_the_test_databases_sort_text_linguistically(make_project):
+    """Every PostgreSQL test runs on a database whose default collation is linguistic (tests/conftest.py
+    PG_TEST_DATABASE), as production databases usually are: what the models order by text must say collate "C"."""
+    wh = make_project("postgres").warehouse()
+    try:
+        with wh.begin() as conn:
+            assert wh.scalar(conn, "select 'B' < 'a'") is False
+            assert wh.scalar(conn, "select 'B' collate \"C\" < 'a'") is True
+    finally:
+        wh.dispose()
+
+
+def test_a_link_tie_between_files_is_broken_in_byte_order_on_every_engine(make_project):
+    """Two links of one anonymous id at the same time and receipt, in files named B.jsonl and a.jsonl: the first by
+    (time, receipt, file in byte order, line) wins, B.jsonl's ('B' < 'a' in bytes, not in en-US), on DuckDB and on a
+    PostgreSQL database that sorts text linguistically."""
+    day = dt.date(2026, 11, 1)
+    link = {"event_name": "$alias", "distinct_id": "anon", "event_time": "2026-11-01T10:00:00Z",
+            "received_at": "2026-11-01T10:00:01Z", "is_activity": False, "link_anonymous_id": "anon"}
+    files = {"B.jsonl": {**link, "event_id": "b", "link_login_id": "from-B"},
+             "a.jsonl": {**link, "event_id": "a", "link_login_id": "from-a"}}
+    winners = {}
+    for engine in ("duckdb", "postgres"):
+        project = make_project(engine, name=engine, sources=[{"name": "app", "format": "canonical", "path": "events"}])
+        folder = project.root / "landing" / "events" / day.isoformat()
+        folder.mkdir(parents=True)
+        for name, event in files.items():
+            (folder / name).write_text(json.dumps(event) + "\n", encoding="utf-8")
+        cfg, wh = project.config(), project.warehouse()
+        try:
+            run_workflow(cfg, wh, load_workflows()["cohortflow_nightly"], day, echo=lambda _m: None)
+            with wh.begin() as conn:
+                winners[engine] = wh.execute(conn, "select anonymous_id, login_id from models.stg_identities").fetchall()
+        finally:
+            wh.dispose()
+    assert winners == {"duckdb": [("anon", "from-B")], "postgres": [("anon", "from-B")]}
 
 
 def _cli(project: Project, *args: str) -> subprocess.CompletedProcess:

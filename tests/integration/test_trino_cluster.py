@@ -7,6 +7,8 @@
   published tables are the old state or the new one, never a mix; rerunning the publish gives the new one.
 * What the builds rely on: a CREATE TABLE AS (DDL, run outside the transaction) does not see the rows inserted
   earlier in the transaction.
+* A process killed while it holds scratch objects (a temporary table, a load table, a validation's view): the next
+  task started drops them, and leaves a live process's and other names alone.
 """
 
 from __future__ import annotations
@@ -203,5 +205,78 @@ def test_a_create_table_as_does_not_see_rows_inserted_earlier_in_its_transaction
         with wh.begin() as conn:
             counts = [wh.scalar(conn, f"select count(*) from meta.{t}") for t in ("seen", "seen_by_ctas", "seen_by_insert")]
         assert counts == [1, 0, 1]
+    finally:
+        wh.dispose()
+
+
+# Creates one scratch object of each kind a task makes (a temporary table, a load table, the view validation reads),
+# says so, and waits, in its transaction, to be killed.
+HOLD_SCRATCH = """
+import sys, time
+import pyarrow as pa
+from cohortflow.config import load_config
+from cohortflow.warehouse import Warehouse
+wh = Warehouse(load_config(sys.argv[1]))
+with wh.begin() as conn:
+    wh.execute(conn, "create temporary table held as select 1 as x")
+    wh.trino.stage(conn, "raw.events", pa.table({"x": [1]}))
+    view = wh.trino.scratch_name("raw", "validate_20261101")
+    wh.trino.ddl(f"create view {view} as select 1 as x")
+    print(wh.trino.owner, flush=True)
+    time.sleep(600)
+"""
+
+
+def _scratch_objects(wh) -> set[str]:
+    with wh.trino.autocommit.connect() as conn:
+        rows = conn.execute(
+            sa.text("select table_schema, table_name from information_schema.tables where table_name like 'tmp%'")
+        ).fetchall()
+    return {f"{schema}.{name}" for schema, name in rows}
+
+
+def test_scratch_objects_of_a_killed_process_are_dropped_by_the_next_task(make_project):
+    project = make_project("trino")
+    wh = project.warehouse()
+    wh.bootstrap()
+    try:
+        wh.trino.ddl("create table raw.tmp_named_by_hand (x integer)")  # not a scratch object's name
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD_SCRATCH, str(project.config_path)],
+            env={**os.environ, **project.environ},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            dead_owner = proc.stdout.readline().strip()
+            assert len(dead_owner) == 12, "the holding process failed before it created its scratch objects"
+            os.kill(proc.pid, signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+        left = {name for name in _scratch_objects(wh) if dead_owner in name}
+        assert len(left) == 3, f"expected a temporary table, a load table and a view of the killed process: {left}"
+
+        # A live process's scratch object (this one's, and another process's whose lock is held) stays.
+        alive = wh.trino.scratch_name("raw", "alive")
+        wh.trino.ddl(f"create table {alive} (x integer)")
+        other = project.warehouse()
+        try:
+            held = other.trino.scratch_name("raw", "held")
+            other.trino.ddl(f"create table {held} (x integer)")
+            events: list[str] = []
+            run_task(project.config(), wh, load_workflows()["cohortflow_nightly"], "validate", START, echo=events.append)
+            after = _scratch_objects(wh)
+            assert not {name for name in after if dead_owner in name}, "the killed process's scratch objects were left"
+            assert {alive, held, "raw.tmp_named_by_hand"} <= after
+            assert any("dropped 3 scratch objects left by ended processes" in line for line in events), events
+            other.trino.drop_scratch(held)
+        finally:
+            other.dispose()
+        assert not wh.trino.lock_path(f"cohortflow:scratch-owner:{dead_owner}").exists()
+        assert not wh.trino.lock_path(f"cohortflow:scratch-owner:{other.trino.owner}").exists(), (
+            "a process that dropped its scratch objects removes its owner lock file when disposed"
+        )
+        wh.trino.drop_scratch(alive)
     finally:
         wh.dispose()

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 import pytest
-import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,7 +27,7 @@ from cohortflow.config import ConfigError, load_config
 from cohortflow.events import RAW_EVENT_SCHEMA
 from cohortflow.models import build_pending
 from cohortflow.warehouse import Warehouse
-from tests.conftest import build_fresh, drop_pg_database, pg_settings, write_config
+from tests.conftest import build_fresh, write_config
 from tests.reference import segments as ref
 
 MODELS = ("stg_identities", "stg_events", "user_activity_daily", "segment_membership_daily", "segment_size_daily")
@@ -350,28 +348,6 @@ def test_every_property_op_and_value(project):
 
 def test_latest_event_ties(project):
     check_latest_ties(project)
-
-
-@pytest.fixture
-def linguistic_pg_project(make_project):
-    """A PostgreSQL project whose database sorts text linguistically (ICU en-US), as production databases often do."""
-    project = make_project("postgres", name="icu")
-    url, password = pg_settings()
-    admin = sa.create_engine(sa.make_url(url).set(password=password), isolation_level="AUTOCOMMIT")
-    name = "t_icu_" + uuid.uuid4().hex[:12]
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"create database {name} template template0 locale_provider icu icu_locale 'en-US' locale 'C.UTF-8'"))
-    admin.dispose()
-    drop_pg_database(project.db_url, password)
-    project.db_url = sa.make_url(project.db_url).set(database=name).render_as_string(hide_password=True)
-    project.environ["COHORTFLOW_WAREHOUSE__URL"] = project.db_url
-    return project
-
-
-def test_binary_order_under_a_linguistic_collation(linguistic_pg_project):
-    """Ties and string comparisons use binary order whatever the database collation ('B' < 'a' < 'é')."""
-    check_latest_ties(linguistic_pg_project)
-    check_every_op(linguistic_pg_project)
 
 
 def _chain(depth: int, leaf: dict) -> dict:

@@ -110,7 +110,8 @@ def _top_events(wh, conn, p) -> list[dict]:
     rows = _rows(
         wh, conn,
         "select event_name, count_events, count_users from reports.event_metrics_daily "
-        "where event_date = :d and is_activity order by count_events desc, event_name limit 10",
+        # (ties in byte order on every engine: the ten shown are the same whatever the database's collation)
+        "where event_date = :d and is_activity order by count_events desc, event_name collate \"C\" limit 10",
         p,
     )
     return [{"event": r["event_name"], "events": r["count_events"], "users": r["count_users"]} for r in rows]
@@ -384,7 +385,7 @@ def _quality(wh, conn, p) -> dict:
         wh, conn,
         "select reason, ingest_file, ingest_line, detail, raw_line from ("
         "  select reason, ingest_file, ingest_line, detail, raw_line,"
-        "    row_number() over (partition by reason order by ingest_file, ingest_line) as n"
+        "    row_number() over (partition by reason order by ingest_file collate \"C\", ingest_line) as n"
         "  from raw.quarantine where load_date = :d"
         f") as q where n <= {QUARANTINE_SAMPLES} order by reason, ingest_file, ingest_line",
         p,
