@@ -112,11 +112,15 @@ def config_fingerprint(cfg: Config) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def row_order(table: PublishedTable) -> str:
+    """The ORDER BY of a snapshot file's rows: every column ascending, text in byte order (as DuckDB and Trino sort
+    it; a PostgreSQL database's own collation may be linguistic)."""
+    return ", ".join(f'{c.name} collate "C"' if c.type == "varchar" else c.name for c in table.columns)
+
+
 def _read_table(wh: Warehouse, conn, table: PublishedTable) -> pa.Table:
     cols = ", ".join(c.name for c in table.columns)
-    # Text in byte order, as DuckDB and Trino sort it: a PostgreSQL database's own collation may be linguistic.
-    order = ", ".join(f'{c.name} collate "C"' if c.type == "varchar" else c.name for c in table.columns)
-    rows = wh.execute(conn, f"select {cols} from reports.{table.name} order by {order}").fetchall()
+    rows = wh.execute(conn, f"select {cols} from reports.{table.name} order by {row_order(table)}").fetchall()
     schema = arrow_schema(table)
     arrays = [pa.array([r[i] for r in rows], type=f.type) for i, f in enumerate(schema)]
     return pa.Table.from_arrays(arrays, schema=schema)

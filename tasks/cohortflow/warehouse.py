@@ -1174,7 +1174,7 @@ class TrinoAccess:
                 continue  # alive
             try:
                 for name, is_view in sorted(objects):
-                    self.ddl(f"drop {'view' if is_view else 'table'} if exists {name}")
+                    self.drop_scratch(name, view=is_view)
                     dropped.append(name)
                 self.lock_path(lock).unlink(missing_ok=True)
             finally:

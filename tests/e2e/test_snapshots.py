@@ -27,9 +27,8 @@ def _published(wh, table) -> list[tuple]:
     """The published rows in the snapshot's order: every column ascending, text in byte order on every engine (the
     tests' PostgreSQL databases sort text linguistically by default)."""
     cols = ", ".join(c.name for c in table.columns)
-    order = ", ".join(f'{c.name} collate "C"' if c.type == "varchar" else c.name for c in table.columns)
     with wh.begin() as conn:
-        return [tuple(r) for r in wh.execute(conn, f"select {cols} from reports.{table.name} order by {order}").fetchall()]
+        return [tuple(r) for r in wh.execute(conn, f"select {cols} from reports.{table.name} order by {snapshots.row_order(table)}").fetchall()]
 
 
 def _read_back(folder, table) -> list[tuple]:
