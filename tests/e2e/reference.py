@@ -69,9 +69,14 @@ def _full_rebuild(project, cfg) -> dict[str, list[tuple]]:
     name = "r_" + uuid.uuid4().hex[:12]
     admin = sa.create_engine(sa.make_url(base).set(password=password), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        # A template must have no other session (validation's own engine may still hold an idle one).
+        # A template must have no other session (validation's own engine may still hold an idle one). Client
+        # sessions only: an autovacuum worker on the database counts as a superuser process that a non-superuser may
+        # not signal, and CREATE DATABASE stops those itself.
         conn.execute(
-            sa.text("select pg_terminate_backend(pid) from pg_stat_activity where datname = :db and pid <> pg_backend_pid()"),
+            sa.text(
+                "select pg_terminate_backend(pid) from pg_stat_activity "
+                "where datname = :db and pid <> pg_backend_pid() and backend_type = 'client backend'"
+            ),
             {"db": source},
         )
         conn.execute(sa.text(f'create database "{name}" template "{source}"'))
