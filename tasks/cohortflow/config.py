@@ -90,6 +90,22 @@ def _no_glob(v: str) -> str:
     return v
 
 
+_SIZE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,3})?) ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def _memory_size(v: str | None) -> str | None:
+    if v is not None and not _SIZE.fullmatch(v):
+        raise ValueError("must be a size like '3GB' or '512MiB'")
+    return v
+
+
+def size_bytes(size: str) -> int:
+    """Bytes in a size as DuckDB's memory_limit takes it ('3GB', '512 MiB')."""
+    number, unit = _SIZE.fullmatch(size).groups()
+    return int(float(number) * _SIZE_UNITS[unit])
+
+
 class Warehouse(_Strict):
     url: str = Field(default="duckdb:///target/warehouse.duckdb")
     password: str | None = Field(default=None, repr=False, exclude=True)
@@ -106,12 +122,7 @@ class Warehouse(_Strict):
         ),
     )
 
-    @field_validator("memory_limit")
-    @classmethod
-    def _memory_limit(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,3})? ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", v):
-            raise ValueError("must be a size like '3GB' or '512MiB'")
-        return v
+    _memory_limit = field_validator("memory_limit")(_memory_size)
 
     @model_validator(mode="after")
     def _duckdb_only(self) -> Warehouse:
@@ -180,6 +191,15 @@ class Ingest(_Strict):
         le=256,
         description="processes that parse a day's files in parallel (one file each at a time); 0: one per CPU core",
     )
+    memory_limit: str | None = Field(
+        default="1GB",
+        description=(
+            "DuckDB only: memory the load of a day may use, whatever the day's size (beyond it DuckDB spills to disk; "
+            "the warehouse's memory_limit when that is smaller); null: the warehouse's"
+        ),
+    )
+
+    _memory_limit = field_validator("memory_limit")(_memory_size)
 
     @model_validator(mode="after")
     def _windows_agree(self) -> Ingest:

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cohortflow.config import load_config
+from cohortflow import ingest
 from cohortflow.ingest import IngestError, load_day
 from cohortflow.warehouse import Warehouse
 from tests.conftest import write_config
@@ -254,13 +255,15 @@ def test_parallel_and_chunked_parsing_load_what_a_serial_read_loads(tmp_path, mo
         _write(landing / day, "c", lines[30:] + lines[20:25], True)  # copies of file b's events
         whole = gzip.compress(("\n".join(lines[5:12]) + "\n").encode())
         (landing / day / "d.jsonl.gz").write_bytes(whole[: len(whole) // 2])  # breaks off part way
+        _write(landing / day, "e", ["{bad", "[]"], False)  # no event at all: an empty spool file
 
     results = []
+    # ("glob": a project folder whose name DuckDB's file reader would expand as a glob pattern)
     for name, chunk, workers, parallel_min in (("serial", 10**6, 1, 1 << 40), ("chunked", 3, 1, 1 << 40),
-                                               ("parallel", 10**6, 2, 0)):
+                                               ("parallel", 10**6, 2, 0), ("glob", 4, 1, 1 << 40)):
         monkeypatch.setattr(ingest, "CHUNK_ROWS", chunk)
         monkeypatch.setattr(ingest, "PARALLEL_MIN_BYTES", parallel_min)
-        root = tmp_path / name
+        root = tmp_path / ("project[1]" if name == "glob" else name)
         cfg = load_config(write_config(root, warehouse={"url": "duckdb:///:memory:"}, ingest={"workers": workers}), environ={})
         wh = Warehouse(cfg)
         wh.bootstrap()
@@ -272,12 +275,13 @@ def test_parallel_and_chunked_parsing_load_what_a_serial_read_loads(tmp_path, mo
             assert any("with 2 processes" in s for s in said), said
         results.append(_stored(wh))
         wh.dispose()
-    serial, chunked, parallel = results
+    serial, chunked, parallel, globbed = results
     # Each of the 40 events once; the retries, the copies of file b and the damaged file's lines are duplicates.
     assert len(serial["events"]) == 40 and len(serial["duplicates"]) >= 8
-    assert len(serial["quarantine"]) >= len(BROKEN) + 1
+    assert len(serial["quarantine"]) >= len(BROKEN) + 3
     assert chunked == serial
     assert parallel == serial
+    assert globbed == serial
 
 
 def test_the_spool_of_parsed_lines_is_removed_also_when_a_killed_ingest_left_it(tmp_path):
@@ -290,7 +294,7 @@ def test_the_spool_of_parsed_lines_is_removed_also_when_a_killed_ingest_left_it(
     cfg.target_path.mkdir(parents=True, exist_ok=True)
     left = cfg.target_path / f"{SPOOL_PREFIX}{2**22 + 12345}-dead"  # above pid_max's default: no such process
     left.mkdir()
-    (left / "0-events.arrow").write_bytes(b"x" * 100)
+    (left / "0-events.parquet").write_bytes(b"x" * 100)
     load_day(wh, cfg, D1, "r")
     assert not list(cfg.target_path.glob(SPOOL_PREFIX + "*"))
 
@@ -325,3 +329,41 @@ def test_a_script_without_a_main_guard_still_loads_the_day_when_parser_processes
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the parser processes failed" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "loaded 40 True"
+
+
+@pytest.mark.parametrize("own", [None, "2GB", "512MB"])
+def test_the_load_runs_under_the_ingest_memory_limit_and_puts_the_warehouse_limit_back(tmp_path, monkeypatch, own):
+    """DuckDB's memory limit is the database's: the load lowers it to ingest.memory_limit (unless the warehouse's own
+    is smaller), and after the load, also a failed one, it is what it was."""
+    warehouse = {"url": "duckdb:///:memory:", **({"memory_limit": own} if own else {})}
+    cfg = load_config(write_config(tmp_path, warehouse=warehouse), environ={})
+    wh = Warehouse(cfg)
+    wh.bootstrap()
+    _write(tmp_path / "landing" / "ark" / D1.isoformat(), "a", [ark("u", "app_start", T0)], False)
+
+    def limit() -> str:
+        with wh.begin() as conn:
+            return wh.scalar(conn, "select current_setting('memory_limit')")
+
+    before = limit()
+    during = []
+    real = ingest._load_batch_in
+
+    def spy(*args, **kwargs):
+        during.append(limit())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "_load_batch_in", spy)
+    load_day(wh, cfg, D1, "r1")
+    assert during == [("488.2 MiB" if own == "512MB" else "953.6 MiB")]  # 512MB; the ingest's default, 1GB
+    assert limit() == before
+
+    def broken(*args, **kwargs):
+        during.append(limit())
+        raise RuntimeError("the load failed")
+
+    monkeypatch.setattr(ingest, "_load_batch_in", broken)
+    with pytest.raises(RuntimeError):
+        load_day(wh, cfg, D1, "r2")
+    assert (during[-1] == before) == (own == "512MB") and limit() == before
+    wh.dispose()
