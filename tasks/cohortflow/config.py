@@ -94,9 +94,16 @@ _SIZE = re.compile(r"([0-9]{1,9}(?:\.[0-9]{1,3})?) ?(KB|MB|GB|TB|KiB|MiB|GiB|TiB
 _SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
 
 
+# Below this DuckDB fails the pipeline's statements with "Out of Memory Error" (a load of 2,000 events failed at
+# 1MB): a typo such as "1MB" for "1GB" is refused with the config, not at 2 a.m. in the load.
+MIN_MEMORY_LIMIT = 128 * 10**6
+
+
 def _memory_size(v: str | None) -> str | None:
     if v is not None and not _SIZE.fullmatch(v):
         raise ValueError("must be a size like '3GB' or '512MiB'")
+    if v is not None and size_bytes(v) < MIN_MEMORY_LIMIT:
+        raise ValueError("must be at least 128MB (DuckDB fails statements with less)")
     return v
 
 
