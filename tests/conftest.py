@@ -188,10 +188,38 @@ TRINO_SELECTION = (
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
 )
 _FIXTURE = "tests/test_model_fixtures.py::test_model_fixture"
+# Fixture cases in UTC that the lane runs too: orders and boundaries where Trino's functions could differ from
+# DuckDB's (ties broken by event id, ranking by text, a window's exact end, month periods, latest-value ties, caps).
+TRINO_LANE_UTC_CASES = (
+    "path_transitions_daily:events at the same millisecond are ordered by event_id",
+    "top_paths_daily:ranked by sessions, then users, then path text; paths cut at max_steps, ended ones marked $end",
+    "funnel_conversion_daily:the last step exactly at t1 + window converts, one millisecond later it does not",
+    "retention_cohorts:recurring month cohorts with on_or_after, start filters and a breakdown on the earliest start event",
+    "segment_size_daily:latest_property reads the latest activity event, ties broken by event_id, until a later day",
+    "frequency_retention:counts per user in the first days, retries count once, a cap bucket, only users whose windows ended",
+)
+
+
+def _trino_lane_fixture_cases() -> tuple[str, ...]:
+    """The fixture cases of the lane: every case in a time zone other than UTC (local dates, DST changes, Monday
+    weeks: where Trino's date and time functions could differ from DuckDB's; tests/unit/test_dialect_semantics.py
+    pins the differences found) and TRINO_LANE_UTC_CASES."""
+    ids = []
+    for path in sorted((Path(__file__).parent / "fixtures" / "models").glob("*.yml")):
+        for case in yaml.safe_load(path.read_text(encoding="utf-8"))["cases"]:
+            case_id = f"{path.stem}:{case['name']}"
+            if case.get("timezone", "UTC") != "UTC" or case_id in TRINO_LANE_UTC_CASES:
+                ids.append(f"{_FIXTURE}[trino-{case_id}]")
+    missing = [c for c in TRINO_LANE_UTC_CASES if not any(i.endswith(f"-{c}]") for i in ids)]
+    if missing:
+        raise RuntimeError(f"TRINO_LANE_UTC_CASES names cases that do not exist: {missing}")
+    return tuple(ids)
+
+
 # Node ids (or their beginnings) of the lane, measured beside the main run in a CI run on 2 cores: 39 minutes at 15
 # tests (the nightly comparison's eight nights on DuckDB and Trino 17, the two-node cluster 6, the property tests 12,
-# the two fixture cases 2). scripts/test.sh runs the DolphinScheduler integration tests (9 minutes) after the lane, in
-# the same background job, so that the two halves end together.
+# the two fixture cases 2), before the fixture cases below grew to 32. scripts/test.sh runs the DolphinScheduler
+# integration tests (9 minutes) after the lane, in the same background job, so that the two halves end together.
 TRINO_LANE = (
     "tests/integration/test_trino_cluster.py::test_the_models_run_distributed_on_a_coordinator_and_a_worker",
     "tests/e2e/test_nightly.py::test_active_users_equal_the_ground_truth[trino]",
@@ -206,11 +234,8 @@ TRINO_LANE = (
     "tests/properties/test_segments.py::test_latest_event_ties[trino]",
     "tests/properties/test_segments.py::test_eight_levels_deep[trino]",
     "tests/properties/test_sessions_paths.py::test_sessions_paths_breakdowns_match_reference[trino]",
-    # Fixture cases (a minute or two each on Trino: every arrival date runs the whole night) where Trino's dates and
-    # times could differ from DuckDB's: DST changes. (Monday weeks west of UTC and local first days east of UTC, about
-    # 100 s each in CI, run in scope all; tests/unit/test_dialect_semantics.py pins the day-of-week difference.)
-    f"{_FIXTURE}[trino-segment_size_daily:a DST change does not move the local date of the window",
-    f"{_FIXTURE}[trino-session_metrics_daily:gaps are measured in UTC across a DST change",
+    # Fixture cases (half a minute or so each on Trino: see tests/test_model_fixtures.py); the others run in scope all.
+    *_trino_lane_fixture_cases(),
 )
 TRINO_SKIP_REASON = "Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_SCOPE=all runs it)"
 TRINO_SCOPES = ("selection", "main", "lane", "all")

@@ -85,6 +85,9 @@ class CanonicalEvent:
     # (anonymous_id, login_id) when this event links two ids.
     link_anonymous_id: str | None = None
     link_login_id: str | None = None
+    # canonical_json(properties), when the adapter computed it already (for the id): the ingest stores it rather
+    # than serialising the same properties again. Whoever replaces ``properties`` sets it back to None.
+    properties_json: bytes | None = field(default=None, compare=False, repr=False)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -100,12 +103,15 @@ def hashed_event_id(
     properties: dict[str, Any],
 ) -> str:
     """Event id for sources that send none: identical retried lines collide."""
-    h = hashlib.blake2b(digest_size=16)
-    for part in (app_id or "", distinct_id, event_name, str(event_time_ms)):
-        h.update(part.encode("utf-8", "surrogatepass"))
-        h.update(b"\x1f")
-    h.update(canonical_json(properties))
-    return "h:" + h.hexdigest()
+    return hashed_event_id_of_json(app_id, distinct_id, event_name, event_time_ms, canonical_json(properties))
+
+
+def hashed_event_id_of_json(
+    app_id: str | None, distinct_id: str, event_name: str, event_time_ms: int, properties_json: bytes
+) -> str:
+    """:func:`hashed_event_id` from the properties' canonical JSON."""
+    text = "\x1f".join((app_id or "", distinct_id, event_name, str(event_time_ms))) + "\x1f"
+    return "h:" + hashlib.blake2b(text.encode("utf-8", "surrogatepass") + properties_json, digest_size=16).hexdigest()
 
 
 def source_event_id(*parts: Any) -> str:

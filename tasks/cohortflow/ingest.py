@@ -297,12 +297,13 @@ def storable_properties(ev: CanonicalEvent) -> bytes:
     property key or value is stored as U+FFFD instead, on every engine alike, so the line loads and every model builds
     on both. (A NUL in a name or id quarantines the line instead: see :meth:`_Context.check_storable_text`.)
     """
-    props_json = canonical_json(ev.properties)
+    props_json = ev.properties_json if ev.properties_json is not None else canonical_json(ev.properties)
     if b"\\u0000" in props_json:
         cleaned = _without_nul(ev.properties)
         if cleaned != ev.properties:
             ev.properties = cleaned
             props_json = canonical_json(cleaned)
+    ev.properties_json = props_json
     return props_json
 
 
@@ -373,31 +374,39 @@ def _read_spool(path: Path) -> Iterator[pa.RecordBatch]:
 
 
 class _Spool:
-    """Columns appended row by row and written to a Parquet file, a row group every :data:`CHUNK_ROWS` rows."""
+    """Rows appended as tuples (the schema's columns but ``constants``, in order) and written to a Parquet file, a
+    row group every :data:`CHUNK_ROWS` rows; the columns every row of the file shares (``constants``) are filled in
+    at the write."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Path, schema: pa.Schema, constants: dict[str, object]) -> None:
         self.path = path
         self.schema = schema
-        self.columns: dict[str, list] = {n: [] for n in schema.names}
+        self.constants = {n: pa.scalar(v, schema.field(n).type) for n, v in constants.items()}
+        self.fields = [f for f in schema if f.name not in constants]
+        self.pending: list[tuple] = []
         self.rows = 0
         self._writer = pq.ParquetWriter(str(path), schema, compression=SPOOL_COMPRESSION)
 
-    def row_added(self) -> None:
+    def add(self, row: tuple) -> None:
+        self.pending.append(row)
         self.rows += 1
-        if self.rows % CHUNK_ROWS == 0:
+        if len(self.pending) == CHUNK_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if not self.columns[self.schema.names[0]]:
+        if not self.pending:
             return
+        n = len(self.pending)
+        columns = dict(zip((f.name for f in self.fields), zip(*self.pending), strict=True))
+        self.pending = []
         arrays = []
         for f in self.schema:
-            values = self.columns[f.name]
-            if pa.types.is_timestamp(f.type):
-                arrays.append(pa.array(values, type=pa.int64()).cast(f.type))  # epoch milliseconds
+            if f.name in self.constants:
+                arrays.append(pa.repeat(self.constants[f.name], n))
+            elif pa.types.is_timestamp(f.type):
+                arrays.append(pa.array(columns[f.name], type=pa.int64()).cast(f.type))  # epoch milliseconds
             else:
-                arrays.append(pa.array(values, type=f.type))
-            values.clear()
+                arrays.append(pa.array(columns[f.name], type=f.type))
         self._writer.write_batch(pa.RecordBatch.from_arrays(arrays, schema=self.schema))
 
     def close(self) -> None:
@@ -490,9 +499,9 @@ def _parse_file(
     parse = get_adapter(source_format)
     fl = FileLedger(source_name, rel)
     reasons: dict[str, int] = {}
-    events = _Spool(events_path, RAW_EVENT_SCHEMA)
-    quarantined = _Spool(quarantine_path, QUARANTINE_SCHEMA)
-    ev_cols, q_cols = events.columns, quarantined.columns
+    constants = {"load_date": business_date, "ingest_file": rel, "source_format": source_format, "source_name": source_name}
+    events = _Spool(events_path, RAW_EVENT_SCHEMA, constants)
+    quarantined = _Spool(quarantine_path, QUARANTINE_SCHEMA, constants)
     meter = Meter(progress, f"read {rel}", "line")
     lines = FileLines(path)
     try:
@@ -509,38 +518,17 @@ def _parse_file(
             except LineError as err:
                 fl.lines_quarantined += 1
                 reasons[err.reason] = reasons.get(err.reason, 0) + 1
-                q_cols["load_date"].append(business_date)
-                q_cols["ingest_file"].append(rel)
-                q_cols["ingest_line"].append(number)
-                q_cols["source_format"].append(source_format)
-                q_cols["reason"].append(err.reason)
-                q_cols["detail"].append(err.detail[:500])
-                q_cols["raw_line"].append(_withheld(number) if privacy.withholds_raw_text else _raw_text(raw))
-                q_cols["source_name"].append(source_name)
-                quarantined.row_added()
+                # (QUARANTINE_SCHEMA's columns, but the constants)
+                quarantined.add((number, err.reason, err.detail[:500],
+                                 _withheld(number) if privacy.withholds_raw_text else _raw_text(raw)))
                 continue
             fl.events_loaded += 1  # until the load counts the duplicates among them
-            ev_cols["event_id"].append(ev.event_id)
-            ev_cols["event_name"].append(ev.event_name)
-            ev_cols["distinct_id"].append(ev.distinct_id)
-            ev_cols["event_time"].append(ev.event_time_ms)
-            ev_cols["event_date"].append(local)
-            ev_cols["received_at"].append(received)
-            ev_cols["source_format"].append(source_format)
-            ev_cols["app_id"].append(ev.app_id)
-            ev_cols["platform"].append(ev.platform)
-            ev_cols["app_version"].append(ev.app_version)
-            ev_cols["channel"].append(ev.channel)
-            ev_cols["session_id"].append(ev.session_id)
-            ev_cols["properties"].append(props_json.decode())
-            ev_cols["is_activity"].append(ev.is_activity)
-            ev_cols["link_anonymous_id"].append(ev.link_anonymous_id)
-            ev_cols["link_login_id"].append(ev.link_login_id)
-            ev_cols["load_date"].append(business_date)
-            ev_cols["ingest_file"].append(rel)
-            ev_cols["ingest_line"].append(number)
-            ev_cols["source_name"].append(source_name)
-            events.row_added()
+            # (RAW_EVENT_SCHEMA's columns, but the constants)
+            events.add((
+                ev.event_id, ev.event_name, ev.distinct_id, ev.event_time_ms, local, received, ev.app_id, ev.platform,
+                ev.app_version, ev.channel, ev.session_id, props_json.decode(), ev.is_activity, ev.link_anonymous_id,
+                ev.link_login_id, number,
+            ))
     finally:
         events.close()
         quarantined.close()

@@ -86,6 +86,7 @@ class Pseudonymizer:
                     for k, v in props.items()
                 }
         ev.properties = props
+        ev.properties_json = None
         if self._key is not None and ev.event_id.startswith("h:"):
             ev.event_id = hashed_event_id(ev.app_id, ev.distinct_id, ev.event_name, ev.event_time_ms, ev.properties)
         return ev

@@ -386,6 +386,9 @@ class Warehouse:
     """
 
     trino: TrinoAccess | None = None
+    # Set once bootstrap() has run: a process makes sure of the project's tables once (on Trino the thirty-odd
+    # statements cost about a second, and every task, build and publish asks for them).
+    _bootstrapped = False
 
     def __init__(self, cfg: Config, *, url: str | None = None) -> None:
         self.cfg = cfg
@@ -546,7 +549,9 @@ class Warehouse:
 
     # -- schema ------------------------------------------------------------
     def bootstrap(self) -> None:
-        """Create the schemas and the project's own tables when they are missing."""
+        """Create the schemas and the project's own tables when they are missing (once per instance)."""
+        if self._bootstrapped:
+            return
         with self.begin() as conn:
             self.lock(conn, "cohortflow:bootstrap")
             for schema in SCHEMAS:
@@ -561,6 +566,7 @@ class Warehouse:
             if self.dialect == "postgres":
                 for ddl in POSTGRES_INDEXES:
                     self.run(conn, ddl)
+        self._bootstrapped = True
 
     def _has_column(self, conn: sa.Connection, schema: str, table: str, column: str) -> bool:
         return bool(
@@ -589,6 +595,13 @@ class Warehouse:
             with self.trino.autocommit.connect() as other:
                 return sa.inspect(other).has_table(table, schema=schema)
         return sa.inspect(conn).has_table(table, schema=schema)
+
+    def table_names(self, conn: sa.Connection, schema: str) -> set[str]:
+        """The tables of ``schema`` (none when it does not exist), in one catalog question."""
+        if self.trino is not None:
+            with self.trino.autocommit.connect() as other:
+                return set(sa.inspect(other).get_table_names(schema=schema))
+        return set(sa.inspect(conn).get_table_names(schema=schema))
 
     # -- bulk load ---------------------------------------------------------
     def load_batches(self, conn: sa.Connection, table: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> int:
