@@ -71,6 +71,8 @@ def test_a_night_reads_the_shared_bookkeeping_once(make_project):
     assert _count(statements, r"^select .* from meta\.published_schema where table_name = ") == 0
     assert _count(statements, r"create table if not exists meta\.published_schema") == 1
     assert _count(statements, r"^delete from meta\.publish_state") == 1
+    # (and the published tables, made by the first night, are known to exist: none is made again)
+    assert _count(statements, r"^drop table reports\.|^create table (if not exists )?reports\.") == 0
 
 
 def test_a_new_warehouse_makes_sure_of_the_tables_again(make_project):
