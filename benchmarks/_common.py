@@ -10,6 +10,7 @@ import os
 import re
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,7 +160,8 @@ def prepare_warehouse(cfg, insert_sql: str, params: dict, start: dt.date, end: d
     with wh.begin() as conn:
         conn.connection.driver_connection.execute(f"copy ({export_sql}) to '{parquet}' (format parquet)")
     wh.dispose()
-    print(f"prepared {n:,} events in {time.monotonic() - t0:.1f}s")
+    (parquet.parent / "prepared.json").write_text(json.dumps({"events": n}))
+    print(f"prepared {n:,} events in {time.monotonic() - t0:.1f}s", flush=True)
 
 
 def time_model_build(cfg, names: tuple[str, ...], start: dt.date, end: dt.date, result_sql: str, memory_limit: str | None = None):
@@ -224,31 +226,58 @@ def write_child_result(workdir: Path, child: str, result: dict) -> None:
     (workdir / f"result-{child}.json").write_text(json.dumps(result))
 
 
-def compare_engines(script: str, workdir: Path, children: list[str], child_args: list[str], what: str) -> int:
-    """Run each engine in its own process (``script --child NAME``), print its time and peak memory, whether all
-    engines' cells are equal, and the ratio of duckdb's time to each reference's. Exit code 1 when the cells differ."""
-    results = {}
+def compare_engines(
+    script: str, workdir: Path, children: list[str], child_args: list[str], what: str, runs: int = 1
+) -> tuple[bool, dict[str, list[float]]]:
+    """Run each engine ``runs`` times, each run in its own process (``script --child NAME``), the engines taking
+    turns (so that a change in the machine's state falls on all of them); print every run, then each engine's median
+    time (min..max) and largest peak memory, whether every run of every engine gave the same cells, and the ratio of
+    duckdb's median time to each reference's (with the ratio run by run). Returns (cells equal, times per engine)."""
+    times: dict[str, list[float]] = {c: [] for c in children}
+    peaks: dict[str, float] = dict.fromkeys(children, 0.0)
+    first: dict | None = None
+    same = True
+    for run in range(1, runs + 1):
+        for child in children:
+            subprocess.run([sys.executable, script, "--child", child, "--workdir", str(workdir), *child_args], check=True)
+            result = json.loads((workdir / f"result-{child}.json").read_text())
+            times[child].append(result["seconds"])
+            peaks[child] = max(peaks[child], result["peak_rss_mb"])
+            first = result["cells"] if first is None else first
+            same = same and result["cells"] == first
+            print(f"  run {run}/{runs} {child:13s} {result['seconds']:7.2f}s  peak RSS {result['peak_rss_mb']:,.0f} MB", flush=True)
     for child in children:
-        subprocess.run([sys.executable, script, "--child", child, "--workdir", str(workdir), *child_args], check=True)
-        results[child] = json.loads((workdir / f"result-{child}.json").read_text())
-        print(f"{child:13s} {results[child]['seconds']:7.2f}s  peak RSS {results[child]['peak_rss_mb']:,.0f} MB")
-    cells = [r["cells"] for r in results.values()]
-    same = all(c == cells[0] for c in cells)
-    print(f"{what} equal: {same} ({len(cells[0])} cells)")
-    if "duckdb" in results:
+        t = times[child]
+        print(f"{child:13s} median {statistics.median(t):7.2f}s ({min(t):.2f}..{max(t):.2f})  peak RSS {peaks[child]:,.0f} MB")
+    print(f"{what} equal: {same} ({len(first or {})} cells, every run of every engine)")
+    if "duckdb" in times:
         for ref in children:
             if ref != "duckdb":
-                print(f"duckdb / {ref}: {results['duckdb']['seconds'] / results[ref]['seconds']:.2f}")
-    return 0 if same else 1
+                by_run = ", ".join(f"{d / r:.2f}" for d, r in zip(times["duckdb"], times[ref], strict=True))
+                print(f"duckdb / {ref}: {statistics.median(times['duckdb']) / statistics.median(times[ref]):.2f} "
+                      f"(medians; run by run {by_run})")
+    return same, times
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected user counts separated by commas, got {text!r}") from None
+    if not sizes or min(sizes) <= 0:
+        raise argparse.ArgumentTypeError(f"user counts must be positive, got {text!r}")
+    return sizes
 
 
 def engine_arguments(description: str, users: int, workdir: str) -> argparse.ArgumentParser:
     """The options of every engine-versus-engine harness (a harness adds its own before parsing)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=users)
+    p.add_argument("--users", type=_sizes, default=[users],
+                   help=f"users of the generated data; several, separated by commas, for a scaling curve (default {users})")
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--workdir", default=workdir)
-    p.add_argument("--skip-prepare", action="store_true")
+    p.add_argument("--runs", type=int, default=3, help="timed runs of each engine at each size (default 3)")
+    p.add_argument("--workdir", default=workdir, help="data of each size in its folder u<users> here")
+    p.add_argument("--skip-prepare", action="store_true", help="reuse the data a previous run prepared")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
 
@@ -256,22 +285,43 @@ def engine_arguments(description: str, users: int, workdir: str) -> argparse.Arg
 def run_engines(
     script: str,
     args: argparse.Namespace,
-    prepare: Callable[[Path], None],
+    prepare: Callable[[Path, int], None],
     child: Callable[[Path], dict],
     children: list[str],
     child_args: list[str],
     what: str,
 ) -> int:
     """A harness's main step: in a child process (``--child NAME``), run that engine (``child``) and write its
-    result; otherwise generate the data (``prepare``) unless ``--skip-prepare``, then :func:`compare_engines`."""
+    result; otherwise, at each size of ``--users``, generate the data (``prepare(workdir, users)``) unless
+    ``--skip-prepare`` and :func:`compare_engines`; then the scaling table (median times at each size, and their
+    growth from the smallest). Exit code 1 when the cells differ at any size."""
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     if args.child:
         write_child_result(workdir, args.child, child(workdir))
         return 0
-    if not args.skip_prepare:
-        prepare(workdir)
-    return compare_engines(script, workdir, children, child_args, what)
+    rows = []
+    equal = True
+    for users in args.users:
+        sized = workdir / f"u{users}"
+        sized.mkdir(parents=True, exist_ok=True)
+        print(f"== {users:,} users", flush=True)
+        if not args.skip_prepare:
+            prepare(sized, users)
+        same, times = compare_engines(script, sized, children, child_args, what, args.runs)
+        equal = equal and same
+        prepared = sized / "prepared.json"
+        events = json.loads(prepared.read_text())["events"] if prepared.exists() else None
+        rows.append((users, events, {c: statistics.median(t) for c, t in times.items()}))
+    if len(rows) > 1:
+        print("scaling (median seconds; x: growth from the smallest size):")
+        base_users, base_events, base = rows[0]
+        for users, events, medians in rows:
+            grown = f"{events / base_events:.2f}x events" if events and base_events else f"{users / base_users:.2f}x users"
+            cells = "  ".join(f"{c} {m:.2f}s ({m / base[c]:.2f}x)" for c, m in medians.items())
+            ratio = "".join(f"  duckdb/{c} {medians['duckdb'] / m:.2f}" for c, m in medians.items() if c != "duckdb" and "duckdb" in medians)
+            print(f"  {users:>9,} users  {events or 0:>12,} events ({grown})  {cells}{ratio}")
+    return 0 if equal else 1
 
 
 def published_tables(cfg_path: Path, env: dict[str, str]) -> dict[str, list[tuple]]:

@@ -1,6 +1,6 @@
 """Benchmark: ``funnel_conversion_daily`` on DuckDB vs ClickHouse windowFunnel (chdb), same data.
 
-    .venv/bin/python benchmarks/bench_funnel.py [--users 1000000] [--days 30] [--workdir DIR]
+    .venv/bin/python benchmarks/bench_funnel.py [--users 1000000[,...]] [--days 30] [--runs 3] [--workdir DIR]
 
 Prepares a DuckDB warehouse with synthetic sessions written directly with SQL
 (each user is active on ~30 % of the days, 1-9 events per active day, about
@@ -244,7 +244,7 @@ def main() -> int:
     child_args = ["--days", str(args.days)] + (["--memory-limit", args.memory_limit] if args.memory_limit else [])
     children = args.only or ["duckdb", "chdb-table", "chdb-parquet"]
     return run_engines(
-        __file__, args, lambda workdir: prepare(workdir, args.users, args.days), child, children, child_args,
+        __file__, args, lambda workdir, users: prepare(workdir, users, args.days), child, children, child_args,
         "users per entry date and step",
     )
 

@@ -1,6 +1,6 @@
 """Benchmark: the day-retention triangle of ``retention_cohorts`` on DuckDB vs ClickHouse (chdb), same data.
 
-    .venv/bin/python benchmarks/bench_retention.py [--users 500000] [--days 30] [--horizon 30] [--workdir DIR]
+    .venv/bin/python benchmarks/bench_retention.py [--users 500000[,...]] [--days 30] [--horizon 30] [--runs 3] [--workdir DIR]
 
 Prepares a DuckDB warehouse with synthetic activity (each user starts on a
 random day, is active on 40 % of the later days, 1-5 events per active day:
@@ -135,7 +135,7 @@ def main() -> int:
 
     child_args = ["--days", str(args.days), "--horizon", str(args.horizon)]
     return run_engines(
-        __file__, args, lambda workdir: prepare(workdir, args.users, args.days, args.horizon), child,
+        __file__, args, lambda workdir, users: prepare(workdir, users, args.days, args.horizon), child,
         ["duckdb", "chdb-table", "chdb-parquet"], child_args, "triangles",
     )
 
