@@ -273,6 +273,8 @@ def test_the_nights_date_filters_read_through_indexes_also_on_an_older_warehouse
         with wh.begin() as conn:  # a warehouse from before the indexes
             for name in ("events_load_date", "events_event_date", "duplicates_load_date", "events_identity_links"):
                 wh.run(conn, f"drop index raw.{name}")
+        wh.dispose()
+        wh = pg_project.warehouse()  # the first process after the upgrade (a process makes sure of its tables once)
         wh.bootstrap()
         with wh.begin() as conn:  # (statements in PostgreSQL SQL, run as written)
             made = {r[0] for r in wh.run(conn, "select indexdef from pg_indexes where schemaname = 'raw'").fetchall()}
