@@ -246,7 +246,7 @@ TRINO_LANE = (
     "tests/properties/test_segments.py::test_latest_event_ties[trino]",
     "tests/properties/test_segments.py::test_eight_levels_deep[trino]",
     "tests/properties/test_sessions_paths.py::test_sessions_paths_breakdowns_match_reference[trino]",
-    # Fixture cases (half a minute or so each on Trino: see tests/test_model_fixtures.py); the others run in scope all.
+    # Fixture cases: TRINO_LANE_CASES above (the others run in scope all).
     *_trino_lane_fixture_cases(),
 )
 TRINO_SKIP_REASON = "Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_SCOPE=all runs it)"

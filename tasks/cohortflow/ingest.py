@@ -302,8 +302,7 @@ def storable_properties(ev: CanonicalEvent) -> bytes:
         cleaned = _without_nul(ev.properties)
         if cleaned != ev.properties:
             ev.properties = cleaned
-            props_json = canonical_json(cleaned)
-    ev.properties_json = props_json
+            props_json = ev.properties_json = canonical_json(cleaned)
     return props_json
 
 
@@ -384,12 +383,10 @@ class _Spool:
         self.constants = {n: pa.scalar(v, schema.field(n).type) for n, v in constants.items()}
         self.fields = [f for f in schema if f.name not in constants]
         self.pending: list[tuple] = []
-        self.rows = 0
         self._writer = pq.ParquetWriter(str(path), schema, compression=SPOOL_COMPRESSION)
 
     def add(self, row: tuple) -> None:
         self.pending.append(row)
-        self.rows += 1
         if len(self.pending) == CHUNK_ROWS:
             self.flush()
 
