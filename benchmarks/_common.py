@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -226,36 +228,69 @@ def write_child_result(workdir: Path, child: str, result: dict) -> None:
     (workdir / f"result-{child}.json").write_text(json.dumps(result))
 
 
+def _run_line(run: int, runs: int, name: str, result: dict) -> str:
+    return f"  run {run}/{runs} {name:13s} {result['seconds']:7.2f}s  peak RSS {result['peak_rss_mb']:,.0f} MB"
+
+
+def take_turns(runs: int, sides: dict[str, Callable[[], dict]], live: bool = True) -> dict[str, list[dict]]:
+    """Run each side ``runs`` times, the sides taking turns (so that a change in the machine's state falls on all of
+    them). A side returns at least its "seconds" and "peak_rss_mb"; each run's line is printed as it ends when
+    ``live``, else by :func:`print_runs` once the results are checked. Returns each side's results in run order."""
+    results: dict[str, list[dict]] = {name: [] for name in sides}
+    for run in range(1, runs + 1):
+        for name, side in sides.items():
+            results[name].append(side())
+            if live:
+                print(_run_line(run, runs, name, results[name][-1]), flush=True)
+    return results
+
+
+def print_runs(results: dict[str, list[dict]]) -> None:
+    """The lines :func:`take_turns` prints as it goes, after the fact."""
+    runs = max(len(rs) for rs in results.values())
+    for run in range(runs):
+        for name, rs in results.items():
+            print(_run_line(run + 1, runs, name, rs[run]))
+
+
+def print_medians(results: dict[str, list[dict]]) -> dict[str, list[float]]:
+    """Each side's median time (min..max) and largest peak memory over its runs; returns each side's times."""
+    times = {name: [r["seconds"] for r in rs] for name, rs in results.items()}
+    for name, t in times.items():
+        peak = max(r["peak_rss_mb"] for r in results[name])
+        print(f"{name:13s} median {statistics.median(t):7.2f}s ({min(t):.2f}..{max(t):.2f})  peak RSS {peak:,.0f} MB")
+    return times
+
+
+def print_ratio(times: dict[str, list[float]], side: str, reference: str) -> float:
+    """The ratio of ``side``'s median time to ``reference``'s, and run by run; returns the ratio of the medians."""
+    by_run = ", ".join(f"{a / b:.2f}" for a, b in zip(times[side], times[reference], strict=True))
+    ratio = statistics.median(times[side]) / statistics.median(times[reference])
+    print(f"{side} / {reference}: {ratio:.2f} (medians; run by run {by_run})")
+    return ratio
+
+
 def compare_engines(
     script: str, workdir: Path, children: list[str], child_args: list[str], what: str, runs: int = 1
 ) -> tuple[bool, dict[str, list[float]]]:
     """Run each engine ``runs`` times, each run in its own process (``script --child NAME``), the engines taking
-    turns (so that a change in the machine's state falls on all of them); print every run, then each engine's median
-    time (min..max) and largest peak memory, whether every run of every engine gave the same cells, and the ratio of
-    duckdb's median time to each reference's (with the ratio run by run). Returns (cells equal, times per engine)."""
-    times: dict[str, list[float]] = {c: [] for c in children}
-    peaks: dict[str, float] = dict.fromkeys(children, 0.0)
-    first: dict | None = None
-    same = True
-    for run in range(1, runs + 1):
-        for child in children:
-            subprocess.run([sys.executable, script, "--child", child, "--workdir", str(workdir), *child_args], check=True)
-            result = json.loads((workdir / f"result-{child}.json").read_text())
-            times[child].append(result["seconds"])
-            peaks[child] = max(peaks[child], result["peak_rss_mb"])
-            first = result["cells"] if first is None else first
-            same = same and result["cells"] == first
-            print(f"  run {run}/{runs} {child:13s} {result['seconds']:7.2f}s  peak RSS {result['peak_rss_mb']:,.0f} MB", flush=True)
-    for child in children:
-        t = times[child]
-        print(f"{child:13s} median {statistics.median(t):7.2f}s ({min(t):.2f}..{max(t):.2f})  peak RSS {peaks[child]:,.0f} MB")
-    print(f"{what} equal: {same} ({len(first or {})} cells, every run of every engine)")
+    turns; print every run, then each engine's median time (min..max) and largest peak memory, whether every run of
+    every engine gave the same cells, and the ratio of duckdb's median time to each reference's (with the ratio run
+    by run). Returns (cells equal, times per engine)."""
+
+    def run_child(child: str) -> dict:
+        subprocess.run([sys.executable, script, "--child", child, "--workdir", str(workdir), *child_args], check=True)
+        return json.loads((workdir / f"result-{child}.json").read_text())
+
+    results = take_turns(runs, {child: functools.partial(run_child, child) for child in children})
+    times = print_medians(results)
+    cells = [r["cells"] for rs in results.values() for r in rs]
+    same = all(c == cells[0] for c in cells)
+    print(f"{what} equal: {same} ({len(cells[0]) if cells else 0} cells, every run of every engine)")
     if "duckdb" in times:
         for ref in children:
             if ref != "duckdb":
-                by_run = ", ".join(f"{d / r:.2f}" for d, r in zip(times["duckdb"], times[ref], strict=True))
-                print(f"duckdb / {ref}: {statistics.median(times['duckdb']) / statistics.median(times[ref]):.2f} "
-                      f"(medians; run by run {by_run})")
+                print_ratio(times, "duckdb", ref)
     return same, times
 
 
@@ -269,14 +304,26 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def engine_arguments(description: str, users: int, workdir: str) -> argparse.ArgumentParser:
-    """The options of every engine-versus-engine harness (a harness adds its own before parsing)."""
+def _runs(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of runs, 1 or more, got {text!r}")
+    return int(text)
+
+
+def size_arguments(description: str, users: int, days: int, workdir: str | None, workdir_help: str) -> argparse.ArgumentParser:
+    """The options of a harness with a scaling curve: ``--users a,b,c``, ``--days``, ``--runs``, ``--workdir``."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=_sizes, default=[users],
                    help=f"users of the generated data; several, separated by commas, for a scaling curve (default {users})")
-    p.add_argument("--days", type=int, default=30)
-    p.add_argument("--runs", type=int, default=3, help="timed runs of each engine at each size (default 3)")
-    p.add_argument("--workdir", default=workdir, help="data of each size in its folder u<users> here")
+    p.add_argument("--days", type=int, default=days)
+    p.add_argument("--runs", type=_runs, default=3, help="timed runs of each side at each size (default 3)")
+    p.add_argument("--workdir", default=workdir, help=workdir_help)
+    return p
+
+
+def engine_arguments(description: str, users: int, workdir: str) -> argparse.ArgumentParser:
+    """The options of every engine-versus-engine harness (a harness adds its own before parsing)."""
+    p = size_arguments(description, users, 30, workdir, "data of each size in its folder u<users> here")
     p.add_argument("--skip-prepare", action="store_true", help="reuse the data a previous run prepared")
     p.add_argument("--child", help=argparse.SUPPRESS)
     return p
@@ -314,14 +361,50 @@ def run_engines(
         events = json.loads(prepared.read_text())["events"] if prepared.exists() else None
         rows.append((users, events, {c: statistics.median(t) for c, t in times.items()}))
     if len(rows) > 1:
-        print("scaling (median seconds; x: growth from the smallest size):")
-        base_users, base_events, base = rows[0]
-        for users, events, medians in rows:
-            grown = f"{events / base_events:.2f}x events" if events and base_events else f"{users / base_users:.2f}x users"
-            cells = "  ".join(f"{c} {m:.2f}s ({m / base[c]:.2f}x)" for c, m in medians.items())
-            ratio = "".join(f"  duckdb/{c} {medians['duckdb'] / m:.2f}" for c, m in medians.items() if c != "duckdb" and "duckdb" in medians)
-            print(f"  {users:>9,} users  {events or 0:>12,} events ({grown})  {cells}{ratio}")
+        print_scaling(rows, [("duckdb", c) for c in children if c != "duckdb" and "duckdb" in children])
     return 0 if equal else 1
+
+
+def print_scaling(rows: list[tuple[int, int | None, dict[str, float]]], ratios: list[tuple[str, str]], unit: str = "events") -> None:
+    """The scaling table: per size (``rows``, smallest first: users, events or lines, each side's median seconds) each
+    side's median and its growth from the smallest size, and the ratio of the medians of each (side, reference) pair."""
+    print("scaling (median seconds; x: growth from the smallest size):")
+    base_users, base_count, base = rows[0]
+    for users, count, medians in rows:
+        grown = f"{count / base_count:.2f}x {unit}" if count and base_count else f"{users / base_users:.2f}x users"
+        cells = "  ".join(f"{c} {m:.2f}s ({m / base[c]:.2f}x)" if base[c] else f"{c} {m:.2f}s" for c, m in medians.items())
+        ratio = "".join(f"  {a}/{b} {medians[a] / medians[b]:.2f}" if medians[b] else f"  {a}/{b} -" for a, b in ratios)
+        print(f"  {users:>9,} users  {count or 0:>12,} {unit} ({grown})  {cells}{ratio}")
+
+
+def demo_logs(folder: Path, users: int, days: int, fmt: str = "ark") -> tuple[Path, dict]:
+    """The demo logs of ``users`` over ``days`` in ``folder/fmt`` (a folder of date folders), generated on first use
+    and reused after; their counts ({"events": ..., "lines": ...})."""
+    from cohortflow.demo import DemoSpec, generate
+
+    done = folder / "summary.json"
+    if not done.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"generating the demo logs of {users:,} users over {days} days into {folder}", flush=True)
+        summary = generate(DemoSpec(users=users, days=days, start_date=dt.date(2026, 11, 1), seed=7, fmt=fmt), folder / fmt)
+        done.write_text(json.dumps({"events": summary.events, "lines": summary.lines_written}))
+    return folder / fmt, json.loads(done.read_text())
+
+
+def demo_project(project: Path, logs: Path, fmt: str = "ark") -> Path:
+    """A fresh demo project in ``project`` (anything there before is removed) that reads ``logs`` (a folder of date
+    folders) in place; the path of its config."""
+    import yaml
+
+    from cohortflow.demo_project import write_demo_config
+
+    shutil.rmtree(project, ignore_errors=True)
+    cfg_path = write_demo_config(project, fmt)
+    data = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    data["landing_root"] = str(logs.resolve().parent)
+    data["sources"][0]["path"] = logs.resolve().name
+    cfg_path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    return cfg_path
 
 
 def published_tables(cfg_path: Path, env: dict[str, str]) -> dict[str, list[tuple]]:

@@ -35,7 +35,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cleanup_on_sigterm, measure_wait4, model_seconds, published_tables  # noqa: E402
+from _common import cleanup_on_sigterm, demo_logs, measure_wait4, model_seconds, published_tables  # noqa: E402
 
 LOAD = """
 import datetime as dt, json, sys, time
@@ -70,16 +70,8 @@ def _sizes(text: str) -> list[int]:
 
 def _landing(workdir: Path, users: int, days: int) -> tuple[Path, int]:
     """The demo logs of this size (generated on first use); their event count."""
-    from cohortflow.demo import DemoSpec, generate
-
-    folder = workdir / f"u{users}-d{days}"
-    done = folder / "summary.json"
-    if not done.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-        print(f"generating the demo logs of {users:,} users over {days} days into {folder}", flush=True)
-        summary = generate(DemoSpec(users=users, days=days, start_date=dt.date(2026, 11, 1), seed=7), folder / "ark")
-        done.write_text(json.dumps({"events": summary.events, "lines": summary.lines_written}))
-    return folder / "ark", json.loads(done.read_text())["events"]
+    landing, counts = demo_logs(workdir / f"u{users}-d{days}", users, days)
+    return landing, counts["events"]
 
 
 def _task_seconds(cfg_path: Path, env: dict[str, str], business_date: dt.date) -> dict[str, float]:

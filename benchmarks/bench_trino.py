@@ -1,22 +1,25 @@
 """The nightly models on Trino and on DuckDB, on the same generated events, as ratios; and Trino's memory.
 
-    .venv/bin/python benchmarks/bench_trino.py [--users 2000] [--days 7] [--label 1-node]
+    .venv/bin/python benchmarks/bench_trino.py [--users 2000] [--days 7] [--runs 3] [--workdir DIR] [--label 1-node]
 
 Needs a Trino cluster (``scripts/trino.sh start``, then ``eval "$(scripts/trino.sh env)"``); run it once on a
 single node and once with ``COHORTFLOW_TRINO_WORKERS=1`` (a coordinator and a worker process) to compare.
 Both engines load every date first (ingest, validate), then ``cohortflow rebuild`` builds and publishes every
-model over the whole range in its own process: that step is what is timed. On Trino the engine's own cost comes
-from its REST API, per query: CPU time summed, and the peak memory of the largest query (the cluster's total
-reservation, across nodes), and each local node's resident memory from /proc (its peak since it started: start the
-cluster afresh for a clean number). The published tables must be equal on both engines before any number is
-printed.
+model over the whole range in its own process: that step is what is timed, ``--runs`` times, the engines taking
+turns. On Trino the engine's own cost comes from its REST API, per query: CPU time summed, and the peak memory of
+the largest query (the cluster's total reservation, across nodes), and each local node's resident memory from /proc
+(its peak since it started: start the cluster afresh for a clean number). The published tables must be equal on
+both engines after every run before any number is printed. ``--users`` takes comma-separated sizes (e.g.
+``2000,6000,20000``) for a scaling table at the end, each size in a catalog of its own; the logs of each size are
+generated into ``--workdir`` and reused by later runs (default: a temporary folder).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
+import functools
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +30,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from _common import cleanup_on_sigterm, measure_wait4, published_tables  # noqa: E402
+from _common import cleanup_on_sigterm, demo_logs, demo_project, measure_wait4, print_medians, print_ratio, print_runs  # noqa: E402
+from _common import print_scaling, published_tables, size_arguments, take_turns  # noqa: E402
 
 
 def _duration_s(text: str) -> float:
@@ -83,10 +87,67 @@ def _node_memory(storage: str) -> list[tuple[str, float, float]]:
     return out
 
 
+def _bench_size(workdir: Path, users: int, days: int, runs: int, cluster: tuple[str, str, str], label: str) -> tuple[int, int, dict[str, float]]:
+    from cohortflow.demo_project import arrival_dates
+    from tests.conftest import _fresh_trino_catalog, drop_trino_catalog
+
+    url, storage, catalog = cluster
+    logs, counts = demo_logs(workdir / f"u{users}-d{days}", users, days)
+    dates = arrival_dates(logs)
+    project = workdir / "project"
+    cfg_path = demo_project(project, logs)
+    cli = str(Path(sys.executable).parent / "cohortflow")
+    print(f"== {users:,} users: rebuild of every model over {len(dates)} dates, {counts['events']:,} events"
+          + (f" [{label}]" if label else ""), flush=True)
+    trino_url = _fresh_trino_catalog(url, storage, catalog)
+    engines = {
+        "duckdb": {"COHORTFLOW_TARGET_DIR": str(project / "target-duckdb")},
+        "trino": {"COHORTFLOW_WAREHOUSE__URL": trino_url, "COHORTFLOW_WAREHOUSE__STORAGE_ROOT": storage,
+                  "COHORTFLOW_TARGET_DIR": str(project / "target-trino")},
+    }
+
+    def rebuild(name: str) -> dict:
+        env = engines[name]
+        print(f"  {name}: rebuild", flush=True)
+        since = dt.datetime.now(dt.UTC)
+        m = measure_wait4([cli, "rebuild", "--start", str(dates[0]), "--end", str(dates[-1]), "--config", str(cfg_path)], env=env)
+        result = {"seconds": m["seconds"], "peak_rss_mb": m["peak_mib"]}
+        if name == "trino":
+            result.update(_trino_costs(url, since))
+        result["tables"] = published_tables(cfg_path, env)
+        return result
+
+    try:
+        for name, env in engines.items():
+            print(f"  {name}: loading {len(dates)} dates", flush=True)
+            for d in dates:
+                for task in ("ingest", "validate"):
+                    subprocess.run([cli, "task", task, "--date", str(d), "--config", str(cfg_path)], env={**os.environ, **env},
+                                   check=True, capture_output=True)
+        results = take_turns(runs, {name: functools.partial(rebuild, name) for name in engines}, live=False)
+    finally:
+        drop_trino_catalog(trino_url, storage)
+    first = results["duckdb"][0]["tables"]
+    for name, rs in results.items():
+        for run, r in enumerate(rs, 1):
+            for table in first:
+                if r["tables"][table] != first[table]:
+                    raise SystemExit(f"reports.{table} differs between DuckDB and Trino ({name}, run {run}): no timing is meaningful")
+    print(f"published tables equal on both engines ({len(first)} tables, every run of every engine)")
+    print_runs(results)
+    for run, r in enumerate(results["trino"], 1):
+        print(f"  run {run}/{runs} trino ({r['nodes']} node(s)): {r['queries']} queries, CPU {r['cpu_s']:.1f} s, "
+              f"planning {r['planning_s']:.1f} s, largest query peak {r['peak_query_mib']:.0f} MiB")
+    times = print_medians(results)
+    for node, rss, hwm in _node_memory(storage):
+        print(f"trino node {node}: resident {rss:.0f} MiB, peak resident since it started {hwm:.0f} MiB (JVM heap included)")
+    ratio = print_ratio(times, "trino", "duckdb")
+    print(f"ratio trino / duckdb: wall {ratio:.2f}x")
+    return users, counts["events"], {name: statistics.median(t) for name, t in times.items()}
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=2000)
-    ap.add_argument("--days", type=int, default=7)
+    ap = size_arguments(__doc__.splitlines()[0], 2000, 7, None, "keep the generated logs of each size here for later runs")
     ap.add_argument("--label", default="")
     args = ap.parse_args()
     cleanup_on_sigterm()
@@ -95,56 +156,12 @@ def main() -> int:
     catalog = os.environ.get("COHORTFLOW_TEST_TRINO_CATALOG")
     if not (url and storage and catalog):
         raise SystemExit('start a cluster and set its variables: scripts/trino.sh start; eval "$(scripts/trino.sh env)"')
-
-    from cohortflow.demo import DemoSpec, generate
-    from cohortflow.demo_project import arrival_dates, write_demo_config
-    from tests.conftest import _fresh_trino_catalog, drop_trino_catalog
-
-    cli = str(Path(sys.executable).parent / "cohortflow")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        cfg_path = write_demo_config(root)
-        landing = root / "landing" / "ark"
-        summary = generate(DemoSpec(users=args.users, days=args.days, start_date=dt.date(2026, 11, 1), seed=7), landing)
-        dates = arrival_dates(landing)
-        trino_url = _fresh_trino_catalog(url, storage, catalog)
-        engines = {
-            "duckdb": {},
-            "trino": {"COHORTFLOW_WAREHOUSE__URL": trino_url, "COHORTFLOW_WAREHOUSE__STORAGE_ROOT": storage},
-        }
-        results = {}
-        try:
-            for name, env in engines.items():
-                env = {**env, "COHORTFLOW_TARGET_DIR": str(root / f"target-{name}")}
-                for d in dates:
-                    for task in ("ingest", "validate"):
-                        subprocess.run([cli, "task", task, "--date", str(d), "--config", str(cfg_path)], env={**os.environ, **env},
-                                       check=True, capture_output=True)
-                since = dt.datetime.now(dt.UTC)
-                rebuild = [cli, "rebuild", "--start", str(dates[0]), "--end", str(dates[-1]), "--config", str(cfg_path)]
-                results[name] = measure_wait4(rebuild, env=env)
-                if name == "trino":
-                    results[name].update(_trino_costs(url, since))
-                results[name]["tables"] = published_tables(cfg_path, env)
-        finally:
-            drop_trino_catalog(trino_url, storage)
-    duck, trino = results["duckdb"], results["trino"]
-    for table in duck["tables"]:
-        if duck["tables"][table] != trino["tables"][table]:
-            raise SystemExit(f"reports.{table} differs between DuckDB and Trino: no timing is meaningful")
-    events = summary.events
-    print(f"rebuild of every model over {len(dates)} dates, {args.users:,} users"
-          + (f", {events:,} events" if events else "") + (f" [{args.label}]" if args.label else ""))
-    print(f"published tables equal on both engines ({len(duck['tables'])} tables)")
-    print(f"duckdb: {duck['seconds']:.1f} s wall, process peak {duck['peak_mib']:.0f} MiB")
-    print(
-        f"trino ({trino['nodes']} node(s)): {trino['seconds']:.1f} s wall, {trino['queries']} queries, "
-        f"CPU {trino['cpu_s']:.1f} s, planning {trino['planning_s']:.1f} s, largest query peak {trino['peak_query_mib']:.0f} MiB, "
-        f"client peak {trino['peak_mib']:.0f} MiB"
-    )
-    for node, rss, hwm in _node_memory(storage):
-        print(f"trino node {node}: resident {rss:.0f} MiB, peak resident since it started {hwm:.0f} MiB (JVM heap included)")
-    print(f"ratio trino / duckdb: wall {trino['seconds'] / duck['seconds']:.2f}x")
+        workdir = Path(args.workdir or tmp).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        rows = [_bench_size(workdir, users, args.days, args.runs, (url, storage, catalog), args.label) for users in args.users]
+    if len(rows) > 1:
+        print_scaling(rows, [("trino", "duckdb")])
     return 0
 
 
