@@ -182,6 +182,7 @@ def write_config(project_dir: Path, **overrides) -> Path:
 #   all                      every Trino variant (also COHORTFLOW_TEST_TRINO_ALL=1)
 # The publish killed half way (tests/integration/test_trino_cluster.py) runs in every scope but lane.
 TRINO_SELECTION = (
+    "test_bookkeeping_reads.py",
     "test_dialect_semantics.py",
     "test_run_log.py",
     "test_validate_pushdown.py",

@@ -109,6 +109,12 @@ class PublishedTable:
         text = "\n".join(f"{c.name} {c.type} {c.select_expr}" for c in self.columns)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
+    @property
+    def comments_fingerprint(self) -> str:
+        """Changes whenever the table's or a column's comment changes."""
+        text = "\n".join([self.comment, *(f"{c.name} {c.comment}" for c in self.columns)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 def _text(value, where: str) -> str:
     if not isinstance(value, str) or not value.strip():

@@ -499,10 +499,26 @@ class _Reads:
     latest: int
     start: dt.date | None
     as_of: dict[int, dt.date | None] = field(default_factory=dict)
+    _rebuilds: list[tuple[int, dt.date | None, dt.date | None]] | None = None
 
     @classmethod
     def read(cls, wh: Warehouse, conn: sa.Connection) -> _Reads:
         return cls(int(wh.scalar(conn, "select coalesce(max(change_id), 0) from meta.change_log")), history_start(wh, conn))
+
+    def rebuilds(self, wh: Warehouse, conn: sa.Connection, low: int, high: int) -> list[tuple[dt.date | None, dt.date | None]]:
+        """The requested rebuilds among the changes in (low, high] (high <= latest): their (start, end), None for
+        whole; every one up to the latest change read once."""
+        if self._rebuilds is None:
+            self._rebuilds = [
+                (int(r[0]), _as_date(r[1]), _as_date(r[2]))
+                for r in wh.execute(
+                    conn,
+                    "select change_id, rebuild_start, rebuild_end from meta.change_log "
+                    "where kind = 'rebuild' and change_id <= :latest order by change_id",
+                    {"latest": self.latest},
+                ).fetchall()
+            ]
+        return [(start, end) for change, start, end in self._rebuilds if low < change <= high]
 
     def as_of_date(self, wh: Warehouse, conn: sa.Connection, target: int) -> dt.date | None:
         if target not in self.as_of:
@@ -540,6 +556,7 @@ def _input_dates(
     models: dict[str, Model],
     low: int,
     high: int,
+    reads: _Reads,
     *,
     all_users_only: bool = False,
 ) -> dict[str, set[dt.date]] | None:
@@ -549,16 +566,11 @@ def _input_dates(
     changes of user-grain inputs."""
     params = {"lo": low, "hi": high}
     out: dict[str, set[dt.date]] = {"": set()}
-    rebuilds = wh.execute(
-        conn,
-        "select rebuild_start, rebuild_end from meta.change_log where change_id > :lo and change_id <= :hi "
-        "and kind = 'rebuild'",
-        params,
-    ).fetchall()
+    rebuilds = reads.rebuilds(wh, conn, low, high)
     for start, end in rebuilds:
-        if start is None:
+        if start is None or end is None:
             return None
-        out[""].update(date_range(_as_date(start), _as_date(end)))
+        out[""].update(date_range(start, end))
     if all_users_only and rebuilds:
         return None  # a requested rebuild of a range rebuilds a user-grain model whole
     for dep in model.depends_on:
@@ -619,7 +631,7 @@ def _build_one(
     # definitions change, then only caught up, without running its SQL.
     empty = model.empty_without is not None and not definitions.get(f"meta.{model.empty_without}")
     if not (empty or rebuild_whole or model.materialized == "table"):
-        dates = _input_dates(wh, conn, model, models, state[0], target, all_users_only=model.grain == "user")
+        dates = _input_dates(wh, conn, model, models, state[0], target, reads, all_users_only=model.grain == "user")
     if empty:
         if rebuild_whole:
             _build_whole(wh, conn, model, bound, None, None)

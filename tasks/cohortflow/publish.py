@@ -116,6 +116,7 @@ def publish(
 
     models = published_models()
     tables = [contract_table(m.name) for m in models]
+    wh.bootstrap()
     with wh.session_lock("cohortflow:publish"):
         remove_stale_temp_files(cfg)
         write_state(cfg, "publishing", business_date)
@@ -149,12 +150,19 @@ def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model], tables) ->
                     f"the latest load of {', '.join(failed)} failed a critical validation: nothing published. "
                     "Fix the input and rerun that date (or change the validation settings and rerun its validate task)"
                 )
-        wh.execute(conn, PUBLISHED_SCHEMA_DDL)
         applied = dict(wh.execute(conn, "select table_name, fingerprint from meta.published_schema").fetchall())
+        commented = dict(wh.execute(conn, "select table_name, fingerprint from meta.published_comments").fetchall())
         existing = wh.table_names(conn, "reports")
         states: list[dict] = []
+        created: list[dict] = []
+        comments: list[dict] = []
         for model, table in zip(models, tables, strict=True):
             recreated = ensure_published_table(wh, conn, table, applied.get(table.name), table.name in existing)
+            if recreated:
+                created.append({"table_name": table.name, "fingerprint": table.fingerprint, "applied_at": _now()})
+            if recreated or commented.get(table.name) != table.comments_fingerprint:
+                comment_table(wh, conn, table, "reports")
+                comments.append({"table_name": table.name, "fingerprint": table.comments_fingerprint})
             if model.name not in todo and not recreated:
                 continue
             built, whole, dates = todo.get(model.name) or (None, True, [])
@@ -185,13 +193,20 @@ def _publish_reports(wh: Warehouse, cfg: Config, models: list[Model], tables) ->
             )
             if built is not None:
                 states.append({"model_name": model.name, "change_id": built, "as_of_date": None, "published_at": _now()})
-        if states:
-            names = ", ".join(f":m{i}" for i in range(len(states)))
-            wh.execute(conn, f"delete from meta.publish_state where model_name in ({names})",
-                       {f"m{i}": row["model_name"] for i, row in enumerate(states)})
-            wh.insert_rows(conn, "meta.publish_state", states)
+        _replace_rows(wh, conn, "meta.publish_state", "model_name", states)
+        _replace_rows(wh, conn, "meta.published_schema", "table_name", created)
+        _replace_rows(wh, conn, "meta.published_comments", "table_name", comments)
         checkpoint("publish", cfg.target_path)
     return counts, copied
+
+
+def _replace_rows(wh: Warehouse, conn, table: str, key: str, rows: list[dict]) -> None:
+    """``rows`` replace the rows of ``table`` with their ``key`` values: one delete and one insert."""
+    if not rows:
+        return
+    names = ", ".join(f":k{i}" for i in range(len(rows)))
+    wh.execute(conn, f"delete from {table} where {key} in ({names})", {f"k{i}": row[key] for i, row in enumerate(rows)})
+    wh.insert_rows(conn, table, rows)
 
 
 def _now() -> dt.datetime:
@@ -206,27 +221,15 @@ def _describe_dates(dates: list[dt.date]) -> str:
     return f"{len(dates)} dates {dates[0]}..{dates[-1]}"
 
 
-PUBLISHED_SCHEMA_DDL = (
-    "create table if not exists meta.published_schema ("
-    "table_name varchar not null, fingerprint varchar not null, applied_at timestamp not null)"
-)
-
-
 def ensure_published_table(wh: Warehouse, conn, table, applied: str | None, exists: bool) -> bool:
-    """Create ``reports.<table>`` from the contract, with its comments, unless it ``exists`` with the contract's
-    fingerprint (``applied``: the one in ``meta.published_schema``); True when it was (re)created."""
+    """Create ``reports.<table>`` from the contract unless it ``exists`` with the contract's fingerprint (``applied``:
+    the one in ``meta.published_schema``); True when it was (re)created (the caller records the fingerprint and
+    comments the table)."""
     fresh = not exists or applied != table.fingerprint
     if fresh:
         if exists:
             wh.execute(conn, f"drop table reports.{table.name}")
         wh.execute(conn, table.create_sql("reports"))
-        wh.execute(conn, "delete from meta.published_schema where table_name = :t", {"t": table.name})
-        wh.execute(
-            conn,
-            "insert into meta.published_schema (table_name, fingerprint, applied_at) values (:t, :f, :at)",
-            {"t": table.name, "f": table.fingerprint, "at": dt.datetime.now(dt.UTC).replace(tzinfo=None)},
-        )
-    comment_table(wh, conn, table, "reports")
     return fresh
 
 

@@ -578,16 +578,19 @@ class Warehouse:
             )
         )
 
-    def table_columns(self, conn: sa.Connection, table: str) -> list[str]:
-        """The columns of ``schema.table`` in order (none if it does not exist); the project's columns only."""
-        schema, name = table.split(".")
-        rows = self.execute(
+    def schema_columns(self, conn: sa.Connection, schema: str) -> dict[str, list[str]]:
+        """The columns of every table of ``schema`` (``schema.table``: columns in order), in one catalog question;
+        the project's columns only (not Trino's whole-table partition)."""
+        columns: dict[str, list[str]] = {}
+        for table, column in self.execute(
             conn,
-            "select column_name from information_schema.columns where table_schema = :s and table_name = :t "
-            "order by ordinal_position",
-            {"s": schema, "t": name},
-        ).fetchall()
-        return [r[0] for r in rows if self.trino is None or r[0] != WHOLE_TABLE_PARTITION]
+            "select table_name, column_name from information_schema.columns where table_schema = :s "
+            "order by table_name, ordinal_position",
+            {"s": schema},
+        ).fetchall():
+            if self.trino is None or column != WHOLE_TABLE_PARTITION:
+                columns.setdefault(f"{schema}.{table}", []).append(column)
+        return columns
 
     def table_exists(self, conn: sa.Connection, schema: str, table: str) -> bool:
         if self.trino is not None:
@@ -842,6 +845,21 @@ BASE_TABLES = [
         published_at timestamp not null
     )
     """,
+    # Per reports table: the fingerprint of the contract's shape it was created with (a new one re-creates it), and
+    # of the comments it was given (a new one comments it again; publish gives no comment otherwise).
+    """
+    create table if not exists meta.published_schema (
+        table_name varchar not null,
+        fingerprint varchar not null,
+        applied_at timestamp not null
+    )
+    """,
+    """
+    create table if not exists meta.published_comments (
+        table_name varchar not null,
+        fingerprint varchar not null
+    )
+    """,
 ]
 
 # PostgreSQL reads a table whole unless an index serves the filter. Every night selects the arrival date's rows of
@@ -895,6 +913,7 @@ TRINO_PARTITIONS = {
     "meta.build_scope": ("model_name",),
     "meta.publish_state": ("model_name",),
     "meta.published_schema": ("table_name",),
+    "meta.published_comments": ("table_name",),
     "raw.quarantine": ("load_date",),
     "meta.ingest_ledger": ("load_date",),
     "meta.run_log": ("run_id",),
@@ -1032,6 +1051,18 @@ def trino_table_ddl(statement: str) -> str:
 
 # A scratch object's name: tmp_<kind>_<owner>_<n> (TrinoAccess.scratch_name).
 _SCRATCH_RE = re.compile(r"tmp_[a-z0-9_]+_([0-9a-f]{12})_[0-9a-f]{8}")
+
+
+def described(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
+    """The columns of ``table`` on Trino and their types as Trino spells them (``timestamp(6)``, ``decimal(38, 0)``),
+    from the description of a query that reads no row: one statement about one table, where
+    ``information_schema.columns`` costs the file metastore a listing of the schema (on a night's schema of a few
+    dozen tables, 130 ms against 20 ms)."""
+    result = conn.execute(sa.text(f"select * from {table} where false"))
+    try:
+        return [(column[0], column[1]) for column in result.cursor.description]
+    finally:
+        result.close()
 
 
 def _owner_lock(owner: str) -> str:
@@ -1225,13 +1256,7 @@ class TrinoAccess:
             params,
         )
         with self.autocommit.connect() as other:
-            rows = other.execute(
-                sa.text(
-                    "select column_name, data_type from information_schema.columns where table_schema = :s and table_name = :t "
-                    "order by ordinal_position"
-                ),
-                {"s": "raw", "t": scratch.split(".")[1]},
-            ).fetchall()
+            rows = described(other, scratch)
         columns = {c: re.sub(r"^timestamp\(\d+\)", "timestamp", t) for c, t in rows if c != WHOLE_TABLE_PARTITION}
         self.register(scratch, columns)
         temps[name] = scratch
@@ -1337,15 +1362,7 @@ class TrinoAccess:
 
     def columns(self, conn: sa.Connection, table: str) -> list[str]:
         if table not in self._columns:
-            schema, name = table.split(".")
-            rows = conn.execute(
-                sa.text(
-                    "select column_name from information_schema.columns where table_schema = :s and table_name = :t "
-                    "order by ordinal_position"
-                ),
-                {"s": schema, "t": name},
-            ).fetchall()
-            self._columns[table] = [r[0] for r in rows]
+            self._columns[table] = [name for name, _type in described(conn, table)]
         return self._columns[table]
 
     def update(self, conn: sa.Connection, statement: str, params: Mapping[str, Any] | None) -> sa.CursorResult:

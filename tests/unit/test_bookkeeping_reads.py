@@ -27,6 +27,8 @@ def _statements(wh) -> list[str]:
         seen.append(re.sub(r"\s+", " ", statement).lower())
 
     sa.event.listen(wh.engine, "before_cursor_execute", record)
+    if wh.trino is not None:  # (DDL and catalog questions run outside the transaction there)
+        sa.event.listen(wh.trino.autocommit, "before_cursor_execute", record)
     return seen
 
 
@@ -69,10 +71,56 @@ def test_a_night_reads_the_shared_bookkeeping_once(make_project):
     # Publish: the states, schemas and tables of every published table in one statement each.
     assert _count(statements, r"^select .* from meta\.publish_state where model_name = ") == 0
     assert _count(statements, r"^select .* from meta\.published_schema where table_name = ") == 0
-    assert _count(statements, r"create table if not exists meta\.published_schema") == 1
+    # (their fingerprints and the comments' were made sure of with the project's tables, by the first night)
+    assert _count(statements, r"create table if not exists meta\.published_(schema|comments)") == 0
+    assert _count(statements, r"^select table_name, fingerprint from meta\.published_(schema|comments)") == 2
     assert _count(statements, r"^delete from meta\.publish_state") == 1
     # (and the published tables, made by the first night, are known to exist: none is made again)
     assert _count(statements, r"^drop table reports\.|^create table (if not exists )?reports\.") == 0
+    # nor commented again: their comments are what the contract says
+    assert _count(statements, r"^comment on (table|column) reports\.") == 0
+    # The analysis definitions did not change: read back, not written again.
+    assert _count(statements, r"from meta\.definitions_state") == 1
+    assert _count(statements, r"^(delete from|insert into|create table|drop table) meta\.def_") == 0
+
+
+def test_definitions_are_written_when_they_change_and_when_a_table_is_off(make_project):
+    """The definitions are skipped only when the config gives the rows last written and every table has its columns."""
+    from cohortflow.analyses import load_definitions
+    from cohortflow.config import load_config
+    from tests.conftest import write_config
+
+    project = make_project("duckdb", analyses={"funnels": [{"name": "buy", "steps": [{"event": "a"}, {"event": "b"}]}]})
+    first = project.config()
+    other = load_config(write_config(project.root / "other", analyses={
+        "funnels": [{"name": "pay", "steps": [{"event": "a"}, {"event": "c"}]}],  # (as many rows in every table)
+    }), environ={})
+    wh = project.warehouse()
+    wh.bootstrap()
+
+    def funnels(cfg) -> list[tuple]:
+        with wh.begin() as conn:
+            load_definitions(wh, conn, cfg)
+            return [tuple(r) for r in conn.execute(sa.text("select funnel_name, step_count from meta.def_funnels")).fetchall()]
+
+    try:
+        assert funnels(first) == [("buy", 2)]
+        assert funnels(first) == [("buy", 2)]
+        assert funnels(other) == [("pay", 2)]
+        assert funnels(first) == [("buy", 2)]
+        # a table dropped, or given other columns, behind the state's back is made again
+        with wh.begin() as conn:
+            conn.execute(sa.text("drop table meta.def_funnels"))
+        assert funnels(first) == [("buy", 2)]
+        with wh.begin() as conn:
+            conn.execute(sa.text("drop table meta.def_funnels"))
+            conn.execute(sa.text("create table meta.def_funnels (funnel_name varchar, step_count bigint)"))
+            conn.execute(sa.text("insert into meta.def_funnels values ('stale', 9)"))
+        assert funnels(first) == [("buy", 2)]
+        with wh.begin() as conn:
+            assert len(conn.execute(sa.text("select * from meta.def_funnels")).keys()) > 2  # the code's columns again
+    finally:
+        wh.dispose()
 
 
 def test_a_new_warehouse_makes_sure_of_the_tables_again(make_project):
@@ -94,3 +142,56 @@ def test_a_new_warehouse_makes_sure_of_the_tables_again(make_project):
     finally:
         again.dispose()
     assert _count(statements, r"create table if not exists meta\.run_log") == 1
+
+
+def test_publish_comments_a_table_only_when_its_comments_change(make_project):
+    """A night in a new process gives no comment (on Trino each is a statement of its own, about 100 a night); a
+    table whose recorded comments differ from the contract's is commented again, and only that one."""
+    days = [dt.date(2026, 11, 1), dt.date(2026, 11, 2)]
+    cfg, wh, wf = _night(make_project, days)
+    run_workflow(cfg, wh, wf, days[0], echo=lambda _m: None)
+    first = wh.scalar
+    with wh.begin() as conn:
+        recorded = first(conn, "select count(*) from meta.published_comments")
+        wh.execute(conn, "update meta.published_comments set fingerprint = 'older' where table_name = 'lifecycle_daily'")
+        wh.execute(conn, "comment on table reports.lifecycle_daily is 'an older comment'")
+    wh.dispose()
+    again = type(wh)(cfg)
+    statements = _statements(again)
+    try:
+        run_workflow(cfg, again, wf, days[1], echo=lambda _m: None)
+        with again.begin() as conn:
+            comment = again.scalar(
+                conn, "select comment from duckdb_tables() where schema_name = 'reports' and table_name = 'lifecycle_daily'"
+            )
+            fingerprints = dict(again.execute(conn, "select table_name, fingerprint from meta.published_comments").fetchall())
+    finally:
+        again.dispose()
+    from cohortflow.contract import table
+
+    assert recorded == 11
+    commented = {re.match(r"comment on (?:table|column) reports\.(\w+)", s).group(1) for s in statements if re.match(r"comment on (table|column) reports\.", s)}
+    assert commented == {"lifecycle_daily"}
+    assert comment == table("lifecycle_daily").comment
+    assert fingerprints["lifecycle_daily"] == table("lifecycle_daily").comments_fingerprint
+
+
+def test_unchanged_definitions_are_read_not_written(make_project, engine):
+    """On every engine (on Trino the definition tables carry the whole-table partition column besides their own)."""
+    from cohortflow.analyses import load_definitions
+
+    project = make_project(engine)
+    cfg = project.config()
+    wh = project.warehouse()
+    try:
+        wh.bootstrap()
+        with wh.begin() as conn:
+            first = load_definitions(wh, conn, cfg)
+        statements = _statements(wh)
+        with wh.begin() as conn:
+            again = load_definitions(wh, conn, cfg)
+    finally:
+        wh.dispose()
+    assert first == again and sum(first.values()) > 0
+    written = [s for s in statements if re.match(r"(delete from|insert into|create table|drop table) meta\.", s)]
+    assert written == [] and len(statements) <= 3, statements
