@@ -54,12 +54,16 @@ def model_params(cfg: Config) -> dict[str, Any]:
 
 def _ensure_table(wh, conn, table: str, columns: str, have: list[str]) -> None:
     """Create a definition table, or re-create it when its columns (``have``) differ (it holds config rows only)."""
-    wanted = [c.strip().split()[0] for c in columns.split(",")]
-    if have == wanted:
+    if have == _column_names(columns):
         return
     if have:
         wh.execute(conn, f"drop table {table}")
     wh.execute(conn, f"create table {table} ({columns})")
+
+
+def _column_names(columns: str) -> list[str]:
+    """The names of a ``TABLES`` column list ("col type, ..."), in order."""
+    return [c.strip().split()[0] for c in columns.split(",")]
 
 
 DEFINITIONS_STATE = "meta.definitions_state"
@@ -85,7 +89,7 @@ def load_definitions(wh, conn, cfg: Config) -> dict[str, int]:
     counts = {table: len(rows) for table, (_columns, rows) in data.items()}
     fingerprint = _definitions_fingerprint(data)
     have = wh.schema_columns(conn, "meta")
-    shaped = all(have.get(table) == [c.strip().split()[0] for c in columns.split(",")] for table, (columns, _rows) in data.items())
+    shaped = all(have.get(table) == _column_names(columns) for table, (columns, _rows) in data.items())
     if shaped and DEFINITIONS_STATE in have:
         if wh.scalar(conn, f"select max(fingerprint) from {DEFINITIONS_STATE}") == fingerprint:
             return counts
