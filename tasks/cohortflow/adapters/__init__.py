@@ -32,3 +32,21 @@ def get_adapter(fmt: str) -> Adapter:
     else:
         raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
     return parse_line
+
+
+def get_fast_mapper(fmt: str) -> Callable[[dict], tuple]:
+    """The ``map_fast`` function of a format name: the common clean line of the format, decoded, as the mapped row
+    (``_common.MAPPED``); any other line raises and is left to ``parse_line``."""
+    if fmt == "ark":
+        from cohortflow.adapters.ark import map_fast
+    elif fmt == "sensors":
+        from cohortflow.adapters.sensors import map_fast
+    elif fmt == "segment":
+        from cohortflow.adapters.segment import map_fast
+    elif fmt == "posthog":
+        from cohortflow.adapters.posthog import map_fast
+    elif fmt == "canonical":
+        from cohortflow.adapters.canonical import map_fast
+    else:
+        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return map_fast

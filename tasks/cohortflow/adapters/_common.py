@@ -20,7 +20,7 @@ Conventions used by all adapters:
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -334,3 +334,97 @@ def finish(event: CanonicalEvent, source_id: str | None) -> CanonicalEvent:
             event.app_id, event.distinct_id, event.event_name, event.event_time_ms, event.properties_json
         )
     return event
+
+
+# --------------------------------------------------------------------------- the fast path
+#
+# Each adapter also has ``map_fast(obj)``: the mapping of the common clean line (every field of the type the SDK
+# sends, no identity link), without building a CanonicalEvent. It returns the mapped row (see :data:`MAPPED`) or
+# raises :class:`Unusual` (or LineError, or orjson.JSONEncodeError) for anything else; the ingest then judges the line
+# with ``parse_line``, which alone says why a line is quarantined. So the fast path never decides a reason: it only
+# has to give, for the lines it takes, exactly what ``parse_line`` gives (``tests/unit/test_fast_path.py``).
+
+# The mapped row: (event_id, event_name, distinct_id, event_time_ms, received_at_ms or None, app_id, platform,
+# app_version, channel, session_id, properties' canonical JSON (bytes), is_activity, link_anonymous_id, link_login_id).
+MAPPED = ("event_id", "event_name", "distinct_id", "event_time_ms", "received_at_ms", "app_id", "platform",
+          "app_version", "channel", "session_id", "properties_json", "is_activity", "link_anonymous_id", "link_login_id")
+
+
+class Unusual(Exception):
+    """A line the fast path leaves to ``parse_line``."""
+
+
+UNUSUAL = Unusual()  # raised as is: a new instance per fallback would cost for nothing
+
+
+def mapped(event: CanonicalEvent) -> tuple:
+    """A CanonicalEvent as the mapped row (what ``map_fast`` returns for the same line)."""
+    return (event.event_id, event.event_name, event.distinct_id, event.event_time_ms, event.received_at_ms,
+            event.app_id, event.platform, event.app_version, event.channel, event.session_id,
+            event.properties_json if event.properties_json is not None else canonical_json(event.properties),
+            event.is_activity, event.link_anonymous_id, event.link_login_id)
+
+
+def fast_required(value: Any) -> str:
+    """A required name or id that is a non-blank string; anything else is :class:`Unusual`."""
+    if type(value) is str and value.strip():
+        return value
+    raise UNUSUAL
+
+
+def fast_text(value: Any) -> str | None:
+    """:func:`optional_str` of a string or null; anything else is :class:`Unusual`."""
+    if value is None:
+        return None
+    if type(value) is str:
+        return value if value.strip() else None
+    raise UNUSUAL
+
+
+def fast_id(value: Any) -> str | None:
+    """:func:`optional_id` of a string, an integer or null; anything else is :class:`Unusual`."""
+    if type(value) is int:
+        return str(value)
+    return fast_text(value)
+
+
+def fast_object(value: Any) -> dict[str, Any]:
+    """:func:`optional_object` of an object or null; anything else is :class:`Unusual`."""
+    if type(value) is dict:
+        return value
+    if value is None:
+        return {}
+    raise UNUSUAL
+
+
+def fast_epoch(value: Any) -> int:
+    """An epoch in milliseconds sent as an integer in the accepted range; anything else is :class:`Unusual`."""
+    if type(value) is int and MIN_EPOCH_MS <= value < MAX_EPOCH_MS:
+        return value
+    raise UNUSUAL
+
+
+def fast_iso(value: Any) -> int:
+    """:func:`iso_ms` of the shape SDKs send (``YYYY-MM-DDTHH:MM:SS.fffZ``), read by ``datetime.fromisoformat``;
+    any other text or type is :class:`Unusual` (or LineError for an impossible date, which ``iso_ms`` rejects too)."""
+    if type(value) is not str or len(value) != 24 or value[10] != "T" or value[19] != "." or value[23] != "Z" \
+            or not value.isascii():  # (fromisoformat reads only ASCII digits where the shape has digits)
+        raise UNUSUAL
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise UNUSUAL from None
+    ms = (((t.toordinal() - _EPOCH_ORDINAL) * 24 + t.hour) * 60 + t.minute) * 60_000 + t.second * 1000 \
+        + t.microsecond // 1000
+    if not MIN_EPOCH_MS <= ms < MAX_EPOCH_MS:
+        raise UNUSUAL
+    return ms
+
+
+def fast_hashed(app_id: str | None, distinct_id: str, event_name: str, event_time_ms: int,
+                properties: dict[str, Any], source_id: str | None) -> tuple[str, bytes]:
+    """(event id, properties' canonical JSON), as :func:`finish` sets them."""
+    props_json = canonical_json(properties)
+    if source_id is not None:
+        return source_id, props_json
+    return hashed_event_id_of_json(app_id, distinct_id, event_name, event_time_ms, props_json), props_json

@@ -21,6 +21,13 @@ Raw line::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
+    UNUSUAL,
+    dimension,
+    fast_epoch,
+    fast_hashed,
+    fast_object,
+    fast_required,
+    fast_id,
     epoch_ms,
     link,
     load_object,
@@ -74,3 +81,19 @@ def parse_line(raw: bytes) -> CanonicalEvent:
         SOURCE_FORMAT, event_name, distinct_id, event_time, context,
         link_ids=link_ids, app_id=app_id, is_activity=is_activity, **columns,
     )
+
+
+def map_fast(obj: dict) -> tuple:
+    """The mapped row of a common clean line (see ``_common.MAPPED``): not ``$alias``, ``xcontext`` an object or absent,
+    ``xwhen`` an integer, ``appid`` a string or absent. Anything else is left to :func:`parse_line`."""
+    distinct_id = fast_required(obj.get("xwho"))
+    event_name = fast_required(obj.get("xwhat"))
+    event_time = fast_epoch(obj.get("xwhen"))
+    context = fast_object(obj.get("xcontext"))
+    if event_name == ALIAS_EVENT:
+        raise UNUSUAL
+    app_id = fast_id(obj.get("appid"))
+    event_id, props_json = fast_hashed(app_id, distinct_id, event_name, event_time, context, None)
+    return (event_id, event_name, distinct_id, event_time, None, app_id, dimension(context, "$platform"),
+            dimension(context, "$app_version"), dimension(context, "$channel"), dimension(context, "$session_id"),
+            props_json, event_name not in PROFILE_EVENTS, None, None)

@@ -31,6 +31,13 @@ Raw line::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
+    UNUSUAL,
+    dimension,
+    fast_epoch,
+    fast_hashed,
+    fast_object,
+    fast_id,
+    fast_required,
     epoch_ms,
     link,
     load_object,
@@ -92,3 +99,21 @@ def parse_line(raw: bytes) -> CanonicalEvent:
         SOURCE_FORMAT, event_name, distinct_id, event_time, props,
         source_id=source_id, link_ids=link_ids, app_id=app_id, is_activity=is_activity, **columns,
     )
+
+
+def map_fast(obj: dict) -> tuple:
+    """The mapped row of a common clean line (see ``_common.MAPPED``): a ``track`` with ``properties`` an object (or absent) and
+    ``time`` an integer. Anything else is left to :func:`parse_line`."""
+    if obj.get("type") != "track":
+        raise UNUSUAL
+    event_name = fast_required(obj.get("event"))
+    distinct_id = fast_required(obj.get("distinct_id"))
+    event_time = fast_epoch(obj.get("time"))
+    props = fast_object(obj.get("properties"))
+    app_id = fast_id(obj.get("project"))
+    track_id = fast_id(obj.get("_track_id"))
+    source_id = None if track_id is None else source_event_id(track_id, distinct_id, event_name, event_time)
+    event_id, props_json = fast_hashed(app_id, distinct_id, event_name, event_time, props, source_id)
+    return (event_id, event_name, distinct_id, event_time, None, app_id, dimension(props, "$platform", "$os"),
+            dimension(props, "$app_version"), dimension(props, "$channel"),
+            dimension(props, "$session_id", "$event_session_id"), props_json, True, None, None)
