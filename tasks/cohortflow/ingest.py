@@ -398,8 +398,17 @@ CHUNK_ROWS = 50_000
 # insert peaked at 3.5 GB and took 18 s; from zstd Parquet 1.3 GB and 8.2 s). zstd: a fifth of the bytes on disk
 # for about 1.3 s of a parser's CPU per million rows.
 SPOOL_COMPRESSION = "zstd"
-# Below this many bytes of input a day is parsed in this process: starting parser processes costs more than it saves.
+# Below this many bytes of lines (a gzip file counted as GZIP_RATIO times its size) a day is parsed in this process
+# alone: a parser process takes about a second to start (spawned, it imports the package), in which this process
+# parses some 50,000 lines (7 MB of the demo's lines).
 PARALLEL_MIN_BYTES = 16 << 20
+GZIP_RATIO = 6  # the demo's logs: 2.4 MB of lines in a gzip file of 0.4 MB
+# A file of this many bytes of lines or more is parsed in stripes when the day is parsed in parallel: each parser
+# reads it whole (about a fifth of the cost of parsing its lines) and parses every n-th block of STRIPE_LINES lines.
+STRIPE_MIN_BYTES = 8 << 20
+STRIPE_LINES = 10_000
+# Whether this process parses too while the parser processes start (tests turn it off to make them do the work).
+PARENT_PARSES = True
 
 
 @dataclass
@@ -488,62 +497,126 @@ def parse_day(
     """Read, map and check every line of the day's files (deduplication happens in the load), spooling the parsed
     lines under ``spool_dir``.
 
-    Files are parsed in parallel by ``ingest.workers`` processes (all cores by default) once the day holds more than
-    :data:`PARALLEL_MIN_BYTES` of input; each file is parsed whole by one process, so its line numbers, ledger and
-    damage are those of a serial read, and the batch lists the files in the same order either way.
+    Once the day holds :data:`PARALLEL_MIN_BYTES` of lines, ``ingest.workers`` parsers (all cores by default: this
+    process and the others it starts) share its files: a file of :data:`STRIPE_MIN_BYTES` or more is parsed in
+    stripes, one per parser, each reading the whole file and parsing every n-th block of :data:`STRIPE_LINES` lines.
+    Line numbers, ledgers and damage are those of a serial read, and the batch lists the files in the same order
+    either way.
     """
     _pseudonymizer(cfg)  # a bad privacy setting fails before any process starts
     batch = Batch(ledger=Ledger(business_date))
     root = cfg.landing_path
-    jobs = []
+    files = []
     for index, source in enumerate(cfg.sources):
         for path in day_files(cfg, source, business_date, index=index):
-            rel = str(path.resolve().relative_to(root))
+            lines_bytes = path.stat().st_size * (GZIP_RATIO if path.name.endswith(".gz") else 1)
+            files.append((source.name, source.format, path, str(path.resolve().relative_to(root)), lines_bytes))
+    parsers = cfg.ingest.workers or os.cpu_count() or 1
+    size = sum(f[4] for f in files)
+    if parsers < 2 or size < PARALLEL_MIN_BYTES:
+        parsers = 1
+    jobs, weights = [], []
+    for name, fmt, path, rel, file_size in files:
+        # A file larger than a parser's share is parsed in stripes: whole, it would leave the others idle at the end.
+        stripes = parsers if file_size >= max(STRIPE_MIN_BYTES, size / parsers) else 1
+        for k in range(stripes):
             n = len(jobs)
-            jobs.append((source.name, source.format, path, rel, spool_dir / f"{n}-events.parquet", spool_dir / f"{n}-quarantine.parquet"))
-    workers = min(cfg.ingest.workers or os.cpu_count() or 1, len(jobs))
-    size = sum(job[2].stat().st_size for job in jobs)
-    if workers > 1 and size >= PARALLEL_MIN_BYTES:
-        try:
-            batch.files = _parse_in_processes(cfg, business_date, jobs, workers, size, progress)
-        except BrokenProcessPool as exc:
-            # A parser process died (killed, out of memory, or a caller's script without a __main__ guard, which
-            # spawned processes re-run): the day is read again in this process, from the start.
-            log.warning("the parser processes failed (%s); reading the day's files in this process", exc)
-            if progress:
-                progress("  the parser processes failed; reading the day's files in this process")
-    if not batch.files:
-        for job in jobs:
-            batch.files.append(_parse_file(cfg, business_date, *job, progress=progress))
+            jobs.append((name, fmt, path, rel, spool_dir / f"{n}-events.parquet", spool_dir / f"{n}-quarantine.parquet",
+                         (k, stripes, STRIPE_LINES)))
+            weights.append(file_size / stripes)
+    parsed: dict[int, ParsedFile] = {}
+    if parsers > 1 and len(jobs) > 1:
+        # The largest jobs are claimed first, so that the parsers finish at about the same time.
+        order = sorted(range(len(jobs)), key=lambda n: -weights[n])
+        parsed = _parse_in_processes(cfg, business_date, jobs, order, min(parsers, len(jobs)), size, progress)
+    for n, job in enumerate(jobs):
+        if n not in parsed:
+            parsed[n] = _parse_file(cfg, business_date, *job, progress=progress)
+    batch.files = [parsed[n] for n in range(len(jobs))]
     ledger = batch.ledger
-    for parsed in batch.files:
-        ledger.files.append(parsed.ledger)
-        for reason, n in parsed.reasons.items():
-            ledger.quarantine_reasons[reason] = ledger.quarantine_reasons.get(reason, 0) + n
+    for n, job in enumerate(jobs):
+        part, k = parsed[n], job[-1][0]
+        if k == 0:
+            ledger.files.append(FileLedger(part.ledger.source_name, part.ledger.ingest_file, damage=part.ledger.damage))
+        whole = ledger.files[-1]  # the stripes of one file are consecutive jobs
+        whole.lines_read += part.ledger.lines_read
+        whole.events_loaded += part.ledger.events_loaded
+        whole.lines_quarantined += part.ledger.lines_quarantined
+        for reason, count in part.reasons.items():
+            ledger.quarantine_reasons[reason] = ledger.quarantine_reasons.get(reason, 0) + count
     return batch
 
 
-def _parse_in_processes(cfg: Config, business_date: dt.date, jobs: list, workers: int, size: int,
-                        progress: Callable[[str], None] | None) -> list[ParsedFile]:
+# The claim counter of a parser process (see _parse_claimed).
+_claims = None
+
+
+def _init_parser(counter) -> None:
+    global _claims
+    _claims = counter
+
+
+def _parse_claimed(cfg: Config, business_date: dt.date, jobs: list, order: list[int], counter=None,
+                   progress: Callable[[str], None] | None = None) -> list[tuple[int, ParsedFile]]:
+    """Parse jobs, in ``order``, until none is left unclaimed; the claims are a counter all parsers share."""
+    counter = counter if counter is not None else _claims
+    out = []
+    while True:
+        with counter.get_lock():
+            claimed = counter.value
+            if claimed >= len(order):
+                return out
+            counter.value = claimed + 1
+        n = order[claimed]
+        out.append((n, _parse_file(cfg, business_date, *jobs[n], progress=progress)))
+
+
+def _parse_in_processes(cfg: Config, business_date: dt.date, jobs: list, order: list[int], parsers: int, size: float,
+                        progress: Callable[[str], None] | None) -> dict[int, ParsedFile]:
+    """The jobs parsed by this process and ``parsers - 1`` others, each claiming the next job when it is free: this
+    process starts at once, the others once they have started (about a second: spawned, they import the package).
+    Returns the parsed jobs by index; a job a parser process claimed and did not finish (it died) is missing."""
     if progress:
-        progress(f"  reading {plural(len(jobs), 'file')} ({size / 1e6:,.0f} MB) with {workers} processes")
+        progress(f"  reading {plural(len(jobs), 'file part')} (about {size / 1e6:,.0f} MB of lines) with {parsers} processes")
     started = time.monotonic()
-    parsed_files = []
-    # spawn: the parent may hold warehouse connections and threads a fork would copy mid-state.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_parse_file, cfg, business_date, *job) for job in jobs]
-        for future in futures:
-            parsed = future.result()
-            parsed_files.append(parsed)
-            if progress:
-                lines = parsed.ledger.lines_read
-                progress(f"  read {parsed.ledger.ingest_file}: {plural(lines, 'line')} in {duration(parsed.seconds)} "
-                         f"({rate(lines, parsed.seconds, 'lines')})")
+    # spawn: this process may hold warehouse connections and threads a fork would copy mid-state.
+    context = multiprocessing.get_context("spawn")
+    counter = context.Value("i", 0)
+    pool = ProcessPoolExecutor(parsers - 1, mp_context=context, initializer=_init_parser, initargs=(counter,))
+    parsed: dict[int, ParsedFile] = {}
+    try:
+        futures = [pool.submit(_parse_claimed, cfg, business_date, jobs, order) for _ in range(parsers - 1)]
+        if PARENT_PARSES:
+            parsed.update(_parse_claimed(cfg, business_date, jobs, order, counter, progress))
+        if len(parsed) < len(jobs):  # the other parsers claimed some: wait for them
+            for future in futures:
+                try:
+                    for n, part in future.result():
+                        parsed[n] = part
+                        if progress:
+                            lines = part.ledger.lines_read
+                            progress(f"  read {part.ledger.ingest_file}{_stripe_label(jobs[n])}: {plural(lines, 'line')} in "
+                                     f"{duration(part.seconds)} ({rate(lines, part.seconds, 'lines')})")
+                except BrokenProcessPool as exc:
+                    # A parser process died (killed, out of memory, or a caller's script without a __main__ guard,
+                    # which spawned processes re-run): its jobs are read again in this process.
+                    log.warning("a parser process failed (%s); reading its files in this process", exc)
+                    if progress:
+                        progress("  the parser processes failed; reading the rest of the day's files in this process")
+                    break
+    finally:
+        # A parser still starting when every job is done claims none and exits: nothing waits for it.
+        pool.shutdown(wait=False, cancel_futures=True)
     if progress:
-        lines = sum(p.ledger.lines_read for p in parsed_files)
+        lines = sum(p.ledger.lines_read for p in parsed.values())
         elapsed = time.monotonic() - started
         progress(f"  read {plural(lines, 'line')} in {duration(elapsed)} ({rate(lines, elapsed, 'lines')})")
-    return parsed_files
+    return parsed
+
+
+def _stripe_label(job: tuple) -> str:
+    k, n, _ = job[-1]
+    return f" (part {k + 1} of {n})" if n > 1 else ""
 
 
 def _parse_file(
@@ -555,9 +628,11 @@ def _parse_file(
     rel: str,
     events_path: Path,
     quarantine_path: Path,
+    stripe: tuple[int, int, int] = (0, 1, 0),
     progress: Callable[[str], None] | None = None,
 ) -> ParsedFile:
-    """Parse one file: every line mapped and checked, spooled as an event or a quarantined line."""
+    """Parse one file: every line mapped and checked, spooled as an event or a quarantined line. ``stripe`` (k, n, size):
+    only the lines of every n-th block of ``size`` lines, from block k (the ledger counts those)."""
     started = time.monotonic()
     ctx = _Context(cfg, business_date)
     privacy = _pseudonymizer(cfg)
@@ -569,7 +644,8 @@ def _parse_file(
     constants = {"load_date": business_date, "ingest_file": rel, "source_format": source_format, "source_name": source_name}
     events = _Spool(events_path, RAW_EVENT_SCHEMA, constants, utf8=("properties",))
     quarantined = _Spool(quarantine_path, QUARANTINE_SCHEMA, constants)
-    meter = Meter(progress, f"read {rel}", "line")
+    meter = Meter(progress, f"read {rel}{_stripe_label((stripe,))}", "line")
+    part, parts, block = stripe
     lines = FileLines(path)
     # The loop allocates millions of dicts and tuples and makes no reference cycles, which is all the cyclic
     # collector is for: its passes over the rows waiting in the spools cost about 8 % of a file's time.
@@ -577,6 +653,8 @@ def _parse_file(
     gc.disable()
     try:
         for number, raw in lines:
+            if parts > 1 and (number - 1) // block % parts != part:
+                continue
             fl.lines_read += 1
             meter.add()
             row = ctx.fast_row(fast, raw, number) if fast is not None else None

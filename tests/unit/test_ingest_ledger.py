@@ -258,11 +258,16 @@ def test_parallel_and_chunked_parsing_load_what_a_serial_read_loads(tmp_path, mo
         _write(landing / day, "e", ["{bad", "[]"], False)  # no event at all: an empty spool file
 
     results = []
-    # ("glob": a project folder whose name DuckDB's file reader would expand as a glob pattern)
+    # ("glob": a project folder whose name DuckDB's file reader would expand as a glob pattern; "striped": every
+    # file parsed in stripes of blocks of 4 lines, by three parsers; "others": the parser processes alone)
     for name, chunk, workers, parallel_min in (("serial", 10**6, 1, 1 << 40), ("chunked", 3, 1, 1 << 40),
-                                               ("parallel", 10**6, 2, 0), ("glob", 4, 1, 1 << 40)):
+                                               ("parallel", 10**6, 2, 0), ("glob", 4, 1, 1 << 40),
+                                               ("striped", 2, 3, 0), ("others", 10**6, 2, 0)):
         monkeypatch.setattr(ingest, "CHUNK_ROWS", chunk)
         monkeypatch.setattr(ingest, "PARALLEL_MIN_BYTES", parallel_min)
+        monkeypatch.setattr(ingest, "STRIPE_MIN_BYTES", 0 if name == "striped" else 1 << 40)
+        monkeypatch.setattr(ingest, "STRIPE_LINES", 4)
+        monkeypatch.setattr(ingest, "PARENT_PARSES", name != "others")
         root = tmp_path / ("project[1]" if name == "glob" else name)
         cfg = load_config(write_config(root, warehouse={"url": "duckdb:///:memory:"}, ingest={"workers": workers}), environ={})
         wh = Warehouse(cfg)
@@ -271,17 +276,21 @@ def test_parallel_and_chunked_parsing_load_what_a_serial_read_loads(tmp_path, mo
         said: list[str] = []
         ledger = load_day(wh, cfg, D1, "r", progress=said.append)
         assert ledger.balanced and ledger.damaged_files
-        if name == "parallel":
+        if name in ("parallel", "others"):
             assert any("with 2 processes" in s for s in said), said
+        if name == "striped":
+            assert any("with 3 processes" in s for s in said) and any("(part 3 of 3)" in s for s in said), said
         results.append(_stored(wh))
         wh.dispose()
-    serial, chunked, parallel, globbed = results
+    serial, chunked, parallel, globbed, striped, others = results
     # Each of the 40 events once; the retries, the copies of file b and the damaged file's lines are duplicates.
     assert len(serial["events"]) == 40 and len(serial["duplicates"]) >= 8
     assert len(serial["quarantine"]) >= len(BROKEN) + 3
     assert chunked == serial
     assert parallel == serial
     assert globbed == serial
+    assert striped == serial
+    assert others == serial
 
 
 def test_the_spool_of_parsed_lines_is_removed_also_when_a_killed_ingest_left_it(tmp_path):
@@ -317,6 +326,7 @@ def test_a_script_without_a_main_guard_still_loads_the_day_when_parser_processes
         "from cohortflow.config import load_config\n"
         "from cohortflow.warehouse import Warehouse\n"
         "ingest.PARALLEL_MIN_BYTES = 0\n"
+        "ingest.PARENT_PARSES = False\n"
         f"cfg = load_config({str(tmp_path / 'cohortflow.yml')!r}, environ={{'COHORTFLOW_WAREHOUSE__URL': 'duckdb:///{db}',"
         " 'COHORTFLOW_INGEST__WORKERS': '2'})\n"
         "wh = Warehouse(cfg)\n"
