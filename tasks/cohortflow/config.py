@@ -196,7 +196,7 @@ class Ingest(_Strict):
         default=0,
         ge=0,
         le=256,
-        description="processes that parse a day's files in parallel (one file each at a time); 0: one per CPU core",
+        description="processes (the ingest's own included) that parse a day's files in parallel, once the day holds 32 MB of lines or more; 0: one per CPU core",
     )
     memory_limit: str | None = Field(
         default="1GB",
