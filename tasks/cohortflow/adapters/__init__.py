@@ -8,7 +8,9 @@ against the business date, size limits from config) live in the ingest.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from types import ModuleType
 
 from cohortflow.events import CanonicalEvent
 
@@ -17,36 +19,18 @@ Adapter = Callable[[bytes], CanonicalEvent]
 FORMATS = ("ark", "sensors", "segment", "posthog", "canonical")
 
 
+def _module(fmt: str) -> ModuleType:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    return importlib.import_module(f"cohortflow.adapters.{fmt}")
+
+
 def get_adapter(fmt: str) -> Adapter:
     """The ``parse_line`` function of a format name."""
-    if fmt == "ark":
-        from cohortflow.adapters.ark import parse_line
-    elif fmt == "sensors":
-        from cohortflow.adapters.sensors import parse_line
-    elif fmt == "segment":
-        from cohortflow.adapters.segment import parse_line
-    elif fmt == "posthog":
-        from cohortflow.adapters.posthog import parse_line
-    elif fmt == "canonical":
-        from cohortflow.adapters.canonical import parse_line
-    else:
-        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return parse_line
+    return _module(fmt).parse_line
 
 
 def get_fast_mapper(fmt: str) -> Callable[[dict], tuple]:
     """The ``map_fast`` function of a format name: the common clean line of the format, decoded, as the mapped row
     (``_common.MAPPED``); any other line raises and is left to ``parse_line``."""
-    if fmt == "ark":
-        from cohortflow.adapters.ark import map_fast
-    elif fmt == "sensors":
-        from cohortflow.adapters.sensors import map_fast
-    elif fmt == "segment":
-        from cohortflow.adapters.segment import map_fast
-    elif fmt == "posthog":
-        from cohortflow.adapters.posthog import map_fast
-    elif fmt == "canonical":
-        from cohortflow.adapters.canonical import map_fast
-    else:
-        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    return map_fast
+    return _module(fmt).map_fast

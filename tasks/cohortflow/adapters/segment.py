@@ -48,13 +48,13 @@ from typing import Any
 
 from cohortflow.adapters._common import (
     UNUSUAL,
-    fast_hashed,
-    fast_object,
-    fast_id,
-    fast_iso,
-    fast_required,
     check_range,
     dimension,
+    fast_hashed,
+    fast_id,
+    fast_iso,
+    fast_object,
+    fast_required,
     first_value,
     iso_ms,
     link,
