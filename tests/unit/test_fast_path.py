@@ -271,3 +271,26 @@ def test_fast_iso_reads_what_iso_ms_reads(when, swap):
     except (Unusual, LineError):
         return
     assert fast == iso_ms(changed, "t"), changed
+
+
+def test_declined_lines_leave_nothing_behind(contexts):
+    """Memory stays flat over declined lines: nothing (a traceback, a frame's decoded line) outlives a line."""
+    import tracemalloc
+
+    ctx = contexts["Asia/Shanghai"]
+    fast = get_fast_mapper("ark")
+    declined = _line({**BASE["ark"], "xwhat": "$alias", "pad": "p" * 300})  # decoded, then left to parse_line
+
+    def decline(n: int) -> None:
+        for number in range(n):
+            assert ctx.fast_row(fast, declined, number) is None
+
+    decline(200)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        decline(2000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000, f"{grown:,} bytes kept by 2,000 declined lines"

@@ -21,7 +21,7 @@ Raw line::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    UNUSUAL,
+    Unusual,
     dimension,
     epoch_ms,
     fast_epoch,
@@ -91,7 +91,7 @@ def map_fast(obj: dict) -> tuple:
     event_time = fast_epoch(obj.get("xwhen"))
     context = fast_object(obj.get("xcontext"))
     if event_name == ALIAS_EVENT:
-        raise UNUSUAL
+        raise Unusual
     app_id = fast_id(obj.get("appid"))
     event_id, props_json = fast_hashed(app_id, distinct_id, event_name, event_time, context, None)
     return (event_id, event_name, distinct_id, event_time, None, app_id, dimension(context, "$platform"),

@@ -44,7 +44,7 @@ Example::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    UNUSUAL,
+    Unusual,
     fast_epoch,
     fast_hashed,
     fast_id,
@@ -115,7 +115,7 @@ def map_fast(obj: dict) -> tuple:
     is_activity = obj.get("is_activity", True)
     if type(is_activity) is not bool \
             or obj.get("link_anonymous_id") is not None or obj.get("link_login_id") is not None:
-        raise UNUSUAL
+        raise Unusual
     app_id = fast_id(obj.get("app_id"))
     event_id = fast_id(obj.get("event_id"))
     event_id, props_json = fast_hashed(app_id, distinct_id, event_name, event_time, props,

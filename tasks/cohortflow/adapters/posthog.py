@@ -27,7 +27,7 @@ Raw line (one captured event)::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    UNUSUAL,
+    Unusual,
     dimension,
     fast_hashed,
     fast_id,
@@ -92,7 +92,7 @@ def map_fast(obj: dict) -> tuple:
     distinct_id = fast_required(obj.get("distinct_id"))
     props = fast_object(obj.get("properties"))
     if event_name == "$identify" or event_name == "$create_alias":
-        raise UNUSUAL
+        raise Unusual
     event_time = fast_iso(obj.get("timestamp"))
     sent_at = obj.get("sent_at")
     received = None if sent_at is None else fast_iso(sent_at)

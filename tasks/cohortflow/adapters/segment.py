@@ -47,7 +47,7 @@ from __future__ import annotations
 from typing import Any
 
 from cohortflow.adapters._common import (
-    UNUSUAL,
+    Unusual,
     check_range,
     dimension,
     fast_hashed,
@@ -150,7 +150,7 @@ def map_fast(obj: dict) -> tuple:
     ``context`` objects (or absent), ``timestamp`` and ``receivedAt`` (and ``sentAt`` and ``originalTimestamp`` both or neither)
     in the ISO shape SDKs send. Anything else is left to :func:`parse_line`."""
     if obj.get("type") != "track":
-        raise UNUSUAL
+        raise Unusual
     event_name = fast_required(obj.get("event"))
     user_id = fast_id(obj.get("userId"))
     anonymous = fast_id(obj.get("anonymousId"))  # read even when userId is set: parse_line checks its type
@@ -158,14 +158,14 @@ def map_fast(obj: dict) -> tuple:
     props = fast_object(obj.get("properties"))
     context = fast_object(obj.get("context"))
     if distinct_id is None:
-        raise UNUSUAL
+        raise Unusual
     received = fast_iso(obj.get("receivedAt"))
     event_time = fast_iso(obj.get("timestamp"))  # (valid, as parse_line requires of every time field present)
     sent, original = obj.get("sentAt"), obj.get("originalTimestamp")
     if sent is not None or original is not None:  # both, or the line is left to parse_line
         event_time = received - (fast_iso(sent) - fast_iso(original))
         if not MIN_EPOCH_MS <= event_time < MAX_EPOCH_MS:
-            raise UNUSUAL
+            raise Unusual
     message_id = fast_id(obj.get("messageId"))
     event_id, props_json = fast_hashed(None, distinct_id, event_name, event_time, props,
                                        None if message_id is None else source_event_id(message_id))

@@ -31,7 +31,7 @@ Raw line::
 from __future__ import annotations
 
 from cohortflow.adapters._common import (
-    UNUSUAL,
+    Unusual,
     dimension,
     epoch_ms,
     fast_epoch,
@@ -105,7 +105,7 @@ def map_fast(obj: dict) -> tuple:
     """The mapped row of a common clean line (see ``_common.MAPPED``): a ``track`` with ``properties`` an object (or absent) and
     ``time`` an integer. Anything else is left to :func:`parse_line`."""
     if obj.get("type") != "track":
-        raise UNUSUAL
+        raise Unusual
     event_name = fast_required(obj.get("event"))
     distinct_id = fast_required(obj.get("distinct_id"))
     event_time = fast_epoch(obj.get("time"))
