@@ -296,7 +296,7 @@ class _Context:
         if len(props_json) > self.max_value:
             _check_values(ev.properties, self.max_value)
         received = self.check_times(ev)
-        local = self.local_date(ev.event_time_ms)
+        local = self.local_day(ev.event_time_ms)
         if local < self.oldest_date:
             raise LineError(EVENT_TOO_LATE, f"event date {local} is older than the late-arrival limit {self.oldest_date}")
         return received, local, props_json
@@ -304,9 +304,8 @@ class _Context:
     def check_event_id(self, ev: CanonicalEvent) -> None:
         """A source's event id is an id like the others: at most ``max_event_name_length`` characters after its
         two-character prefix (and never less than the 32 hex digits of the ids the adapters derive)."""
-        limit = max(self.max_name, 32)
-        if len(ev.event_id) > limit + 2:
-            raise LineError(VALUE_TOO_LONG, f"event id of {len(ev.event_id) - 2} chars > {limit}")
+        if len(ev.event_id) > self.max_event_id:
+            raise LineError(VALUE_TOO_LONG, f"event id of {len(ev.event_id) - 2} chars > {self.max_event_id - 2}")
 
     @staticmethod
     def check_storable_text(ev: CanonicalEvent) -> None:
@@ -597,7 +596,7 @@ def _parse_in_processes(cfg: Config, business_date: dt.date, jobs: list, order: 
                         parsed[n] = part
                         if progress:
                             lines = part.ledger.lines_read
-                            progress(f"  read {part.ledger.ingest_file}{_stripe_label(jobs[n])}: {plural(lines, 'line')} in "
+                            progress(f"  read {part.ledger.ingest_file}{_stripe_label(jobs[n][-1])}: {plural(lines, 'line')} in "
                                      f"{duration(part.seconds)} ({rate(lines, part.seconds, 'lines')})")
                 except BrokenProcessPool as exc:
                     # A parser process died (killed, out of memory, or a caller's script without a __main__ guard,
@@ -616,8 +615,8 @@ def _parse_in_processes(cfg: Config, business_date: dt.date, jobs: list, order: 
     return parsed
 
 
-def _stripe_label(job: tuple) -> str:
-    k, n, _ = job[-1]
+def _stripe_label(stripe: tuple[int, int, int]) -> str:
+    k, n, _ = stripe
     return f" (part {k + 1} of {n})" if n > 1 else ""
 
 
@@ -646,7 +645,7 @@ def _parse_file(
     constants = {"load_date": business_date, "ingest_file": rel, "source_format": source_format, "source_name": source_name}
     events = _Spool(events_path, RAW_EVENT_SCHEMA, constants, utf8=("properties",))
     quarantined = _Spool(quarantine_path, QUARANTINE_SCHEMA, constants)
-    meter = Meter(progress, f"read {rel}{_stripe_label((stripe,))}", "line")
+    meter = Meter(progress, f"read {rel}{_stripe_label(stripe)}", "line")
     part, parts, block = stripe
     lines = FileLines(path)
     # The loop allocates millions of dicts and tuples and makes no reference cycles, which is all the cyclic

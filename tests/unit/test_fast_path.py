@@ -102,7 +102,8 @@ def documents(draw, fmt: str) -> dict:
         if draw(st.booleans()) and key in target:
             del target[key]
         else:
-            target[key] = draw(st.one_of(st.sampled_from(SPECIAL_TEXT), VALUES) if key in NAME_KEYS else VALUES)
+            # (a copy: a drawn object is shared with later examples, and later swaps write into it)
+            target[key] = copy.deepcopy(draw(st.one_of(st.sampled_from(SPECIAL_TEXT), VALUES) if key in NAME_KEYS else VALUES))
     return doc
 
 

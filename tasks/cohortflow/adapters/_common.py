@@ -324,16 +324,21 @@ def finish(event: CanonicalEvent, source_id: str | None) -> CanonicalEvent:
     """Set the event id: the source's when given, else the deterministic hash; and the properties' canonical JSON
     (serialised once: for the hash, and for the ingest to store)."""
     try:
-        event.properties_json = canonical_json(event.properties)
+        event.event_id, event.properties_json = id_and_json(
+            event.app_id, event.distinct_id, event.event_name, event.event_time_ms, event.properties, source_id
+        )
     except orjson.JSONEncodeError:
         raise LineError(INVALID_FIELD, "properties nest too deeply to serialise") from None
-    if source_id is not None:
-        event.event_id = source_id
-    else:
-        event.event_id = hashed_event_id_of_json(
-            event.app_id, event.distinct_id, event.event_name, event.event_time_ms, event.properties_json
-        )
     return event
+
+
+def id_and_json(app_id: str | None, distinct_id: str, event_name: str, event_time_ms: int,
+                properties: dict[str, Any], source_id: str | None) -> tuple[str, bytes]:
+    """(event id, properties' canonical JSON): the source's id when given, else the hash of the content."""
+    props_json = canonical_json(properties)
+    if source_id is not None:
+        return source_id, props_json
+    return hashed_event_id_of_json(app_id, distinct_id, event_name, event_time_ms, props_json), props_json
 
 
 # --------------------------------------------------------------------------- the fast path
@@ -354,15 +359,6 @@ class Unusual(Exception):
     """A line the fast path leaves to ``parse_line``. Raised as a new instance each time: an instance raised again
     keeps the traceback of every raise before (and each frame's locals, the decoded line among them), which grew
     the ingest's memory with the lines it declined."""
-
-
-
-def mapped(event: CanonicalEvent) -> tuple:
-    """A CanonicalEvent as the mapped row (what ``map_fast`` returns for the same line)."""
-    return (event.event_id, event.event_name, event.distinct_id, event.event_time_ms, event.received_at_ms,
-            event.app_id, event.platform, event.app_version, event.channel, event.session_id,
-            event.properties_json if event.properties_json is not None else canonical_json(event.properties),
-            event.is_activity, event.link_anonymous_id, event.link_login_id)
 
 
 def fast_required(value: Any) -> str:
@@ -419,12 +415,3 @@ def fast_iso(value: Any) -> int:
     if not MIN_EPOCH_MS <= ms < MAX_EPOCH_MS:
         raise Unusual
     return ms
-
-
-def fast_hashed(app_id: str | None, distinct_id: str, event_name: str, event_time_ms: int,
-                properties: dict[str, Any], source_id: str | None) -> tuple[str, bytes]:
-    """(event id, properties' canonical JSON), as :func:`finish` sets them."""
-    props_json = canonical_json(properties)
-    if source_id is not None:
-        return source_id, props_json
-    return hashed_event_id_of_json(app_id, distinct_id, event_name, event_time_ms, props_json), props_json

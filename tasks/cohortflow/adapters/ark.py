@@ -25,10 +25,10 @@ from cohortflow.adapters._common import (
     dimension,
     epoch_ms,
     fast_epoch,
-    fast_hashed,
     fast_id,
     fast_object,
     fast_required,
+    id_and_json,
     link,
     load_object,
     new_event,
@@ -93,7 +93,7 @@ def map_fast(obj: dict) -> tuple:
     if event_name == ALIAS_EVENT:
         raise Unusual
     app_id = fast_id(obj.get("appid"))
-    event_id, props_json = fast_hashed(app_id, distinct_id, event_name, event_time, context, None)
+    event_id, props_json = id_and_json(app_id, distinct_id, event_name, event_time, context, None)
     return (event_id, event_name, distinct_id, event_time, None, app_id, dimension(context, "$platform"),
             dimension(context, "$app_version"), dimension(context, "$channel"), dimension(context, "$session_id"),
             props_json, event_name not in PROFILE_EVENTS, None, None)

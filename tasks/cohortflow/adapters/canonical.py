@@ -46,11 +46,11 @@ from __future__ import annotations
 from cohortflow.adapters._common import (
     Unusual,
     fast_epoch,
-    fast_hashed,
     fast_id,
     fast_object,
     fast_required,
     fast_text,
+    id_and_json,
     link,
     load_object,
     new_event,
@@ -118,7 +118,7 @@ def map_fast(obj: dict) -> tuple:
         raise Unusual
     app_id = fast_id(obj.get("app_id"))
     event_id = fast_id(obj.get("event_id"))
-    event_id, props_json = fast_hashed(app_id, distinct_id, event_name, event_time, props,
+    event_id, props_json = id_and_json(app_id, distinct_id, event_name, event_time, props,
                                        None if event_id is None else source_event_id(event_id))
     return (event_id, event_name, distinct_id, event_time, received, app_id, fast_text(obj.get("platform")),
             fast_text(obj.get("app_version")), fast_text(obj.get("channel")), fast_id(obj.get("session_id")),

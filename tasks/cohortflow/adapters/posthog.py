@@ -29,11 +29,11 @@ from __future__ import annotations
 from cohortflow.adapters._common import (
     Unusual,
     dimension,
-    fast_hashed,
     fast_id,
     fast_iso,
     fast_object,
     fast_required,
+    id_and_json,
     link,
     load_object,
     new_event,
@@ -97,7 +97,7 @@ def map_fast(obj: dict) -> tuple:
     sent_at = obj.get("sent_at")
     received = None if sent_at is None else fast_iso(sent_at)
     uuid = fast_id(obj.get("uuid"))
-    event_id, props_json = fast_hashed(None, distinct_id, event_name, event_time, props,
+    event_id, props_json = id_and_json(None, distinct_id, event_name, event_time, props,
                                        None if uuid is None else source_event_id(uuid))
     return (event_id, event_name, distinct_id, event_time, received, None, dimension(props, "$os", "$lib"),
             dimension(props, "$app_version"), dimension(props, "$channel"), dimension(props, "$session_id"),

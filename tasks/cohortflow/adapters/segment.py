@@ -50,12 +50,12 @@ from cohortflow.adapters._common import (
     Unusual,
     check_range,
     dimension,
-    fast_hashed,
     fast_id,
     fast_iso,
     fast_object,
     fast_required,
     first_value,
+    id_and_json,
     iso_ms,
     link,
     load_object,
@@ -167,7 +167,7 @@ def map_fast(obj: dict) -> tuple:
         if not MIN_EPOCH_MS <= event_time < MAX_EPOCH_MS:
             raise Unusual
     message_id = fast_id(obj.get("messageId"))
-    event_id, props_json = fast_hashed(None, distinct_id, event_name, event_time, props,
+    event_id, props_json = id_and_json(None, distinct_id, event_name, event_time, props,
                                        None if message_id is None else source_event_id(message_id))
     return (event_id, event_name, distinct_id, event_time, received, None,
             first_value(nested(context, "os", "name"), nested(context, "device", "type"), props.get("$platform")),

@@ -35,10 +35,10 @@ from cohortflow.adapters._common import (
     dimension,
     epoch_ms,
     fast_epoch,
-    fast_hashed,
     fast_id,
     fast_object,
     fast_required,
+    id_and_json,
     link,
     load_object,
     new_event,
@@ -113,7 +113,7 @@ def map_fast(obj: dict) -> tuple:
     app_id = fast_id(obj.get("project"))
     track_id = fast_id(obj.get("_track_id"))
     source_id = None if track_id is None else source_event_id(track_id, distinct_id, event_name, event_time)
-    event_id, props_json = fast_hashed(app_id, distinct_id, event_name, event_time, props, source_id)
+    event_id, props_json = id_and_json(app_id, distinct_id, event_name, event_time, props, source_id)
     return (event_id, event_name, distinct_id, event_time, None, app_id, dimension(props, "$platform", "$os"),
             dimension(props, "$app_version"), dimension(props, "$channel"),
             dimension(props, "$session_id", "$event_session_id"), props_json, True, None, None)
