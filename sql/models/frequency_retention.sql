@@ -22,7 +22,7 @@ events as (
         event_date
     from models.stg_events
     where event_date <= cast(:as_of_date as date)
-        and event_name in (select definitions.event_name from definitions)
+        and one_of(event_name, (select definitions.event_name from definitions))
 ),
 
 activity_days as (

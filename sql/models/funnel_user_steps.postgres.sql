@@ -37,7 +37,7 @@ pass_events as materialized (
         dated_events.signed_step,
         dated_events.step_index,
         dated_events.window_ms
-    {{ pass.pass_events_from() | indent(4) }}
+    {{ pass.pass_events_from(fence=true) | indent(4) }}
     union all
     select
         entries.funnel_no,

@@ -61,15 +61,16 @@ candidates as not materialized (
         from models.stg_events
         where event_date between cast(:start_date as date)
             and cast(:end_date as date) + cast(:funnel_window_days as integer)
-            and event_name in (select steps.event_name from steps)
+            and one_of(event_name, (select steps.event_name from steps))
             and (not cast(:scoped as boolean) or user_id in (select scope.user_id from scope))
     ) as funnel_events
     inner join steps
         on steps.event_name = funnel_events.event_name
 ),
 
--- The events named by a step that has filters, with each filter of the step.
-filter_inputs as (
+-- The events named by a step that has filters, with each filter of the step (materialized: each property read out
+-- of the JSON once, not at each use of property_value).
+filter_inputs as materialized (
     select
         steps.funnel_no,
         steps.step_index,

@@ -117,10 +117,11 @@ event_sides as (
     where not is_plain_activity
 ),
 
-{#- One branch per join condition: a join on "one or the other" plans badly. #}
+{#- One branch per join condition: a join on "one or the other" plans badly. The named events are also a filter
+    (one_of: on PostgreSQL a check in the scan of the events, before the view's identity join). #}
 candidates as (
     {%- for join, side_filter in [
-        ('events.event_name = event_sides.event_name', ''),
+        ('events.event_name = event_sides.event_name', 'and one_of(events.event_name, (select named.event_name from event_sides as named))'),
         ('events.is_activity = event_sides.is_any_activity', 'and event_sides.is_any_activity'),
     ] %}
     {%- if not loop.first %}
@@ -150,7 +151,9 @@ candidates as (
     {%- endfor %}
 ),
 
-filter_inputs as (
+-- The candidate events with each filter of their side (materialized: each property read out of the JSON once, not
+-- at each use of property_value).
+filter_inputs as materialized (
     select
         candidates.retention_name,
         candidates.side,

@@ -82,7 +82,7 @@ daily_event_counts as (
         event_date,
         count(*) as count_events
     from events
-    where event_name in (select did_event_leaves.event_name from did_event_leaves)
+    where one_of(event_name, (select did_event_leaves.event_name from did_event_leaves))
         and event_date > cast(:start_date as date) - (select coalesce(max(did_event_leaves.days), 0) from did_event_leaves)
     group by user_id, event_name, event_date
 ),

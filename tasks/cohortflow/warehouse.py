@@ -64,6 +64,8 @@ def render(sql: str, dialect: str, pretty: bool = True, ctes: str | None = None)
         if ctes is not None:
             tree = replace_ctes(tree, ctes)
         tree = same_meaning(tree, target)
+        # (one_of first: a node a transform replaces is not visited further, and its value may hold a placeholder)
+        tree = tree.transform(lambda node: _one_of(node, target) if _is_call(node, "one_of") else node)
         statements.append(tree.transform(rewrite).sql(dialect=target, pretty=pretty))
     return ";\n".join(statements)
 
@@ -120,6 +122,27 @@ def _prop(node: exp.Anonymous, target: str) -> exp.Expression:
     # DuckDB: a JSONPath whose member name is the key quoted as a JSON string ($."a.b").
     path = exp.DPipe(this=exp.Literal.string("$."), expression=exp.cast(exp.func("to_json", key), "varchar"))
     return exp.Anonymous(this="json_extract_string", expressions=[doc, path])
+
+
+def _is_call(node: exp.Expression, name: str) -> bool:
+    return isinstance(node, exp.Anonymous) and str(node.this).lower() == name
+
+
+def _one_of(node: exp.Anonymous, target: str) -> exp.Expression:
+    """``one_of(value, (select ...))``: ``value`` is among the few rows of an uncorrelated subquery (the names a
+    definition table lists), as ``value in (select ...)``.
+
+    On PostgreSQL it becomes ``value = any(array(select ...))``: the subquery runs once, before the scan, and the
+    scan checks the value. PostgreSQL keeps ``in (select ...)`` a semi-join above the joins of the view it filters
+    (models.stg_events: every event left-joined to the identity map), so a model reading a few named events joined
+    every event to the identities first. The array is searched row by row: only for small subqueries.
+    """
+    if len(node.expressions) != 2 or not isinstance(node.expressions[1], exp.Subquery):
+        raise ValueError("one_of() takes (value, (select ...))")
+    value, subquery = node.expressions
+    if target == "postgres":
+        return exp.EQ(this=value, expression=exp.Any(this=exp.Paren(this=exp.Array(expressions=[subquery.this]))))
+    return exp.In(this=value, query=subquery)
 
 
 # -- same meaning on every engine ---------------------------------------------

@@ -328,3 +328,38 @@ def test_re_judging_the_window_joins_the_days_keys_instead_of_a_lookup_per_store
                 assert "SubPlan" not in plan and "Semi Join" in plan, (table, plan)
     finally:
         wh.dispose()
+
+
+def test_models_reading_named_events_filter_the_scan_of_the_events_by_name(pg_project):
+    """The models that read a few named events (funnel steps, retention sides, frequency retention, segment rules)
+    check the names in the scan of raw.events, before models.stg_events joins every event to the identity map:
+    PostgreSQL keeps `event_name in (select ...)` or a join on the name above the view's left join, and joined every
+    event of the range first (warehouse._one_of). The plan is checked, not a time."""
+    import re
+
+    from cohortflow.analyses import load_definitions, model_params
+    from cohortflow.models import create_views, load_models, model_statements
+
+    wh = pg_project.warehouse()
+    try:
+        wh.bootstrap()
+        with wh.begin() as conn:  # (statements in PostgreSQL SQL, run as written)
+            _insert_events(wh, conn, count=20000, per_day=2000, spacing="1 minute")
+            wh.run(conn, "analyze raw.events")
+            create_views(wh, conn)
+            load_definitions(wh, conn, pg_project.config())
+            models = load_models()
+            for model in models.values():  # every model's table, empty
+                for statement in model_statements(model, "postgres"):
+                    if statement.lstrip().lower().startswith("create table"):
+                        wh.run(conn, statement)
+            params = {**model_params(pg_project.config()), "start_date": dt.date(2025, 1, 1), "end_date": dt.date(2025, 1, 10),
+                      "as_of_date": dt.date(2025, 1, 10), "first_date": dt.date(2025, 1, 1), "scoped": False}
+            for name in ("funnel_user_steps", "retention_user_cohorts", "frequency_retention", "segment_membership_daily"):
+                insert = next(s for s in model_statements(models[name], "postgres") if s.lstrip().lower().startswith("insert"))
+                plan = "\n".join(r[0] for r in conn.execute(sa.text("explain " + insert), {**params, "model_name": name}))
+                # the scan nodes of raw.events (not the identity links' partial index) and their conditions
+                scans = re.findall(r"Scan (?:using events_\w+ )?on events \w*.*\n((?:\s+(?:Filter|Index Cond|Recheck Cond).*\n)*)", plan + "\n")
+                assert any("event_name = ANY" in conditions for conditions in scans), (name, plan)
+    finally:
+        wh.dispose()

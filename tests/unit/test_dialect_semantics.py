@@ -21,6 +21,9 @@ MONDAY = dt.date(2026, 11, 2)
 # prop() reads a key that is a value (a column): here from bound parameters, through a subquery.
 PROP = "(select prop(t.j, t.k) from (select cast(:j as varchar) as j, cast(:k as varchar) as k) as t)"
 
+LISTED = "(select t.x from (select 'a' as x union all select 'b' as x) as t)"
+LISTED_NULL = "(select t.x from (select 'a' as x union all select cast(null as varchar) as x) as t)"
+
 # (name, source expression, bound parameters, expected value, what plain sqlglot translation gives on Trino)
 CASES = [
     ("extract(dow) on a Sunday is 0", "extract(dow from cast(:d as date))", {"d": SUNDAY}, 0, "7"),
@@ -63,6 +66,11 @@ CASES = [
     ("a boolean property as text", PROP, {"j": '{"b": true}', "k": "b"}, "true", "—"),
     ("a null property is null", PROP, {"j": '{"z": null}', "k": "z"}, None, "—"),
     ("a missing property is null", PROP, {"j": '{"z": 1}', "k": "y"}, None, "—"),
+    # one_of(): `in (select ...)`, on PostgreSQL `= any(array(select ...))` (warehouse._one_of); null as `in` gives it
+    ("one_of a listed value", f"one_of(cast(:v as varchar), {LISTED})", {"v": "b"}, True, "—"),
+    ("one_of an unlisted value", f"one_of(cast(:v as varchar), {LISTED})", {"v": "c"}, False, "—"),
+    ("one_of an unlisted value, a null listed", f"one_of(cast(:v as varchar), {LISTED_NULL})", {"v": "c"}, None, "—"),
+    ("one_of a listed value, a null listed", f"one_of(cast(:v as varchar), {LISTED_NULL})", {"v": "a"}, True, "—"),
 ]
 
 AGGREGATES = [
@@ -95,6 +103,8 @@ def test_silent_differences_mean_the_same_on_every_engine(warehouse):
                 ok = got is not None and abs(float(got) - expected) < 1e-9
             elif isinstance(expected, dt.datetime):
                 ok = isinstance(got, dt.datetime) and got.replace(tzinfo=None) == expected
+            elif isinstance(expected, bool):
+                ok = isinstance(got, bool) and got == expected
             elif isinstance(expected, int):  # any numeric type (PostgreSQL's extract() is numeric)
                 ok = got is not None and not isinstance(got, dt.date | str | bool) and got == expected
             else:  # a date must be a date (not a timestamp), text must be text, null null
@@ -106,6 +116,32 @@ def test_silent_differences_mean_the_same_on_every_engine(warehouse):
             if got is None or abs(float(got) - expected) > 1e-9:
                 wrong.append(f"{name}: {aggregate} over {values} gave {got!r}, expected {expected}")
     assert not wrong, "\n".join(wrong)
+
+
+# Texts around the limits of a property read as a number (macros/filters.sql as_number): 200 digits before and after
+# the point, an exponent of 1-2 digits; the reference is tests/reference/segments.py's NUMBER.
+NUMBER_TEXTS = [
+    "0", "-7", "2.50", "1e5", "-1.5E-09", "1.", ".5", "1e", "1e100", "+1", "1,5", " 1", "1 ", "--1", "1.2.3", "0x10",
+    "9" * 200, "9" * 201, "-" + "9" * 200, "1." + "9" * 200, "1." + "9" * 201, "9" * 200 + "." + "9" * 200 + "e99",
+    "9" * 201 + ".5", "5." + "9" * 201 + "e1", "9" * 200 + "." + "9" * 201, "12" * 150,
+]
+
+
+def test_a_property_is_a_number_up_to_its_digit_limits_on_every_engine(warehouse):
+    from cohortflow.models import render_template
+    from tests.reference.segments import NUMBER
+
+    expression = render_template("{% import 'macros/filters.sql' as f %}{{ f.as_number('cast(:t as varchar)') }}", "test")
+    wrong = []
+    with warehouse.begin() as conn:
+        for text in NUMBER_TEXTS:
+            got = warehouse.scalar(conn, f"select {expression} as v", {"t": text})
+            want = float(text) if NUMBER.fullmatch(text) else None
+            if got != want:
+                wrong.append(f"{text[:20]}... ({len(text)} characters): {got!r}, expected {want!r}")
+    assert not wrong, "\n".join(wrong)
+    # both sides of every limit are among the texts
+    assert sum(NUMBER.fullmatch(t) is not None for t in NUMBER_TEXTS) >= 8 and sum(len(t) > 200 for t in NUMBER_TEXTS) >= 8
 
 
 def test_generate_series_keeps_its_column_name(warehouse):
