@@ -9,8 +9,8 @@
 
 {#- The property's text as a number, only when it is a plain decimal number of at most 200 digits before and after
     the point and an exponent of at most 2 (the cast can then never fail). The digit limits are a second pattern, no
-    run of 201 digits, rather than {1,200} in the first: PostgreSQL's regex engine spends about 16 us a value on
-    bounded repetitions that long, against 1-3 us for the two patterns (100,000 values, benchmarks/README.md). -#}
+    run of 201 digits, rather than {1,200} in the first: PostgreSQL's regex engine spends about 9 us a value on
+    bounded repetitions that long, against 2 us for the two patterns (100,000 values, benchmarks/README.md). -#}
 {% macro as_number(text) -%}
 case
     when regexp_matches({{ text }}, '^-?[0-9]+([.][0-9]+)?([eE][-+]?[0-9]{1,2})?$')
