@@ -45,11 +45,11 @@ def render(sql: str, dialect: str, pretty: bool = True, ctes: str | None = None)
     """
     target = "postgres" if dialect.startswith("postgres") else dialect
 
-    def rewrite(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Placeholder) and node.name:
-            return exp.Var(this=":" + node.name)
-        if isinstance(node, exp.Anonymous) and str(node.this).lower() == "prop":
+    def functions(node: exp.Expression) -> exp.Expression:
+        if _is_call(node, "prop"):
             return _prop(node, target)
+        if _is_call(node, "one_of"):
+            return _one_of(node, target)
         if target == "postgres" and isinstance(node, exp.Round) and node.args.get("decimals") is not None:
             # PostgreSQL has round(numeric, int) but no round(double precision, int):
             # https://www.postgresql.org/docs/15/functions-math.html
@@ -64,9 +64,12 @@ def render(sql: str, dialect: str, pretty: bool = True, ctes: str | None = None)
         if ctes is not None:
             tree = replace_ctes(tree, ctes)
         tree = same_meaning(tree, target)
-        # (one_of first: a node a transform replaces is not visited further, and its value may hold a placeholder)
-        tree = tree.transform(lambda node: _one_of(node, target) if _is_call(node, "one_of") else node)
-        statements.append(tree.transform(rewrite).sql(dialect=target, pretty=pretty))
+        # (placeholders in a pass of their own, after the functions: a transform does not visit the inside of a node
+        # it replaced, and a function's arguments may hold a placeholder)
+        tree = tree.transform(functions).transform(
+            lambda node: exp.Var(this=":" + node.name) if isinstance(node, exp.Placeholder) and node.name else node
+        )
+        statements.append(tree.sql(dialect=target, pretty=pretty))
     return ";\n".join(statements)
 
 
