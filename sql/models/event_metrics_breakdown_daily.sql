@@ -36,15 +36,30 @@ event_values as (
     cross join breakdowns
 ),
 
+-- Each user's events per group first, then the group's: two aggregations by hash where a count(distinct) had
+-- PostgreSQL sort every row by the whole group key (2,839,596 rows at 946,532 demo events). A null user_id (none
+-- is loaded) would make a group of its own here that count(user_id) leaves out, as count(distinct) does.
+user_values as (
+    select
+        event_date,
+        event_name,
+        breakdown,
+        breakdown_value,
+        user_id,
+        count(*) as count_events
+    from event_values
+    group by event_date, event_name, breakdown, breakdown_value, user_id
+),
+
 final as (
     select
         event_date,
         event_name,
         breakdown,
         breakdown_value,
-        count(*) as count_events,
-        count(distinct user_id) as count_users
-    from event_values
+        cast(sum(count_events) as bigint) as count_events,
+        count(user_id) as count_users
+    from user_values
     group by event_date, event_name, breakdown, breakdown_value
 )
 

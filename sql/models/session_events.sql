@@ -122,7 +122,7 @@ session_starts as (
             || cast(cast(extract(epoch from event_time) * 1000 as bigint) as varchar)
         ) as session_id,
         event_date as session_date
-    from flagged
+    from numbered
     where is_session_start
         and event_date between cast(:start_date as date) and cast(:end_date as date)
 ),

@@ -221,7 +221,7 @@ def load_models() -> dict[str, Model]:
 
 
 # The PostgreSQL settings a model may change for its own build (transaction-local, planner only).
-POSTGRES_SETTINGS = {"enable_nestloop", "enable_mergejoin", "enable_hashjoin", "work_mem", "jit"}
+POSTGRES_SETTINGS = {"enable_nestloop", "enable_mergejoin", "enable_hashjoin", "enable_sort", "work_mem", "jit"}
 
 
 # Applied to every model build on PostgreSQL. JIT compiles these long queries for seconds (4 s of a 4.3 s funnel

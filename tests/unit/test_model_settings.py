@@ -19,19 +19,27 @@ def test_other_settings_are_refused(bad):
         _postgres_settings("m", bad)
 
 
-def test_the_funnel_model_turns_nested_loops_and_merge_joins_off():
-    settings = dict(load_models()["funnel_user_steps"].postgres_settings)
-    assert settings == {"enable_nestloop": "off", "enable_mergejoin": "off"}
+@pytest.mark.parametrize(
+    ("model", "wanted"),
+    [
+        # (Nested loops, merge joins and sorts of the step events, each planned on estimates of a row or so.)
+        ("funnel_user_steps", {"enable_nestloop": "off", "enable_mergejoin": "off", "enable_sort": "off"}),
+        # (Once meta.def_retention is analysed, PostgreSQL planned this model's joins as nested loops: 229 s for 2 s.)
+        ("retention_user_cohorts", {"enable_nestloop": "off", "enable_sort": "off"}),
+        ("frequency_retention", {"enable_sort": "off"}),
+        # (A merge join on user_id alone, the session's first number left to its filter: 22.3M pairs thrown away.)
+        ("session_events", {"enable_mergejoin": "off"}),
+        ("segment_membership_daily", {"enable_sort": "off"}),
+    ],
+)
+def test_the_models_that_plan_badly_on_their_estimates_turn_those_plans_off(model, wanted):
+    settings = dict(load_models()[model].postgres_settings)
+    assert settings == wanted
     assert set(settings) <= POSTGRES_SETTINGS
 
 
-def test_the_retention_model_turns_nested_loops_off():
-    """(Once meta.def_retention is analysed, PostgreSQL planned this model's joins as nested loops: 229 s for 2 s.)"""
-    assert dict(load_models()["retention_user_cohorts"].postgres_settings) == {"enable_nestloop": "off"}
-
-
 def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
-    """On PostgreSQL the funnel build runs with nested loops, merge joins and JIT off; other models only with JIT off;
+    """On PostgreSQL the funnel build runs with nested loops, merge joins, sorts and JIT off; other models only with JIT off;
     the settings are transaction-local, so the connection is back to the server defaults afterwards."""
     import datetime as dt
 
@@ -48,7 +56,7 @@ def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
         day = dt.date(2026, 3, 6)
         build_models(wh, cfg, day, day, exact_range=True, only={"funnel_conversion_daily", "active_users_daily"})
         with wh.begin() as conn:
-            shown = ("enable_nestloop", "enable_mergejoin", "jit")
+            shown = ("enable_nestloop", "enable_mergejoin", "enable_sort", "jit")
             after = {k: conn.execute(sa.text(f"show {k}")).scalar() for k in shown} if engine == "postgres" else {}
     finally:
         wh.dispose()
@@ -65,10 +73,10 @@ def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
         return applied
 
     if engine == "postgres":
-        funnel = {"jit": "off", "enable_nestloop": "off", "enable_mergejoin": "off"}
+        funnel = {"jit": "off", "enable_nestloop": "off", "enable_mergejoin": "off", "enable_sort": "off"}
         assert settings_before("funnel_user_steps") == funnel
         assert settings_before("funnel_conversion_daily") == {"jit": "off"}
         assert settings_before("active_users_daily") == {"jit": "off"}
-        assert after == {"enable_nestloop": "on", "enable_mergejoin": "on", "jit": "on"}
+        assert after == {"enable_nestloop": "on", "enable_mergejoin": "on", "enable_sort": "on", "jit": "on"}
     else:
         assert not any("set_config" in stmt for stmt, _ in seen)
