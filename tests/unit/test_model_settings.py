@@ -39,8 +39,9 @@ def test_the_models_that_plan_badly_on_their_estimates_turn_those_plans_off(mode
 
 
 def test_a_build_sets_them_in_its_own_transaction(make_project, engine):
-    """On PostgreSQL the funnel build runs with nested loops, merge joins, sorts and JIT off; other models only with JIT off;
-    the settings are transaction-local, so the connection is back to the server defaults afterwards."""
+    """On PostgreSQL the funnel build runs with nested loops, merge joins, sorts and JIT off, and the two models
+    without settings of their own built beside it with JIT off only; the settings are transaction-local, so the
+    connection is back to the server defaults afterwards."""
     import datetime as dt
 
     import sqlalchemy as sa
