@@ -189,12 +189,11 @@ TRINO_SELECTION = (
     "[trino-funnel_conversion_daily:one event matching two steps fills one of them",
 )
 _FIXTURE = "tests/test_model_fixtures.py::test_model_fixture"
-# Every fixture case runs on Trino in the lane. One case per model (file stem and the beginning of the case's name)
-# runs the whole workflow there (ingest and validate of the earlier dates, then a whole night), publish included, and
-# checks reports.<model> against the contract: where Trino's date and time functions could differ from DuckDB's
-# (local dates east and west of UTC, DST changes, Monday weeks; tests/unit/test_dialect_semantics.py pins the
-# differences found). 35-55 s each on an idle machine. The other cases ingest their arrival dates and build their
-# model and the models it reads, nothing else (8-53 s, 21 s on average): tests/test_model_fixtures.py.
+# The fixture cases of the lane (file stem and the beginning of a case's name; a stem and a colon: every case of the
+# file). One case per model runs the whole workflow on Trino (ingest and validate of the earlier dates, then a whole
+# night), publish included, and checks reports.<model> against the contract: where Trino's date and time functions
+# could differ from DuckDB's (local dates east and west of UTC, DST changes, Monday weeks;
+# tests/unit/test_dialect_semantics.py pins the differences found). 35-55 s each on an idle machine.
 TRINO_WORKFLOW_CASES = (
     "active_users_daily:a DST change does not move the local date",
     "event_metrics_breakdown_daily:west of UTC, midnight and the DST change",
@@ -207,21 +206,44 @@ TRINO_WORKFLOW_CASES = (
     "session_metrics_daily:gaps are measured in UTC across a DST change",
     "top_paths_daily:with a start event, the path starts at its first occurrence in the session",
 )
+# Every other Trino case ingests its arrival dates and builds its model and the models it reads, nothing else
+# (tests/test_model_fixtures.py): 8-53 s, 21 s on average on an idle machine, about twice that beside the main run
+# in CI (63 of them took 22.6 minutes together on an idle machine). The lane runs these; every case runs in scope all.
+TRINO_LANE_MODEL_CASES = (
+    # more boundaries east of UTC, orders and ties, and where the SQL itself could mean something else on Trino:
+    # JSON properties and the (none) bucket, membership of a segment, string order of paths, a gap of exactly the
+    # timeout, month cohorts with filters, identity merges
+    "active_users_daily:a single event makes one active user on its local date (east of UTC)",
+    "funnel_conversion_daily:23:59:59.999 and 00:00:00.000 local are two entry dates east of UTC",
+    "funnel_conversion_daily:the last step exactly at t1 + window converts",
+    "funnel_conversion_daily:breakdown_segment splits the entered users by membership on the entry date",
+    "segment_size_daily:latest_property reads the latest activity event, ties broken by event_id",
+    "retention_cohorts:recurring month cohorts with on_or_after, start filters and a breakdown",
+    # every case of the models cheapest to build on Trino (9-15 s a case on an idle machine)
+    "event_metrics_daily:",
+    "event_metrics_breakdown_daily:",
+    "path_transitions_daily:",
+    "session_metrics_daily:",
+    "top_paths_daily:",
+)
 
 
-def _trino_workflow_fixture_cases() -> tuple[str, ...]:
-    """The node ids of TRINO_WORKFLOW_CASES (each names exactly one case of the fixture files)."""
+def _trino_fixture_cases(wanted: tuple[str, ...], *, one_each: bool) -> tuple[str, ...]:
+    """The node ids of the Trino fixture cases ``wanted`` names (with ``one_each``, each entry names exactly one)."""
     ids = []
     for path in sorted((Path(__file__).parent / "fixtures" / "models").glob("*.yml")):
         for case in yaml.safe_load(path.read_text(encoding="utf-8"))["cases"]:
             ids.append(f"{path.stem}:{case['name']}")
     chosen = []
-    for wanted in TRINO_WORKFLOW_CASES:
-        found = [i for i in ids if i.startswith(wanted)]
-        if len(found) != 1:
-            raise RuntimeError(f"TRINO_WORKFLOW_CASES entry {wanted!r} names {len(found)} fixture cases, not one")
-        chosen.append(f"{_FIXTURE}[trino-{found[0]}]")
+    for entry in wanted:
+        found = [i for i in ids if i.startswith(entry)]
+        if not found or (one_each and len(found) != 1):
+            raise RuntimeError(f"fixture case entry {entry!r} names {len(found)} fixture cases")
+        chosen += [f"{_FIXTURE}[trino-{i}]" for i in found if f"{_FIXTURE}[trino-{i}]" not in chosen]
     return tuple(chosen)
+
+
+TRINO_WORKFLOW_FIXTURES = frozenset(_trino_fixture_cases(TRINO_WORKFLOW_CASES, one_each=True))
 
 
 # Node ids (or their beginnings) of the lane, measured beside the main run in a CI run on 2 cores: 39 minutes at 15
@@ -243,10 +265,9 @@ TRINO_LANE = (
     "tests/properties/test_segments.py::test_latest_event_ties[trino]",
     "tests/properties/test_segments.py::test_eight_levels_deep[trino]",
     "tests/properties/test_sessions_paths.py::test_sessions_paths_breakdowns_match_reference[trino]",
-    # Every fixture case (TRINO_WORKFLOW_CASES above run the whole workflow).
-    f"{_FIXTURE}[trino-",
+    # Fixture cases: TRINO_WORKFLOW_CASES and TRINO_LANE_MODEL_CASES above.
+    *_trino_fixture_cases(TRINO_WORKFLOW_CASES + TRINO_LANE_MODEL_CASES, one_each=False),
 )
-TRINO_WORKFLOW_FIXTURES = frozenset(_trino_workflow_fixture_cases())
 TRINO_SKIP_REASON = "Trino variant outside the selection of tests/conftest.py (COHORTFLOW_TEST_TRINO_SCOPE=all runs it)"
 TRINO_SCOPES = ("selection", "main", "lane", "all")
 
