@@ -13,7 +13,7 @@
 #        DolphinScheduler server starts;
 #     4. the DolphinScheduler integration tests, inside the server's network namespace
 #        (where the PostgreSQL cluster's Unix socket is forwarded to the same 127.0.0.1 port).
-# Measured in one CI run on 2 cores: 1 took 48 minutes, 3 took 39 and 4 took 9. The background
+# Measured in one CI run on 2 cores (a03fe1c, 3,807 s in all): 1 took 54 minutes, 3 took 52.5 and 4 took 8.5. The background
 # half's output is printed at the end. Each pytest run may select nothing (exit 5) when arguments
 # narrow the suite; not all four.
 set -euo pipefail
