@@ -12,6 +12,7 @@ Without them the variants are skipped locally, and fail under CI
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import uuid
@@ -228,12 +229,19 @@ TRINO_LANE_MODEL_CASES = (
 )
 
 
-def _trino_fixture_cases(wanted: tuple[str, ...], *, one_each: bool) -> tuple[str, ...]:
-    """The node ids of the Trino fixture cases ``wanted`` names (with ``one_each``, each entry names exactly one)."""
+@functools.cache
+def _fixture_case_ids() -> tuple[str, ...]:
+    """``<file stem>:<case name>`` of every fixture case."""
     ids = []
     for path in sorted((Path(__file__).parent / "fixtures" / "models").glob("*.yml")):
         for case in yaml.safe_load(path.read_text(encoding="utf-8"))["cases"]:
             ids.append(f"{path.stem}:{case['name']}")
+    return tuple(ids)
+
+
+def _trino_fixture_cases(wanted: tuple[str, ...], *, one_each: bool) -> tuple[str, ...]:
+    """The node ids of the Trino fixture cases ``wanted`` names (with ``one_each``, each entry names exactly one)."""
+    ids = _fixture_case_ids()
     chosen = []
     for entry in wanted:
         found = [i for i in ids if i.startswith(entry)]

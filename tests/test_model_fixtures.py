@@ -43,10 +43,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import trino_whole_workflow
 from cohortflow.dag import load_workflows
 from cohortflow.models import build_pending
 from cohortflow.runner import run_task, run_workflow
+from tests.conftest import trino_whole_workflow
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "models").glob("*.yml"))
 
@@ -72,10 +72,11 @@ def _norm(value):
 
 @pytest.mark.parametrize(("model", "case"), list(_cases()))
 def test_model_fixture(request, make_project, engine, model, case):
-    if engine == "trino" and not trino_whole_workflow(request.node.nodeid):
-        _check_case(make_project, engine, model, case, catch_up=True, model_only=True)
+    if engine != "trino":
+        how = "nightly"
     else:
-        _check_case(make_project, engine, model, case, catch_up=engine == "trino")
+        how = "caught_up" if trino_whole_workflow(request.node.nodeid) else "model_only"
+    _check_case(make_project, engine, model, case, how=how)
 
 
 @pytest.mark.parametrize(("model", "case"), [c for c in _cases() if len(c.values[1]["arrivals"]) > 1])
@@ -83,12 +84,13 @@ def test_model_fixture_caught_up_in_one_night(make_project, model, case):
     """The earlier dates ingested and validated only (their models and publish failed, say), then one night: the
     same rows, as the invariant wants (published tables equal a rebuild from everything loaded), and what the Trino
     variants of the fixtures rely on. On DuckDB, for the cases with several arrival dates."""
-    _check_case(make_project, "duckdb", model, case, catch_up=True)
+    _check_case(make_project, "duckdb", model, case, how="caught_up")
 
 
-def _check_case(make_project, engine, model, case, *, catch_up: bool, model_only: bool = False):
-    """``model_only``: every arrival date ingested, then the model and the models it reads built, without the rest
-    of the workflow (validate, the other models, publish); see the module's docstring."""
+def _check_case(make_project, engine, model, case, *, how: str):
+    """``how`` the arrival dates run (see the module's docstring): ``nightly``, the whole workflow for each;
+    ``caught_up``, the earlier dates ingested and validated only, then the whole workflow for the last;
+    ``model_only``, every date ingested, then the model and the models it reads built, nothing else."""
     overrides = {
         "timezone": case.get("timezone", "UTC"),
         "sources": [{"name": "app", "format": "canonical", "path": "events"}],
@@ -107,7 +109,7 @@ def _check_case(make_project, engine, model, case, *, catch_up: bool, model_only
     wh = project.warehouse()
     wf = load_workflows()["cohortflow_nightly"]
     try:
-        if model_only:
+        if how == "model_only":
             for d in sorted(arrivals):
                 run_task(cfg, wh, wf, "ingest", d, echo=lambda _m: None)
             built = build_pending(wh, cfg, only={model})
@@ -115,7 +117,7 @@ def _check_case(make_project, engine, model, case, *, catch_up: bool, model_only
         else:
             *earlier, last = sorted(arrivals)
             for d in earlier:
-                if catch_up:
+                if how == "caught_up":
                     for task in ("ingest", "validate"):
                         run_task(cfg, wh, wf, task, d, echo=lambda _m: None)
                 else:
@@ -131,7 +133,7 @@ def _check_case(make_project, engine, model, case, *, catch_up: bool, model_only
             params = {"lo": dt.date.fromisoformat(str(lo)), "hi": dt.date.fromisoformat(str(hi))}
         with wh.begin() as conn:
             got = [tuple(_norm(v) for v in row) for row in wh.execute(conn, sql, params).fetchall()]
-            published, presented = ([], []) if model_only else _published_and_presented(wh, conn, model)
+            published, presented = ([], []) if how == "model_only" else _published_and_presented(wh, conn, model)
     finally:
         wh.dispose()
     want = [tuple(_norm(row[c]) for c in columns) for row in expected]
