@@ -1090,6 +1090,11 @@ def described(conn: sa.Connection, table: str) -> list[tuple[str, str]]:
         result.close()
 
 
+# A temporary table's scratch table: Parquet, one partition (a Hive table without partitions cannot be read in the
+# transaction that wrote it).
+_SCRATCH_PROPERTIES = f"with (format = 'PARQUET', partitioned_by = ARRAY['{WHOLE_TABLE_PARTITION}'])"
+
+
 def _owner_lock(owner: str) -> str:
     return f"cohortflow:scratch-owner:{owner}"
 
@@ -1147,12 +1152,14 @@ class TrinoAccess:
     # -- temporary tables ------------------------------------------------------------
     #
     # Trino has no temporary tables. ``create temporary table t ...`` creates a scratch table ``raw.tmp_t_<id>``
-    # (Parquet, one partition: a Hive table without partitions cannot be read in the transaction that wrote it),
-    # empty, by DDL outside the transaction; a CTAS's rows are then inserted in the transaction, so they are what
-    # the transaction sees. The statements that follow on the connection read and write ``t`` as that table. A
-    # Hive partition takes one write per transaction: a second insert into ``t`` writes a new scratch table with
-    # the old rows and the new ones, which ``t`` then names. ``drop table t`` forgets the name; the scratch tables
-    # are dropped when the transaction ends (a table written in a transaction must outlive it).
+    # (Parquet, one partition: a Hive table without partitions cannot be read in the transaction that wrote it) in
+    # the transaction, by one CREATE TABLE (AS SELECT): it is what the transaction sees, and a rollback removes it.
+    # (It was once created empty by DDL outside the transaction and filled by an INSERT in it: three statements
+    # where there is now one and its description, for the twenty temporary tables of every ingest.) The statements
+    # that follow on the connection read and write ``t`` as that table. A Hive partition takes one write per
+    # transaction (a table created empty, ``where 1 = 0``, may take one more): a second insert into ``t`` creates a
+    # new scratch table of the old rows and the new ones, which ``t`` then names. ``drop table t`` forgets the name;
+    # the scratch tables are dropped when the transaction ends (a table written in a transaction must outlive it).
 
     def execute(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult | None:
         """Source-dialect SQL on Trino, with the connection's temporary tables in place (see above)."""
@@ -1259,13 +1266,12 @@ class TrinoAccess:
         if not isinstance(tree, exp.Create):
             raise WarehouseError(f"not a create statement: {sql[:80]}")
         temps = self._temps.setdefault(id(conn), {})
-        partition = f"with (format = 'PARQUET', partitioned_by = ARRAY['{WHOLE_TABLE_PARTITION}'])"
         if isinstance(tree.this, exp.Schema):
             name = tree.this.this.name
             scratch = self._scratch_name(conn, name)
             columns = {c.name: c.args["kind"].sql(SOURCE_DIALECT) for c in tree.this.expressions if isinstance(c, exp.ColumnDef)}
             body = ", ".join(f"{c} {exp.DataType.build(t, dialect=SOURCE_DIALECT).sql('trino')}" for c, t in columns.items())
-            self.ddl(f"create table {scratch} ({body}, {WHOLE_TABLE_PARTITION} boolean) {partition}")
+            self.finished(conn.execute(sa.text(f"create table {scratch} ({body}, {WHOLE_TABLE_PARTITION} boolean) {_SCRATCH_PROPERTIES}")))
             self.register(scratch, columns)
             temps[name] = scratch
             return
@@ -1275,19 +1281,26 @@ class TrinoAccess:
         empty = where is not None and where.this.sql() == "1 = 0"
         select_sql = render(query.sql(dialect=SOURCE_DIALECT), "trino")
         scratch = self._scratch_name(conn, name)
-        self.ddl(
-            f"create table {scratch} {partition} as select q.*, cast(null as boolean) as {WHOLE_TABLE_PARTITION} "
-            f"from (\n{select_sql}\n) as q with no data",
-            params,
-        )
-        with self.autocommit.connect() as other:
-            rows = described(other, scratch)
-        columns = {c: re.sub(r"^timestamp\(\d+\)", "timestamp", t) for c, t in rows if c != WHOLE_TABLE_PARTITION}
-        self.register(scratch, columns)
+        self._create_scratch(conn, scratch, select_sql, params, data=not empty)
         temps[name] = scratch
-        if not empty:
-            cols = ", ".join(columns)
-            self.finished(conn.execute(sa.text(f"insert into {scratch} ({cols})\n{select_sql}"), dict(params or {})))
+
+    def _create_scratch(
+        self, conn: sa.Connection, scratch: str, select_sql: str, params: Mapping[str, Any] | None, *, data: bool
+    ) -> None:
+        """``create table scratch as select_sql`` (Trino SQL) in ``conn``'s transaction, its columns registered; without
+        ``data`` the table is created empty, and the transaction may still write it once."""
+        self.finished(
+            conn.execute(
+                sa.text(
+                    f"create table {scratch} {_SCRATCH_PROPERTIES} as select q.*, cast(null as boolean) as {WHOLE_TABLE_PARTITION} from (\n{select_sql}\n) as q"
+                    + ("" if data else " with no data")
+                ),
+                dict(params or {}),
+            )
+        )
+        rows = described(conn, scratch)
+        self.register(scratch, {c: re.sub(r"^timestamp\(\d+\)", "timestamp", t) for c, t in rows if c != WHOLE_TABLE_PARTITION})
+        if data:
             self._written.setdefault(id(conn), set()).add(scratch)
 
     def register(self, scratch: str, columns: dict[str, str]) -> None:
@@ -1347,12 +1360,8 @@ class TrinoAccess:
         if query is None or set(cols) != set(columns):
             raise WarehouseError(f"temporary table {name}: a second insert on Trino must be INSERT ... SELECT of every column")
         fresh = self._scratch_name(conn, name)
-        self.ddl(f"create table {fresh} (like {scratch} including properties)")
-        self.register(fresh, {c: _known_schema()["raw"][scratch.split(".")[1]][c] for c in columns})
         union = exp.union(exp.select(*cols).from_(exp.to_table(scratch)), query.copy(), distinct=False)
-        insert = exp.insert(union, exp.to_table(fresh), columns=cols).sql(dialect=SOURCE_DIALECT)
-        self.run(conn, render(insert, "trino"), params)
-        written.add(fresh)
+        self._create_scratch(conn, fresh, render(union.sql(dialect=SOURCE_DIALECT), "trino"), params, data=True)
         temps[name] = fresh
         return None
 
