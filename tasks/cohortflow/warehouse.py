@@ -1154,12 +1154,11 @@ class TrinoAccess:
     # Trino has no temporary tables. ``create temporary table t ...`` creates a scratch table ``raw.tmp_t_<id>``
     # (Parquet, one partition: a Hive table without partitions cannot be read in the transaction that wrote it) in
     # the transaction, by one CREATE TABLE (AS SELECT): it is what the transaction sees, and a rollback removes it.
-    # (It was once created empty by DDL outside the transaction and filled by an INSERT in it: three statements
-    # where there is now one and its description, for the twenty temporary tables of every ingest.) The statements
-    # that follow on the connection read and write ``t`` as that table. A Hive partition takes one write per
-    # transaction (a table created empty, ``where 1 = 0``, may take one more): a second insert into ``t`` creates a
-    # new scratch table of the old rows and the new ones, which ``t`` then names. ``drop table t`` forgets the name;
-    # the scratch tables are dropped when the transaction ends (a table written in a transaction must outlive it).
+    # The statements that follow on the connection read and write ``t`` as that table. A Hive partition takes one
+    # write per transaction (a table created empty, ``where 1 = 0``, may take one more): a second insert into ``t``
+    # creates a new scratch table of the old rows and the new ones, which ``t`` then names. ``drop table t`` forgets
+    # the name; the scratch tables are dropped when the transaction ends (a table written in a transaction must
+    # outlive it).
 
     def execute(self, conn: sa.Connection, sql: str, params: Mapping[str, Any] | None = None) -> sa.CursorResult | None:
         """Source-dialect SQL on Trino, with the connection's temporary tables in place (see above)."""
