@@ -202,8 +202,18 @@ def _postgres_node(node: exp.Expression) -> exp.Expression:
 
 
 def _annotate(tree: exp.Expression) -> None:
-    """Qualify ``tree``'s columns and infer every node's type, in place, from the project's table definitions."""
-    _annotate_with(tree, _known_schema())
+    """Qualify ``tree``'s columns and infer every node's type, in place, from the project's table definitions.
+
+    sqlglot builds a schema object from the mapping it is given on every call: only the tables ``tree`` names are
+    passed (a name without its schema: that name in every schema, as sqlglot resolves it when it is unique)."""
+    known = _known_schema()
+    schema: dict[str, dict[str, dict[str, str]]] = {}
+    for table in tree.find_all(exp.Table):
+        for db in [table.db] if table.db else list(known):
+            columns = known.get(db, {}).get(table.name)
+            if columns is not None:
+                schema.setdefault(db, {})[table.name] = columns
+    _annotate_with(tree, schema)
 
 
 def _annotate_with(tree: exp.Expression, schema: dict) -> None:
