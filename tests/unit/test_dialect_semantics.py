@@ -187,6 +187,9 @@ def test_types_are_inferred_from_the_tables_a_statement_names_as_from_the_whole_
     from cohortflow.models import load_models
     from cohortflow.warehouse import SOURCE_DIALECT, _annotate, _annotate_with, _known_schema
 
+    def types(tree: exp.Expression) -> list[str | None]:
+        return [n.type.sql(SOURCE_DIALECT) if n.type else None for n in tree.walk()]
+
     compared = typed = 0
     for model in load_models().values():
         try:
@@ -197,8 +200,7 @@ def test_types_are_inferred_from_the_tables_a_statement_names_as_from_the_whole_
         _annotate(named)
         _annotate_with(whole, _known_schema())
         assert named.sql(SOURCE_DIALECT) == whole.sql(SOURCE_DIALECT), model.name
-        types = [n.type.sql(SOURCE_DIALECT) if n.type else None for n in named.walk()]
-        assert types == [n.type.sql(SOURCE_DIALECT) if n.type else None for n in whole.walk()], model.name
+        assert types(named) == types(whole), model.name
         compared += 1
         typed += sum(1 for n in named.find_all(exp.Column) if n.type and not n.type.is_type(exp.DataType.Type.UNKNOWN))
     assert compared >= 10 and typed > 100, (compared, typed)
