@@ -8,13 +8,14 @@
 #     1. the suite on DuckDB, PostgreSQL and Trino in .venv (SDK 3.1.1);
 #     2. the offline tests of the 3.2.x definitions in .venv-ds32 (SDK 4.1.0; the two SDKs
 #        cannot share an environment);
+#     3. the DolphinScheduler integration tests, inside the server's network namespace
+#        (where the PostgreSQL cluster's Unix socket is forwarded to the same 127.0.0.1 port);
+#        the server starts at the beginning, beside 1;
 #   in the background (a process group of its own, stopped whole on exit)
-#     3. the slow Trino tests (the lane: TRINO_LANE in tests/conftest.py), while the
-#        DolphinScheduler server starts;
-#     4. the DolphinScheduler integration tests, inside the server's network namespace
-#        (where the PostgreSQL cluster's Unix socket is forwarded to the same 127.0.0.1 port).
-# Measured in one CI run on 2 cores (a03fe1c, 3,807 s in all): 1 took 54 minutes, 3 took 52.5 and 4 took 8.5. The background
-# half's output is printed at the end. Each pytest run may select nothing (exit 5) when arguments
+#     4. the slow Trino tests (the lane: TRINO_LANE in tests/conftest.py).
+# The lane is sized so that the two halves end together. Measured in one CI run on 2 cores (2ae40ac, 3,982 s in
+# all, with the DolphinScheduler tests still after the lane): 1 took 56 minutes, 4 took 53 and 3 took 11.
+# The background half's output is printed at the end. Each pytest run may select nothing (exit 5) when arguments
 # narrow the suite; not all four.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ scripts/chromium.sh
 scripts/pgcluster.sh start
 background="" lane_tmp="${TMPDIR:-/tmp}/cohortflow-trino-lane"
 cleanup() {
+    [ -n "${ds_starter:-}" ] && kill "$ds_starter" 2>/dev/null || true
     if [ -n "$background" ]; then
         kill -TERM -- "-$background" 2>/dev/null && wait "$background" 2>/dev/null
         # a killed lane does not stop the two-node cluster of tests/integration/test_trino_cluster.py
@@ -42,60 +44,58 @@ cleanup() {
 trap cleanup EXIT
 scripts/dolphinscheduler.sh build
 mkdir -p target
-rm -f target/trino-lane.* target/dolphinscheduler-*.log target/dolphinscheduler-tests.rc
-echo "set-up took $((SECONDS - t0)) s (the DolphinScheduler server starts beside the Trino lane)" >&2
+rm -f target/trino-lane.* target/dolphinscheduler-*.log
+echo "set-up took $((SECONDS - t0)) s (the DolphinScheduler server starts beside the test runs)" >&2
 scripts/trino.sh start
 eval "$(scripts/pgcluster.sh env)"
 eval "$(scripts/trino.sh env)"
 
 lane_log=target/trino-lane.log
-# The background half (3 and 4 above). Exit codes and times go to files the foreground reads at the end.
+# The background half (4 above). Its exit code and time go to a file the foreground reads at the end.
 background_half() {
-    local started=$SECONDS rc=0 starter
-    DS_FORWARD="$COHORTFLOW_PG_PORT=$COHORTFLOW_PG_DIR/.s.PGSQL.$COHORTFLOW_PG_PORT" \
-        scripts/dolphinscheduler.sh start >target/dolphinscheduler-start.log 2>&1 &
-    starter=$!
+    local started=$SECONDS rc=0
     COHORTFLOW_TEST_TRINO_SCOPE=lane .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" \
         --basetemp="$lane_tmp" -p no:cacheprovider --durations=15 "$@" >"$lane_log" 2>&1 || rc=$?
     echo "$rc $((SECONDS - started))" >target/trino-lane.rc
-    rc=0
-    if wait "$starter"; then
-        started=$SECONDS
-        (
-            eval "$(scripts/dolphinscheduler.sh env)"
-            scripts/dolphinscheduler.sh status
-            scripts/dolphinscheduler.sh exec .venv/bin/python -m pytest -m dolphinscheduler --durations=5 "$@"
-        ) >target/dolphinscheduler-tests.log 2>&1 || rc=$?
-        scripts/dolphinscheduler.sh status >>target/dolphinscheduler-tests.log 2>&1 || true
-        echo "$rc $((SECONDS - started))" >target/dolphinscheduler-tests.rc
-    else
-        echo "start-failed 0" >target/dolphinscheduler-tests.rc
-    fi
 }
 # (job control on while it starts: the background half gets a process group of its own, which cleanup stops whole)
 set -m
 background_half "$@" &
 background=$!
 set +m
+DS_FORWARD="$COHORTFLOW_PG_PORT=$COHORTFLOW_PG_DIR/.s.PGSQL.$COHORTFLOW_PG_PORT" \
+    scripts/dolphinscheduler.sh start >target/dolphinscheduler-start.log 2>&1 &
+ds_starter=$!
 
 codes=()
 run() { local rc=0; "$@" || rc=$?; codes+=("$rc"); }
 run env COHORTFLOW_TEST_TRINO_SCOPE=main .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" --durations=25 "$@"
 run .venv-ds32/bin/python -m pytest -m sdk32 "$@" tests/unit/test_register.py
-echo "waiting for the background half (the Trino lane, then the DolphinScheduler integration tests)" >&2
+ds_rc=0
+if wait "$ds_starter"; then
+    ds_starter=""
+    cat target/dolphinscheduler-start.log >&2
+    started=$SECONDS
+    (
+        eval "$(scripts/dolphinscheduler.sh env)"
+        scripts/dolphinscheduler.sh status
+        scripts/dolphinscheduler.sh exec .venv/bin/python -m pytest -m dolphinscheduler --durations=5 "$@"
+    ) || ds_rc=$?
+    scripts/dolphinscheduler.sh status || true
+    echo "---- DolphinScheduler integration tests: exit $ds_rc, $((SECONDS - started)) s" >&2
+    scripts/dolphinscheduler.sh stop || true
+else
+    ds_starter=""
+    cat target/dolphinscheduler-start.log >&2
+    echo "the DolphinScheduler server did not start: its integration tests did not run" >&2
+    exit 1
+fi
+echo "waiting for the background half (the Trino lane)" >&2
 wait "$background" || true
 background=""
 read -r lane_rc lane_seconds <target/trino-lane.rc || { lane_rc=1 lane_seconds=0; }
 echo "---- Trino lane (exit $lane_rc, $lane_seconds s): $lane_log" >&2
 cat "$lane_log" >&2
-cat target/dolphinscheduler-start.log >&2
-read -r ds_rc ds_seconds <target/dolphinscheduler-tests.rc || { ds_rc=1 ds_seconds=0; }
-if [ "$ds_rc" = start-failed ]; then
-    echo "the DolphinScheduler server did not start: its integration tests did not run" >&2
-    exit 1
-fi
-echo "---- DolphinScheduler integration tests (exit $ds_rc, $ds_seconds s): target/dolphinscheduler-tests.log" >&2
-cat target/dolphinscheduler-tests.log >&2
 codes+=("$ds_rc" "$lane_rc")
 
 status=0 selected=0
