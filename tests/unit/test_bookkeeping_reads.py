@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import re
 
+import pytest
 import sqlalchemy as sa
 
 from cohortflow.dag import load_workflows
@@ -142,6 +143,73 @@ def test_a_new_warehouse_makes_sure_of_the_tables_again(make_project):
     finally:
         again.dispose()
     assert _count(statements, r"create table if not exists meta\.run_log") == 1
+
+
+def _bootstrap_again(project, between=lambda wh: None):
+    """The project's tables made by one Warehouse, ``between`` run with it, then a new Warehouse that makes sure of
+    them: that one (to dispose of) and the statements of its bootstrap."""
+    first = project.warehouse()
+    try:
+        first.bootstrap()
+        between(first)
+    finally:
+        first.dispose()
+    again = project.warehouse()
+    statements = _statements(again)
+    again.bootstrap()
+    return again, statements
+
+
+def _ddl(statements: list[str]) -> list[str]:
+    return [s for s in statements if re.match(r"(create (schema|table)|alter|update|drop) ", s)]
+
+
+def test_a_new_warehouse_over_complete_tables_makes_nothing(make_project, engine):
+    """One catalog question, and no DDL, when every table and column is there (on Trino each statement costs tens of
+    milliseconds, found or not)."""
+    again, statements = _bootstrap_again(make_project(engine))
+    again.dispose()
+    assert _count(statements, r"information_schema") == 1, statements
+    assert _ddl(statements) == []
+
+
+def test_a_missing_table_and_a_missing_column_are_made_and_filled(make_project):
+    """What the catalog lacks is made, and only that: a dropped bookkeeping table, and a column that a migration adds
+    (filled for the rows already there)."""
+
+    def damage(wh) -> None:
+        with wh.engine.begin() as conn:
+            conn.execute(sa.text(
+                "insert into raw.quarantine values (date '2026-11-01', 'f.jsonl', 3, 'ark', 'not json', null, 'x', 'ark')"
+            ))
+            conn.execute(sa.text("alter table raw.quarantine drop column source_name"))
+            conn.execute(sa.text("drop table meta.published_comments"))
+
+    again, statements = _bootstrap_again(make_project("duckdb"), damage)
+    try:
+        with again.begin() as conn:
+            rows = again.execute(conn, "select source_format, source_name from raw.quarantine").fetchall()
+            assert again.scalar(conn, "select count(*) from meta.published_comments") == 0
+    finally:
+        again.dispose()
+    assert [tuple(r) for r in rows] == [("ark", "ark")]
+    made = _ddl(statements)
+    assert [re.match(r"(?:create table (?:if not exists )?|alter table |update )([\w.]+)", s).group(1) for s in made] == [
+        "meta.published_comments", "raw.quarantine", "raw.quarantine"
+    ], made
+
+
+def test_every_bootstrap_statement_says_what_it_makes():
+    from cohortflow.warehouse import BASE_TABLES, WarehouseError, bootstrap_needed
+
+    for ddl in BASE_TABLES:
+        bootstrap_needed(ddl, {})  # (raises for a statement it cannot read)
+    assert bootstrap_needed("alter table meta.ingest_ledger add column if not exists damage varchar", {"meta.ingest_ledger": {"damage"}}) is False
+    assert bootstrap_needed("alter table meta.ingest_ledger add column if not exists damage varchar", {"meta.ingest_ledger": {"run_id"}}) is True
+    assert bootstrap_needed("create table if not exists meta.run_log (run_id varchar)", {"meta.run_log": {"run_id"}}) is False
+    assert bootstrap_needed("create table if not exists meta.run_log (run_id varchar)", {"meta.run_logs": set()}) is True
+    with pytest.raises(WarehouseError, match="neither a table nor a column"):
+        bootstrap_needed("create index if not exists x on raw.events (load_date)", {})
 
 
 def test_publish_comments_a_table_only_when_its_comments_change(make_project):
