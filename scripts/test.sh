@@ -13,8 +13,8 @@
 #        the server starts at the beginning, beside 1;
 #   in the background (a process group of its own, stopped whole on exit)
 #     4. the slow Trino tests (the lane: TRINO_LANE in tests/conftest.py).
-# The lane is sized so that the two halves end together. Measured in one CI run on 2 cores (2ae40ac, 3,982 s in
-# all, with the DolphinScheduler tests still after the lane): 1 took 56 minutes, 4 took 53 and 3 took 11.
+# The lane is sized so that the two halves end together. Measured in one CI run on 2 cores (0725d91, 4,053 s in
+# all; set-up 103 s): 1 took 53 minutes, 2 11 s and 3 12 minutes, while 4 took 60 minutes (with 58 fixture cases).
 # The background half's output is printed at the end. Each pytest run may select nothing (exit 5) when arguments
 # narrow the suite; not all four.
 set -euo pipefail
