@@ -85,10 +85,9 @@ if wait "$ds_starter"; then
     echo "---- DolphinScheduler integration tests: exit $ds_rc, $((SECONDS - started)) s" >&2
     scripts/dolphinscheduler.sh stop || true
 else
-    ds_starter=""
+    ds_starter="" ds_rc=1
     cat target/dolphinscheduler-start.log >&2
-    echo "the DolphinScheduler server did not start: its integration tests did not run" >&2
-    exit 1
+    echo "the DolphinScheduler server did not start: its integration tests did not run (the lane's results follow)" >&2
 fi
 echo "waiting for the background half (the Trino lane)" >&2
 wait "$background" || true
