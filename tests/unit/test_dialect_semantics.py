@@ -204,3 +204,26 @@ def test_types_are_inferred_from_the_tables_a_statement_names_as_from_the_whole_
         compared += 1
         typed += sum(1 for n in named.find_all(exp.Column) if n.type and not n.type.is_type(exp.DataType.Type.UNKNOWN))
     assert compared >= 10 and typed > 100, (compared, typed)
+
+
+def test_a_models_scratch_tables_are_worked_out_once_per_process(monkeypatch):
+    """Every build of a model on Trino asks for its scratch tables (warehouse.trino_scratch_tables); the type
+    inference behind them runs on the first build only, and every build gets the same tables in a list of its own,
+    with their column types known to the rewrites of the statements that read them."""
+    import cohortflow.warehouse as warehouse
+    from cohortflow.models import load_models
+
+    model = load_models()["funnel_user_steps"]
+    prefix = "models.scratch_cache_test"
+    warehouse._trino_scratch_tables.cache_clear()
+    inferred = []
+    real = warehouse._annotate
+    monkeypatch.setattr(warehouse, "_annotate", lambda tree: (inferred.append(tree), real(tree))[1])
+    first = warehouse.trino_scratch_tables(model.sql, model.sql_for("trino"), prefix)
+    after_first = len(inferred)
+    second = warehouse.trino_scratch_tables(model.sql, model.sql_for("trino"), prefix)
+    assert after_first > 0 and len(inferred) == after_first
+    assert first == second and first[1] is not second[1] and first[1]
+    for table, _query in first[1]:
+        schema, name = table.split(".")
+        assert warehouse._known_schema()[schema][name], table
