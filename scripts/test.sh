@@ -71,10 +71,11 @@ codes=()
 run() { local rc=0; "$@" || rc=$?; codes+=("$rc"); }
 run env COHORTFLOW_TEST_TRINO_SCOPE=main .venv/bin/python -m pytest -m "not dolphinscheduler and not sdk32" --durations=25 "$@"
 run .venv-ds32/bin/python -m pytest -m sdk32 "$@" tests/unit/test_register.py
-ds_rc=0
-if wait "$ds_starter"; then
-    ds_starter=""
-    cat target/dolphinscheduler-start.log >&2
+ds_rc=0 ds_up=1
+wait "$ds_starter" || ds_up=0
+ds_starter=""
+cat target/dolphinscheduler-start.log >&2
+if [ "$ds_up" = 1 ]; then
     started=$SECONDS
     (
         eval "$(scripts/dolphinscheduler.sh env)"
@@ -85,8 +86,7 @@ if wait "$ds_starter"; then
     echo "---- DolphinScheduler integration tests: exit $ds_rc, $((SECONDS - started)) s" >&2
     scripts/dolphinscheduler.sh stop || true
 else
-    ds_starter="" ds_rc=1
-    cat target/dolphinscheduler-start.log >&2
+    ds_rc=1
     echo "the DolphinScheduler server did not start: its integration tests did not run (the lane's results follow)" >&2
 fi
 echo "waiting for the background half (the Trino lane)" >&2

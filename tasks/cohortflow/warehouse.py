@@ -614,17 +614,17 @@ class Warehouse:
         tables and views, in one catalog question (on Trino the session's catalog is the only one its
         information_schema lists)."""
         names = ", ".join(f"'{schema}'" for schema in SCHEMAS)
-        here = ("", "") if self.trino is not None else (
-            " and catalog_name = current_database()", " and table_catalog = current_database()"
-        )
+        on_trino = self.trino is not None
+        schemata_here = "" if on_trino else " and catalog_name = current_database()"
+        columns_here = "" if on_trino else " and table_catalog = current_database()"
         schemas: set[str] = set()
         columns: dict[str, set[str]] = {}
         for schema, table, column in self.execute(
             conn,
-            f"select schema_name, null, null from information_schema.schemata where schema_name in ({names}){here[0]} "
+            f"select schema_name, null, null from information_schema.schemata where schema_name in ({names}){schemata_here} "
             "union all "
             "select table_schema, table_name, column_name from information_schema.columns "
-            f"where table_schema in ({names}){here[1]}",
+            f"where table_schema in ({names}){columns_here}",
         ).fetchall():
             if table is None:
                 schemas.add(schema)
@@ -1042,7 +1042,8 @@ def _trino_scratch_tables(sql: str, ctes: str | None, prefix: str) -> tuple[str,
     computed once: every CTE read more than once (unless marked ``not materialized``: the source asks for it
     to be inlined, each reference filtering it its own way), every recursive CTE, and the CTEs its recursive
     part reads. Queries with none come back unchanged. Each scratch table's column types are registered in
-    :func:`_known_schema` (process-wide, as this cache), for the type-aware rewrites of the queries that read it.
+    :func:`_known_schema` (process-wide, as this cache), for the type-aware rewrites of the queries that read it:
+    clearing that cache means clearing this one too.
     """
     tree = sqlglot.parse_one(sql, read=SOURCE_DIALECT)
     if ctes is not None:
